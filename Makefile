@@ -1,0 +1,38 @@
+# Two entry points, both safe to re-run: `make bench` and `make test`.
+# `setup` installs only what is missing; a stamp keyed on pyproject.toml keeps re-runs fast.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := fuse3 libfuse3-dev pkg-config fio liburing-dev qemu-system-common qemu-utils \
+                gcc python3-dev
+SUITE ?= quick
+TRANSPORTS ?=
+
+.PHONY: setup bench test lint clean-mounts
+
+setup: $(VENV)/.installed
+	@bash .ci/enable-uring.sh
+
+$(VENV)/.installed: pyproject.toml
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:" $$missing; \
+	  if [ "$$(id -u)" != 0 ]; then echo "need root to install: apt-get install $$missing" >&2; exit 1; fi; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+bench: setup
+	$(VENV)/bin/ringside bench --suite $(SUITE) $(TRANSPORTS)
+
+test: setup
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check harness transports tests
+
+clean-mounts:
+	@awk '$$3 ~ /^fuse/ {print $$2}' /proc/mounts | xargs -r -n1 umount -l

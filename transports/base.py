@@ -1,0 +1,152 @@
+"""The one interface every transport has, the registry, and transport specs.
+
+A spec is `NAME[:key=value,...]` (e.g. `uring:depth=16,buffers=pinned`). Each transport
+declares its options once; parsing, validation, defaults and error messages live here.
+A transport moves bytes between the kernel and the export (through the codec, or
+through libfuse for pyfuse3); it never decides what a request means.
+"""
+
+from __future__ import annotations
+
+import abc
+import difflib
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from transports.export import Export
+
+
+class SpecError(ValueError):
+    """A transport spec that names an unknown transport or option, or a bad value."""
+
+
+class TransportUnavailable(RuntimeError):
+    """The transport cannot run on this machine; the message names the cause and the fix."""
+
+
+@dataclass(frozen=True)
+class Option:
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+
+    def convert(self, name: str, key: str, raw: str) -> Any:
+        if self.choices and raw not in self.choices:
+            raise SpecError(
+                f"{name}: {key}={raw!r} is not one of {', '.join(self.choices)}"
+            )
+        try:
+            return self.parse(raw)
+        except (TypeError, ValueError) as e:
+            raise SpecError(f"{name}: bad value {key}={raw!r}: {e}") from None
+
+
+def positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def on_off(raw: str) -> bool:
+    if raw in ("on", "yes", "true", "1"):
+        return True
+    if raw in ("off", "no", "false", "0"):
+        return False
+    raise ValueError("use on or off")
+
+
+class Transport(abc.ABC):
+    """Serves an export on a mountpoint until it is unmounted or asked to stop.
+
+    Life cycle (all in the serving process): `serve()` mounts, calls `on_ready()` once
+    the mount answers, and returns only after the mount is gone and every thread it
+    started has been joined. `stop()` may be called from a signal handler or another
+    thread; it makes `serve()` return. `statistics()` may be called at any time and
+    after `serve()` returned.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    options: ClassVar[dict[str, Option]] = {}
+
+    def __init__(self, settings: dict[str, Any]):
+        self.settings = settings
+
+    @abc.abstractmethod
+    def serve(self, export: Export, mountpoint: str, on_ready: Callable[[], None]) -> None: ...
+
+    @abc.abstractmethod
+    def stop(self) -> None: ...
+
+    @abc.abstractmethod
+    def statistics(self) -> dict[str, Any]:
+        """Effective settings and counters: at least `requests` (all requests served)."""
+
+    def check_available(self) -> None:
+        """Raise TransportUnavailable when this machine cannot run the transport."""
+
+
+# name -> "module:Class"; modules are imported only when their transport is used, so a
+# missing optional dependency of one transport never breaks the others.
+_REGISTRY: dict[str, str] = {
+    "pyfuse3": "transports.pyfuse3_transport:Pyfuse3Transport",
+    "devfuse": "transports.devfuse:DevFuseTransport",
+    "uring": "transports.uring:UringTransport",
+}
+
+
+def register(name: str, target: str) -> None:
+    _REGISTRY[name] = target
+
+
+def known_transports() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def transport_class(name: str) -> type[Transport]:
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, _REGISTRY, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise SpecError(
+            f"unknown transport {name!r}{hint}: known transports are "
+            + ", ".join(known_transports())
+        )
+    module_name, _, cls_name = _REGISTRY[name].partition(":")
+    return getattr(importlib.import_module(module_name), cls_name)
+
+
+@dataclass(frozen=True)
+class TransportSpec:
+    name: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    text: str = ""
+
+    def __str__(self) -> str:
+        return self.text or self.name
+
+    def create(self) -> Transport:
+        return transport_class(self.name)(dict(self.settings))
+
+
+def parse_spec(text: str) -> TransportSpec:
+    """Parse `NAME[:key=value,...]`, filling defaults; errors list the known names/keys."""
+    name, _, rest = text.strip().partition(":")
+    cls = transport_class(name)
+    settings = {key: opt.default for key, opt in cls.options.items()}
+    if rest:
+        for item in rest.split(","):
+            key, eq, raw = item.partition("=")
+            key = key.strip()
+            if not eq:
+                raise SpecError(f"{name}: {item!r} is not key=value")
+            if key not in cls.options:
+                known = ", ".join(sorted(cls.options)) or "none"
+                close = difflib.get_close_matches(key, cls.options, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise SpecError(f"{name}: unknown option {key!r}{hint}; known options: {known}")
+            settings[key] = cls.options[key].convert(name, key, raw.strip())
+    return TransportSpec(name=name, settings=settings, text=text.strip())
