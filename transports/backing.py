@@ -52,9 +52,7 @@ def parse_backing(spec: str, size: int | None = None) -> BackingSpec:
     if kind == "memory":
         mem_size = parse_size(rest)
         if size is not None and size != mem_size:
-            raise BackingError(
-                f"--size {size} contradicts backing {spec!r}: give the size once"
-            )
+            raise BackingError(f"--size {size} contradicts backing {spec!r}: give the size once")
         if mem_size <= 0:
             raise BackingError(f"backing {spec!r} has size 0: give a size such as memory:1G")
         return BackingSpec("memory", None, mem_size)

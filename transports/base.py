@@ -35,9 +35,7 @@ class Option:
 
     def convert(self, name: str, key: str, raw: str) -> Any:
         if self.choices and raw not in self.choices:
-            raise SpecError(
-                f"{name}: {key}={raw!r} is not one of {', '.join(self.choices)}"
-            )
+            raise SpecError(f"{name}: {key}={raw!r} is not one of {', '.join(self.choices)}")
         try:
             return self.parse(raw)
         except (TypeError, ValueError) as e:
@@ -88,6 +86,7 @@ class Transport(abc.ABC):
 
     def check_available(self) -> None:
         """Raise TransportUnavailable when this machine cannot run the transport."""
+        return None
 
 
 # name -> "module:Class"; modules are imported only when their transport is used, so a
@@ -116,7 +115,14 @@ def transport_class(name: str) -> type[Transport]:
             + ", ".join(known_transports())
         )
     module_name, _, cls_name = _REGISTRY[name].partition(":")
-    return getattr(importlib.import_module(module_name), cls_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise TransportUnavailable(
+            f"transport {name!r} cannot be loaded ({e}); run `make setup` to install "
+            "and build what it needs"
+        ) from e
+    return getattr(module, cls_name)
 
 
 @dataclass(frozen=True)

@@ -233,15 +233,25 @@ class Export:
             raise OSError(errno.EINVAL, "punch hole needs keep-size")
         end = offset + length
         if mode & FALLOC_FL_KEEP_SIZE:
-            if offset >= self._size:
-                return
-            _fallocate(self.fd, mode, offset, min(end, self._size) - offset)
+            if offset < self._size:
+                self._fallocate_in_place(mode, offset, min(end, self._size) - offset)
             return
         if end > self._size and not self.options.growable:
             raise OSError(errno.ENOSPC, "fallocate past the end of a fixed-size export")
         with self._resize_lock:
+            if end > self._size:
+                os.ftruncate(self.fd, end)
+                self._size = end
+            self._fallocate_in_place(mode | FALLOC_FL_KEEP_SIZE, offset, length)
+
+    def _fallocate_in_place(self, mode: int, offset: int, length: int) -> None:
+        try:
             _fallocate(self.fd, mode, offset, length)
-            self._size = max(self._size, os.fstat(self.fd).st_size)
+        except OSError as e:
+            # shmem (the memory backing) has no ZERO_RANGE; a punched hole reads back the same.
+            if e.errno != errno.EOPNOTSUPP or not mode & FALLOC_FL_ZERO_RANGE:
+                raise
+            _fallocate(self.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length)
 
     def lseek(self, offset: int, whence: int) -> int:
         if whence not in (os.SEEK_DATA, os.SEEK_HOLE):

@@ -80,7 +80,8 @@ def fuse_mounts() -> list[MountEntry]:
 def is_stale(path: str) -> bool:
     """True when a FUSE mount on `path` has no server behind it any more."""
     try:
-        os.stat(path)
+        # statfs always reaches the server; stat may be answered from cached attributes.
+        os.statvfs(path)
     except OSError as e:
         return e.errno in (errno.ENOTCONN, errno.ECONNABORTED)
     return False

@@ -1,0 +1,117 @@
+"""`ringside serve`: mount the export on a file through one transport until stopped."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from typing import Any
+
+from transports import mounting
+from transports.backing import BackingError, parse_backing, parse_size
+from transports.base import SpecError, TransportUnavailable, parse_spec
+from transports.export import Export, ExportOptions
+
+READY_PREFIX = "ringside: ready"
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared by every command that serves the export."""
+    parser.add_argument(
+        "--backing",
+        default="memory:1G",
+        help="file:PATH (raw image, created sparse with --size if missing) or memory:SIZE "
+        "(default: %(default)s)",
+    )
+    parser.add_argument("--size", help="size of a new image file, e.g. 1G")
+    parser.add_argument("--read-only", action="store_true", help="refuse writes (EROFS)")
+    parser.add_argument(
+        "--growable", action="store_true", help="writes past the end extend the image"
+    )
+    parser.add_argument(
+        "--cache",
+        choices=("pagecache", "direct"),
+        default="pagecache",
+        help="for opens without O_DIRECT: use the client's page cache, or bypass it "
+        "(O_DIRECT opens always bypass it) (default: %(default)s)",
+    )
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve the export on MOUNTPOINT (a regular file) until SIGINT/SIGTERM or unmount",
+        description="Mount the export on MOUNTPOINT, a regular file (created if missing), "
+        "and serve it until SIGINT/SIGTERM or until it is unmounted from outside.",
+    )
+    p.add_argument("mountpoint", help="regular file to mount the image on")
+    p.add_argument(
+        "--transport", "-t", default="pyfuse3", help="transport spec NAME[:key=value,...]"
+    )
+    add_export_arguments(p)
+    p.add_argument("--stats-out", help="write the transport's statistics as JSON here on exit")
+    p.set_defaults(func=run_serve)
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"ringside serve: {message}", file=sys.stderr)
+    return code
+
+
+def export_options(args: argparse.Namespace) -> ExportOptions:
+    return ExportOptions(read_only=args.read_only, growable=args.growable, cache=args.cache)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    try:
+        spec = parse_spec(args.transport)
+        size = parse_size(args.size) if args.size else None
+        backing = parse_backing(args.backing, size)
+        transport = spec.create()
+        transport.check_available()
+        export = Export(backing, export_options(args))
+    except (SpecError, BackingError) as e:
+        return _fail(str(e))
+    except TransportUnavailable as e:
+        return _fail(str(e), 1)
+    try:
+        mountpoint = mounting.prepare_mountpoint(args.mountpoint, log=_log)
+    except mounting.MountError as e:
+        export.close()
+        return _fail(str(e))
+
+    def on_signal(signum: int, frame: Any) -> None:
+        transport.stop()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def on_ready() -> None:
+        print(
+            f"{READY_PREFIX}: {mountpoint} serves {backing} through {spec} (pid {os.getpid()})",
+            flush=True,
+        )
+
+    code = 0
+    try:
+        transport.serve(export, mountpoint, on_ready)
+    except (TransportUnavailable, mounting.MountError) as e:
+        code = _fail(str(e), 1)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        mounting.unmount_if_mounted(mountpoint)
+        export_info = export.describe()
+        export.close()
+        if args.stats_out:
+            stats = {"spec": str(spec), "export": export_info, **transport.statistics()}
+            with open(args.stats_out, "w") as f:
+                json.dump(stats, f, indent=1, sort_keys=True)
+    if code == 0:
+        print(f"ringside: stopped; {mountpoint} is unmounted", flush=True)
+    return code
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

@@ -1,0 +1,150 @@
+"""Fixtures that mount for real and always clean up: lazy unmount, reap children."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from transports import mounting
+
+REPO = Path(__file__).resolve().parent.parent
+ON_CI = os.environ.get("CI") == "true"
+READY_PREFIX = "ringside: ready"
+
+# Every transport the semantics suite runs on. A transport listed here that cannot run is a
+# failure on CI (never a silent skip); elsewhere it is skipped with the reason.
+SERVED_TRANSPORTS = [
+    "pyfuse3",
+]
+
+
+def fuse_usable() -> str | None:
+    """None when FUSE can be mounted here, else the reason."""
+    if not os.path.exists("/dev/fuse"):
+        return "/dev/fuse is missing: run `modprobe fuse`"
+    if os.geteuid() != 0 and not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        return "/dev/fuse is not accessible to this user"
+    return None
+
+
+def require(reason: str | None) -> None:
+    if reason:
+        if ON_CI:
+            pytest.fail(f"CI must be able to mount: {reason}")
+        pytest.skip(reason)
+
+
+@pytest.fixture(autouse=True)
+def _no_mount_left_behind(tmp_path_factory) -> Iterator[None]:
+    # Only our own mounts count: every test mounts below pytest's base temp directory.
+    base = str(tmp_path_factory.getbasetemp())
+
+    def ours() -> set[str]:
+        return {m.path for m in mounting.fuse_mounts() if m.path.startswith(base)}
+
+    before = ours()
+    yield
+    left = sorted(ours() - before)
+    for path in left:
+        mounting.unmount_if_mounted(path)
+    assert not left, f"test left FUSE mounts behind: {left}"
+
+
+class Served:
+    """A `ringside serve` child process and its mounted file."""
+
+    def __init__(self, proc: subprocess.Popen, path: Path, stats_path: Path, ready_line: str):
+        self.proc = proc
+        self.path = path
+        self.stats_path = stats_path
+        self.ready_line = ready_line
+        self.output = ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            out, _ = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        self.output += out or ""
+        return self.proc.returncode
+
+    def stats(self) -> dict:
+        return json.loads(self.stats_path.read_text())
+
+
+def serve_command(spec: str, path: Path, backing: str, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "harness",
+        "serve",
+        str(path),
+        "--transport",
+        spec,
+        "--backing",
+        backing,
+        *extra,
+    ]
+
+
+@contextmanager
+def served(
+    spec: str, path: Path, backing: str = "memory:64M", *extra: str, timeout: float = 30
+) -> Iterator[Served]:
+    require(fuse_usable())
+    stats_path = path.with_name(path.name + ".stats.json")
+    proc = subprocess.Popen(
+        serve_command(spec, path, backing, "--stats-out", str(stats_path), *extra),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    server = Served(proc, path, stats_path, "")
+    try:
+        deadline = time.monotonic() + timeout
+        lines = []
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith(READY_PREFIX):
+                server.ready_line = line
+                server.output = "".join(lines)
+                break
+        if not server.ready_line:
+            server.stop(signal.SIGKILL, timeout=5)
+            pytest.fail(
+                f"`ringside serve -t {spec}` did not get ready:\n{''.join(lines)}{server.output}"
+            )
+        yield server
+    finally:
+        if proc.poll() is None:
+            server.stop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        mounting.unmount_if_mounted(str(path))
+
+
+@pytest.fixture(params=SERVED_TRANSPORTS)
+def transport_spec(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def mountfile(tmp_path: Path) -> Path:
+    return tmp_path / "disk.img"

@@ -1,0 +1,109 @@
+"""The export's typed interface, without any transport in between."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+from transports.backing import BackingError, parse_backing, parse_size
+from transports.export import (
+    FALLOC_FL_KEEP_SIZE,
+    FALLOC_FL_PUNCH_HOLE,
+    FALLOC_FL_ZERO_RANGE,
+    Export,
+    ExportOptions,
+)
+
+MiB = 1 << 20
+
+
+@pytest.fixture(params=["memory", "file"])
+def export(request, tmp_path):
+    spec = "memory:4M" if request.param == "memory" else f"file:{tmp_path / 'img'}"
+    with Export(parse_backing(spec, None if request.param == "memory" else 4 * MiB)) as e:
+        yield e
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("4096", 4096),
+        ("4k", 4096),
+        ("1M", MiB),
+        ("2G", 2 << 30),
+        ("1GiB", 1 << 30),
+        ("3 MB", 3 * MiB),
+    ],
+)
+def test_parse_size(text, value):
+    assert parse_size(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "x", "1.5G", "-1", "12Q"])
+def test_parse_size_rejects(text):
+    with pytest.raises(BackingError, match="cannot parse size"):
+        parse_size(text)
+
+
+def test_read_write_and_end(export):
+    assert export.write(10, b"abc") == 3
+    assert export.read(9, 5) == b"\0abc\0"
+    buf = bytearray(8)
+    assert export.read_into(4 * MiB - 3, memoryview(buf)) == 3
+    assert export.read(4 * MiB, 10) == b""
+    assert export.write(4 * MiB - 2, b"wxyz") == 2
+    with pytest.raises(OSError) as err:
+        export.write(4 * MiB, b"a")
+    assert err.value.errno == errno.ENOSPC
+
+
+def test_punch_hole_zero_range_and_seek(export):
+    export.write(0, b"\xff" * (2 * MiB))
+    export.fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, MiB, MiB)
+    assert export.read(MiB - 1, 3) == b"\xff\0\0"
+    assert export.lseek(0, os.SEEK_HOLE) == MiB
+    with pytest.raises(OSError) as err:
+        export.lseek(MiB, os.SEEK_DATA)
+    assert err.value.errno == errno.ENXIO  # nothing but holes up to the end
+    export.fallocate(FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, 5, 5)
+    assert export.read(4, 7) == b"\xff" + bytes(5) + b"\xff"
+    with pytest.raises(OSError) as err:
+        export.fallocate(FALLOC_FL_PUNCH_HOLE, 0, 10)
+    assert err.value.errno == errno.EINVAL
+    assert export.size == 4 * MiB
+
+
+def test_read_only_and_growable(tmp_path):
+    spec = parse_backing("memory:1M")
+    with Export(spec, ExportOptions(read_only=True)) as e:
+        for call in (
+            lambda: e.write(0, b"x"),
+            lambda: e.fallocate(0, 0, 10),
+            lambda: e.setattr(size=10),
+            lambda: e.open(os.O_RDWR),
+        ):
+            with pytest.raises(OSError) as err:
+                call()
+            assert err.value.errno == errno.EROFS
+    with Export(spec, ExportOptions(growable=True)) as e:
+        e.write(2 * MiB, b"x")
+        assert e.getattr().size == 2 * MiB + 1
+        e.setattr(size=MiB)
+        assert e.size == MiB
+
+
+def test_open_direct_io():
+    with Export(parse_backing("memory:1M")) as e:
+        assert e.open(os.O_RDONLY | os.O_DIRECT).direct_io
+        assert not e.open(os.O_RDONLY).direct_io
+    with Export(parse_backing("memory:1M"), ExportOptions(cache="direct")) as e:
+        assert e.open(os.O_RDONLY).direct_io
+
+
+def test_existing_file_size_mismatch_is_an_error(tmp_path):
+    image = tmp_path / "img"
+    image.write_bytes(b"x" * 4096)
+    with pytest.raises(BackingError, match="qemu-img resize"):
+        Export(parse_backing(f"file:{image}", 8192))

@@ -1,0 +1,99 @@
+"""`ringside serve` as a user drives it: signals, stale mounts, bad input."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, served
+from transports import mounting
+
+
+def ringside(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_serve_exits_cleanly_on_signal(transport_spec, mountfile, sig):
+    with served(transport_spec, mountfile, "memory:16M") as server:
+        assert mounting.find_mount(str(mountfile)) is not None
+        with open(mountfile, "r+b") as f:
+            f.write(b"hello")
+        assert server.stop(sig) == 0
+        assert "unmounted" in server.output
+    assert mounting.find_mount(str(mountfile)) is None
+    stats = server.stats()
+    assert stats["requests"] > 0
+    assert stats["export"]["size"] == 16 << 20
+
+
+def test_serve_stops_when_unmounted_from_outside(transport_spec, mountfile):
+    with served(transport_spec, mountfile, "memory:16M") as server:
+        subprocess.run(["umount", "-l", str(mountfile)], check=True)
+        assert server.proc.wait(timeout=20) == 0
+    assert mounting.find_mount(str(mountfile)) is None
+
+
+def test_stale_mount_of_killed_server_is_recovered(transport_spec, mountfile):
+    with served(transport_spec, mountfile, "memory:16M") as server:
+        server.stop(signal.SIGKILL)
+        # The killed server could not unmount: the file now answers ENOTCONN.
+        assert mounting.find_mount(str(mountfile)) is not None
+        assert mounting.is_stale(str(mountfile))
+        with served(transport_spec, mountfile, "memory:16M") as second:
+            assert "stale FUSE mount" in second.output
+            with open(mountfile, "rb") as f:
+                assert f.read(4) == bytes(4)
+    assert mounting.find_mount(str(mountfile)) is None
+
+
+def test_mountpoint_in_use_is_refused(transport_spec, mountfile):
+    with served(transport_spec, mountfile, "memory:16M"):
+        proc = ringside("serve", str(mountfile), "--transport", transport_spec)
+        assert proc.returncode == 2
+        assert "in use" in proc.stderr and "umount" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--transport", "nosuch"], "unknown transport 'nosuch'"),
+        (["--transport", "pyfuse"], "did you mean 'pyfuse3'"),
+        (["--transport", "pyfuse3:depth=3"], "unknown option 'depth'"),
+        (["--backing", "memory:12Q"], "cannot parse size '12Q'"),
+        (["--backing", "disk:/x"], "use file:PATH or memory:SIZE"),
+        (["--backing", "file:/nonexistent/dir/x.img"], "does not exist"),
+        (["--backing", "file:/nonexistent/dir/x.img", "--size", "1M"], "cannot create"),
+    ],
+)
+def test_bad_input_names_the_cause(mountfile, args, expected):
+    proc = ringside("serve", str(mountfile), *args)
+    assert proc.returncode == 2, proc.stderr
+    assert expected in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not mountfile.exists() or mounting.find_mount(str(mountfile)) is None
+
+
+def test_directory_mountpoint_is_refused(tmp_path):
+    proc = ringside("serve", str(tmp_path))
+    assert proc.returncode == 2
+    assert "is a directory" in proc.stderr
+
+
+def test_unreadable_backing_is_refused(tmp_path, mountfile):
+    image = tmp_path / "dir.img"
+    image.mkdir()
+    proc = ringside("serve", str(mountfile), "--backing", f"file:{image}")
+    assert proc.returncode == 2
+    assert "is a directory" in proc.stderr
+    assert os.path.exists(image)
