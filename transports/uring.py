@@ -1,0 +1,605 @@
+"""FUSE-over-io_uring: one ring and one thread per possible CPU, `depth` entries each.
+
+FUSE_INIT still arrives through read(/dev/fuse); the reply asks for FUSE_OVER_IO_URING.
+Then every queue registers its entries (REGISTER SQEs carrying a header and a payload
+buffer). Once every queue has one, the kernel hands each request to the queue of the
+CPU the caller runs on: a completion means the entry holds a request; the reply is
+written into the same buffers and COMMIT_AND_FETCH returns it and waits for the next
+request in one SQE. /dev/fuse stays served by one thread for what the ring never
+carries (requests before the ring is ready, interrupts, forgets); the two paths are
+counted apart.
+
+Per request the queue thread makes two cffi calls and one codec call: the C helper
+writes the out header and the SQE, submits, waits (GIL released) and returns the next
+(entry, payload size); the codec reads and writes the preallocated buffer views.
+
+Teardown: any unmount aborts the connection; idle entries then complete with
+-ENOTCONN, and the entry being served fails its commit. A queue thread ends when all its
+entries are dead; the /dev/fuse thread ends with ENODEV. If the connection outlives a
+stop() (a client still holds the file open after the lazy unmount), serve() aborts it
+through fusectl after a grace period, and wakes the rings through their eventfds.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from transports import abi, mounting
+from transports.base import Option, Transport, TransportUnavailable, on_off, positive_int
+from transports.codec import Codec, merge_counters
+from transports.export import Export
+from transports.uring_ring import (
+    CAP_SYS_ADMIN,
+    HEADER_BUFFER,
+    IO_URING_GROUP,
+    PINNING_NONE,
+    PINNING_USERSPACE,
+    Arena,
+    Ring,
+    enable_uring,
+    has_capability,
+    io_uring_disabled,
+    locked_bytes,
+    memlock_check,
+    payload_size,
+    possible_cpus,
+)
+
+MAX_WRITE = 1 << 20
+_DEVFUSE_IN = MAX_WRITE + 4096  # header + write_in + the largest write, rounded up a page
+_DEVFUSE_OUT = abi.OUT_HEADER.size + MAX_WRITE + 4096
+_GONE = (errno.ENODEV, errno.ECONNABORTED)
+_RETRY = (errno.EINTR, errno.EAGAIN, errno.ENOENT)  # ENOENT: the request was interrupted
+# Entry completions that mean the connection is going away, not a bug.
+_TEARDOWN = (-errno.ENOTCONN, -errno.ECONNABORTED, -errno.ECANCELED, -errno.ENODEV)
+_IDX_MASK = (1 << 16) - 1
+_IDX_BITS = 16
+_ENTRY_ERROR = -1
+_WAIT_ERROR = -2
+_WOKEN = -3
+_SETUP_TIMEOUT = 10.0  # seconds for INIT and for every queue to register
+_STOP_GRACE = 5.0  # after stop(): how long open files may keep the connection alive
+_JOIN_TIMEOUT = 5.0
+FUSECTL = "/sys/fs/fuse/connections"
+
+
+class UringError(RuntimeError):
+    """The ring failed in a way that is not a normal unmount."""
+
+
+class _Queue:
+    """One ring queue: its CPU, buffers, codec, thread and what it counted."""
+
+    def __init__(self, qid: int, cpu: int, arena: Arena, codec: Codec, wake_fd: int):
+        self.qid = qid
+        self.cpu = cpu
+        self.arena = arena
+        self.codec = codec
+        self.wake_fd = wake_fd
+        self.ring: Ring | None = None
+        self.thread: threading.Thread | None = None
+        self.registered = threading.Event()
+        self.failure: BaseException | None = None
+        self.affinity: list[int] | None = None
+        self.entry_errors: dict[str, int] = {}
+        self.no_reply = 0  # requests the codec answered with "no reply": refused with EIO
+        self.ring_counters: dict = {}
+        self.ring_settings: dict = {}
+        self.dead_entries = 0
+
+    def stats(self) -> dict[str, Any]:
+        ring = self.ring
+        if ring is not None:
+            # Racy reads of plain counters, fine for a snapshot.
+            self.ring_counters = ring.counters() or self.ring_counters
+            self.ring_settings = ring.settings() or self.ring_settings
+        codec = self.codec.counters()
+        return {
+            "qid": self.qid,
+            "cpu": self.cpu,
+            "affinity": self.affinity,
+            "requests": codec["requests"],
+            "errors": codec["errors"],
+            "ops": codec["ops"],
+            "ring": dict(self.ring_settings, **self.ring_counters),
+            "entry_errors": dict(self.entry_errors),
+            "dead_entries": self.dead_entries,
+            "no_reply": self.no_reply,
+            "failure": repr(self.failure) if self.failure else None,
+        }
+
+
+class UringTransport(Transport):
+    name: ClassVar[str] = "uring"
+    description: ClassVar[str] = (
+        "FUSE-over-io_uring via liburing (cffi): one ring and thread per possible CPU"
+    )
+    options: ClassVar[dict[str, Option]] = {
+        "depth": Option(positive_int, 8, "ring entries per queue"),
+        "buffers": Option(
+            str, "mapped", "mapped: ordinary memory; pinned: page aligned, populated, mlocked",
+            choices=("mapped", "pinned"),
+        ),
+        "pin": Option(on_off, True, "pin each queue thread to its CPU (on|off)"),
+    }
+
+    def __init__(self, settings: dict[str, Any]):
+        super().__init__(settings)
+        self._depth = int(settings.get("depth", 8))
+        self._pinned = settings.get("buffers", "mapped") == "pinned"
+        pin = settings.get("pin", True)
+        self._pin = on_off(pin) if isinstance(pin, str) else bool(pin)
+        self._queues: list[_Queue] = []
+        self._devfuse_codec: Codec | None = None
+        self._devfuse_thread: threading.Thread | None = None
+        self._devfuse_failure: BaseException | None = None
+        self._mountpoint: str | None = None
+        self._conn_minor: int | None = None
+        self._stopping = False
+        self._stop_time: float | None = None
+        self._lock = threading.Lock()
+        self._payload = 0
+        self._memlock: dict | None = None
+        self._locked_bytes = 0
+        self._enable_uring: str | None = None
+        self._ready_via_ring: bool | None = None
+        self._aborted_via_fusectl = False
+        self._forced_wake = False
+        self._teardown: dict[str, Any] = {}
+
+    # -- availability ---------------------------------------------------------------------
+    def check_available(self) -> None:
+        if not os.path.exists("/dev/fuse"):
+            raise TransportUnavailable("/dev/fuse is missing: load the module with `modprobe fuse`")
+        state = enable_uring()
+        self._enable_uring = state
+        if state is None:
+            raise TransportUnavailable(
+                "the fuse module has no enable_uring parameter: FUSE-over-io_uring needs "
+                "Linux 6.14+ built with CONFIG_FUSE_IO_URING"
+            )
+        if state != "Y":
+            raise TransportUnavailable(
+                "enable_uring is N: run `echo Y > /sys/module/fuse/parameters/enable_uring` "
+                "as root"
+            )
+        disabled = io_uring_disabled()
+        if disabled == 2:
+            raise TransportUnavailable(
+                "io_uring is disabled (kernel.io_uring_disabled=2): run "
+                "`sysctl kernel.io_uring_disabled=0` as root"
+            )
+        if disabled == 1 and not has_capability(CAP_SYS_ADMIN):
+            group = _read_int(IO_URING_GROUP)
+            if group is None or group not in os.getgroups():
+                raise TransportUnavailable(
+                    "io_uring is restricted (kernel.io_uring_disabled=1) and this user is "
+                    "not in kernel.io_uring_group: run `sysctl kernel.io_uring_disabled=0` "
+                    "as root, or run as root"
+                )
+        if os.geteuid() != 0 and not os.access("/dev/fuse", os.R_OK | os.W_OK):
+            raise TransportUnavailable("/dev/fuse is not readable and writable by this user")
+
+    # -- life cycle -----------------------------------------------------------------------
+    def serve(self, export: Export, mountpoint: str, on_ready: Callable[[], None]) -> None:
+        self.check_available()
+        mountpoint = os.path.abspath(mountpoint)
+        cpus = possible_cpus()
+        init_codec = Codec(export, want_uring=True, max_write=MAX_WRITE)
+        self._devfuse_codec = init_codec
+        self._payload = payload_size(init_codec.max_write, init_codec.max_pages)
+        needed = len(cpus) * self._depth * (HEADER_BUFFER + self._payload)
+        if self._pinned:
+            self._check_memlock(needed, len(cpus))
+        arenas: list[Arena] = []
+        wake_fds: list[int] = []
+        fd = -1
+        all_joined = False
+        try:
+            try:
+                for _ in cpus:
+                    arenas.append(Arena(self._depth, self._payload, self._pinned))
+            except OSError as e:
+                if self._pinned and e.errno in (errno.ENOMEM, errno.EPERM, errno.EAGAIN):
+                    raise TransportUnavailable(
+                        f"buffers=pinned: mlock of {needed} bytes failed ({e.strerror}); "
+                        f"{self._memlock_fix(needed)}"
+                    ) from e
+                raise
+            self._locked_bytes = locked_bytes()
+            for _ in cpus:
+                wake_fds.append(os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK))
+            fd = mounting.mount_devfuse(mountpoint, max_read=MAX_WRITE)
+            with self._lock:
+                self._mountpoint = mountpoint
+                entry = mounting.find_mount(mountpoint)
+                self._conn_minor = entry.minor if entry is not None else None
+            try:
+                self._run(export, fd, mountpoint, cpus, arenas, wake_fds, on_ready)
+            finally:
+                all_joined = self._shutdown()
+        finally:
+            self._unmount_ours()
+            if fd >= 0:
+                os.close(fd)
+            for wfd in wake_fds:
+                os.close(wfd)
+            if all_joined or not self._queues:
+                for arena in arenas:
+                    arena.close()
+            # else: a thread we could not join might still touch its buffers; leak them.
+        failures = [q.failure for q in self._queues if q.failure is not None]
+        if self._devfuse_failure is not None:
+            failures.append(self._devfuse_failure)
+        if failures:
+            raise UringError(f"uring transport failed: {failures[0]!r}") from failures[0]
+
+    def stop(self) -> None:
+        if not self._stopping:
+            self._stop_time = time.monotonic()
+        self._stopping = True
+        self._unmount_ours()
+
+    def statistics(self) -> dict[str, Any]:
+        per_queue = [q.stats() for q in self._queues]
+        ring_counts = [q.codec.counters() for q in self._queues]
+        dev = self._devfuse_codec.counters() if self._devfuse_codec else None
+        ring_total = merge_counters(ring_counts)
+        dev_total = merge_counters([dev] if dev else [])
+        total = merge_counters(ring_counts + ([dev] if dev else []))
+        negotiated = self._devfuse_codec.negotiated if self._devfuse_codec else None
+        return {
+            "transport": self.name,
+            "settings": {
+                "depth": self._depth,
+                "buffers": "pinned" if self._pinned else "mapped",
+                "pin": "on" if self._pin else "off",
+                "queues": len(self._queues),
+                "threads": len(self._queues) + 1,
+                "header_buffer": HEADER_BUFFER,
+                "payload_buffer": self._payload,
+                "max_write": MAX_WRITE,
+                "negotiated": negotiated.as_dict() if negotiated else None,
+            },
+            "requests": total["requests"],
+            "requests_ring": ring_total["requests"],
+            "requests_devfuse": dev_total["requests"],
+            "errors": total["errors"],
+            "exceptions": total["exceptions"],
+            "ops": total["ops"],
+            "ops_ring": ring_total["ops"],
+            "ops_devfuse": dev_total["ops"],
+            "per_queue": per_queue,
+            "locked_bytes": self._locked_bytes,
+            "memlock": self._memlock,
+            "pinning": PINNING_USERSPACE if self._pinned else PINNING_NONE,
+            "enable_uring": self._enable_uring,
+            "first_request_via_ring": self._ready_via_ring,
+            "teardown": dict(self._teardown),
+        }
+
+    # -- setup ----------------------------------------------------------------------------
+    def _check_memlock(self, needed: int, queues: int) -> None:
+        check = memlock_check(needed)
+        self._memlock = check.as_dict()
+        if not check.fits:
+            raise TransportUnavailable(
+                f"buffers=pinned needs {needed} bytes of locked memory ({queues} queues x "
+                f"{self._depth} entries x {HEADER_BUFFER + self._payload} bytes) but "
+                f"RLIMIT_MEMLOCK is {check.limit} bytes ({check.limit // 1024} KiB, "
+                f"{check.already_locked} bytes already locked); {self._memlock_fix(needed)}"
+            )
+
+    def _memlock_fix(self, needed: int) -> str:
+        kib = -(-needed // 1024)
+        return (
+            f"raise the limit with `ulimit -l {kib}` (KiB) or `ulimit -l unlimited`, or run "
+            "with CAP_IPC_LOCK (root has it), or lower depth, or use buffers=mapped"
+        )
+
+    def _run(
+        self,
+        export: Export,
+        fd: int,
+        mountpoint: str,
+        cpus: list[int],
+        arenas: list[Arena],
+        wake_fds: list[int],
+        on_ready: Callable[[], None],
+    ) -> None:
+        codec = self._devfuse_codec
+        assert codec is not None
+        if self._stopping or not self._answer_init(fd, codec):
+            return
+        neg = codec.negotiated
+        assert neg is not None
+        if not neg.uring:
+            state = enable_uring()
+            cause = (
+                f"enable_uring is {state}: run `echo Y > "
+                "/sys/module/fuse/parameters/enable_uring` as root"
+                if state != "Y"
+                else f"the kernel (FUSE protocol 7.{neg.kernel_minor}) did not offer "
+                "FUSE_OVER_IO_URING in FUSE_INIT"
+            )
+            raise TransportUnavailable(f"FUSE-over-io_uring was not negotiated: {cause}")
+        required = payload_size(neg.max_write, neg.max_pages)
+        if required > self._payload:
+            raise UringError(f"negotiated payload {required} exceeds buffers of {self._payload}")
+
+        self._devfuse_thread = threading.Thread(
+            target=self._devfuse_worker, args=(fd, codec), name="uring-devfuse", daemon=True
+        )
+        self._devfuse_thread.start()
+        for qid, cpu in enumerate(cpus):
+            qcodec = Codec(export, want_uring=True, max_write=MAX_WRITE)
+            qcodec.adopt(neg)
+            self._queues.append(_Queue(qid, cpu, arenas[qid], qcodec, wake_fds[qid]))
+        for q in self._queues:
+            q.thread = threading.Thread(
+                target=self._queue_worker, args=(q, fd), name=f"uring-q{q.qid}", daemon=True
+            )
+            q.thread.start()
+        deadline = time.monotonic() + _SETUP_TIMEOUT
+        for q in self._queues:
+            if not q.registered.wait(max(0.0, deadline - time.monotonic())):
+                raise UringError(f"queue {q.qid} did not register within {_SETUP_TIMEOUT}s")
+            if q.failure is not None:
+                raise UringError(f"queue {q.qid} failed to start: {q.failure}") from q.failure
+        if self._stopping or not self._answering(mountpoint):
+            return
+        on_ready()
+        self._wait_threads()
+
+    def _answer_init(self, fd: int, codec: Codec) -> bool:
+        """Read and answer FUSE_INIT; False when the connection went away first."""
+        inbuf = memoryview(bytearray(_DEVFUSE_IN))
+        outbuf = memoryview(bytearray(_DEVFUSE_OUT))
+        deadline = time.monotonic() + _SETUP_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                n = os.readv(fd, [inbuf])
+            except OSError as e:
+                if e.errno in _RETRY:
+                    continue
+                if e.errno in _GONE:
+                    return False
+                raise
+            hdr, op_in, payload = codec.split(inbuf, n)
+            result = codec.handle(hdr, op_in, payload, outbuf[abi.OUT_HEADER.size :])
+            if result is None:
+                continue
+            length = max(result, 0)
+            codec.pack_out_header(outbuf, codec.last_unique, min(result, 0), length)
+            if not _send(fd, outbuf[: abi.OUT_HEADER.size + length]):
+                return False
+            if codec.last_opcode == abi.INIT:
+                if codec.negotiated is None:
+                    raise UringError(f"the kernel's FUSE_INIT was refused ({result})")
+                return True
+        raise UringError(f"no FUSE_INIT within {_SETUP_TIMEOUT}s")
+
+    def _answering(self, mountpoint: str) -> bool:
+        # statfs always reaches the server; from this thread it lands on this CPU's queue.
+        before = sum(q.codec.requests for q in self._queues)
+        try:
+            os.statvfs(mountpoint)
+        except OSError:
+            return False
+        self._ready_via_ring = sum(q.codec.requests for q in self._queues) > before
+        return not self._stopping
+
+    # -- workers --------------------------------------------------------------------------
+    def _queue_worker(self, q: _Queue, fd: int) -> None:
+        try:
+            if self._pin:
+                os.sched_setaffinity(0, {q.cpu})
+            q.affinity = sorted(os.sched_getaffinity(0))
+            q.ring = Ring(q.qid, q.arena, fd, q.wake_fd)
+            q.ring_settings = q.ring.settings()
+            q.ring.register()
+            q.registered.set()
+            self._ring_loop(q, q.ring)
+        except BaseException as e:  # report, and take the mount down so serve() returns
+            q.failure = e
+            q.registered.set()
+            self._unmount_ours()
+        finally:
+            ring = q.ring
+            if ring is not None:
+                q.ring_counters = ring.counters()
+                q.ring = None
+                ring.close()
+
+    def _ring_loop(self, q: _Queue, ring: Ring) -> None:
+        from transports._uring_cffi import lib
+
+        rq = ring.q
+        reply_next = lib.rs_reply_next
+        handle = q.codec.handle
+        arena = q.arena
+        in_headers = [h[: abi.IN_HEADER.size] for h in arena.headers]
+        op_ins = [h[abi.URING_REQ_OP_IN_OFFSET : abi.URING_REQ_ENT_IN_OUT_OFFSET]
+                  for h in arena.headers]
+        payloads = arena.payloads
+        empty = payloads[0][:0]
+        depth = arena.depth
+        eio = -errno.EIO
+        v = lib.rs_next(rq)
+        while True:
+            if v >= 0:
+                idx = v & _IDX_MASK
+                n = v >> _IDX_BITS
+                out = payloads[idx]
+                result = handle(in_headers[idx], op_ins[idx], out[:n] if n else empty, out)
+                if result is None:
+                    # Replies cannot be skipped on the ring: the entry only comes back
+                    # with its commit. The kernel sends no-reply ops via /dev/fuse.
+                    q.no_reply += 1
+                    result = eio
+                v = reply_next(rq, idx, result)
+                continue
+            if v == _ENTRY_ERROR:
+                res = rq.last_res
+                name = errno.errorcode.get(-res, str(res))
+                q.entry_errors[name] = q.entry_errors.get(name, 0) + 1
+                q.dead_entries += 1
+                if res not in _TEARDOWN and not self._stopping:
+                    print(
+                        f"ringside: uring queue {q.qid} entry {rq.last_idx} failed: {name}",
+                        file=sys.stderr,
+                    )
+                if q.dead_entries >= depth:
+                    return
+                v = lib.rs_next(rq)
+                continue
+            if v == _WOKEN:
+                return
+            res = rq.last_res
+            raise UringError(f"queue {q.qid}: waiting for completions failed: {res}")
+
+    def _devfuse_worker(self, fd: int, codec: Codec) -> None:
+        try:
+            _devfuse_loop(fd, codec)
+        except BaseException as e:
+            self._devfuse_failure = e
+            self._unmount_ours()
+
+    # -- teardown -------------------------------------------------------------------------
+    def _threads(self) -> list[threading.Thread]:
+        threads = [q.thread for q in self._queues if q.thread is not None]
+        if self._devfuse_thread is not None:
+            threads.append(self._devfuse_thread)
+        return threads
+
+    def _wait_threads(self) -> None:
+        """Serve until every thread ended: the connection went away."""
+        while True:
+            alive = [t for t in self._threads() if t.is_alive()]
+            if not alive:
+                return
+            alive[0].join(0.5)  # a timeout keeps the main thread responsive to signals
+            if self._stop_time is not None and time.monotonic() - self._stop_time > _STOP_GRACE:
+                # stop() unmounted lazily, but open files keep the connection alive.
+                self._abort_connection()
+                return
+
+    def _shutdown(self) -> bool:
+        """Unmount, make every thread end, join them; True when all were joined."""
+        self._unmount_ours()
+        deadline = time.monotonic() + _JOIN_TIMEOUT
+        for t in self._threads():
+            t.join(max(0.0, deadline - time.monotonic()))
+        if any(t.is_alive() for t in self._threads()):
+            self._abort_connection()
+            deadline = time.monotonic() + _JOIN_TIMEOUT
+            for t in self._threads():
+                t.join(max(0.0, deadline - time.monotonic()))
+        if any(q.thread is not None and q.thread.is_alive() for q in self._queues):
+            # Last resort: leave the rings' loops through their wake-up polls.
+            self._forced_wake = True
+            for q in self._queues:
+                try:
+                    os.eventfd_write(q.wake_fd, 1)
+                except OSError:
+                    pass
+            deadline = time.monotonic() + _JOIN_TIMEOUT
+            for t in self._threads():
+                t.join(max(0.0, deadline - time.monotonic()))
+        stuck = [t.name for t in self._threads() if t.is_alive()]
+        self._teardown = {
+            "aborted_via_fusectl": self._aborted_via_fusectl,
+            "forced_wake": self._forced_wake,
+            "threads_not_joined": stuck,
+        }
+        if stuck:
+            print(f"ringside: uring threads did not end: {', '.join(stuck)}", file=sys.stderr)
+        return not stuck
+
+    def _abort_connection(self) -> None:
+        """Abort our FUSE connection through fusectl (mounting fusectl if needed)."""
+        minor = self._conn_minor
+        if minor is None:
+            return
+        path = os.path.join(FUSECTL, str(minor), "abort")
+        if not os.path.exists(path) and os.geteuid() == 0:
+            if mounting.find_mount(FUSECTL) is None:
+                subprocess.run(
+                    ["mount", "-t", "fusectl", "none", FUSECTL], capture_output=True, check=False
+                )
+        try:
+            with open(path, "w") as f:
+                f.write("1")
+            self._aborted_via_fusectl = True
+        except OSError:
+            pass
+
+    def _unmount_ours(self) -> None:
+        """Lazily unmount our connection's mount; never someone else's on the same path."""
+        with self._lock:
+            path, minor = self._mountpoint, self._conn_minor
+        if path is None:
+            return
+        for _ in range(8):
+            entry = mounting.find_mount(path)
+            if entry is None or not entry.fstype.startswith("fuse"):
+                return
+            if minor is not None and entry.minor != minor:
+                return
+            try:
+                mounting.unmount(path, lazy=True)
+            except OSError:
+                return
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _send(fd: int, data: memoryview) -> bool:
+    try:
+        os.write(fd, data)
+    except OSError as e:
+        if e.errno in _GONE:
+            return False
+        if e.errno not in _RETRY:
+            raise
+    return True
+
+
+def _devfuse_loop(fd: int, codec: Codec) -> None:
+    """The /dev/fuse side: requests before the ring is ready, interrupts, forgets."""
+    inmv = memoryview(bytearray(_DEVFUSE_IN))
+    bufs = [inmv]
+    outmv = memoryview(bytearray(_DEVFUSE_OUT))
+    out = outmv[abi.OUT_HEADER.size :]
+    header = abi.OUT_HEADER.size
+    pack = abi.OUT_HEADER.pack_into
+    while True:
+        try:
+            n = os.readv(fd, bufs)
+        except OSError as e:
+            if e.errno in _RETRY:
+                continue
+            if e.errno in _GONE:
+                return
+            raise
+        hdr, op_in, payload = codec.split(inmv, n)
+        result = codec.handle(hdr, op_in, payload, out)
+        if result is None:
+            continue
+        length = max(result, 0)
+        pack(outmv, 0, header + length, min(result, 0), codec.last_unique)
+        if not _send(fd, outmv[: header + length]):
+            return
