@@ -25,6 +25,9 @@ READY_PREFIX = "ringside: ready"
 SERVED_TRANSPORTS = [
     "pyfuse3",
 ]
+# Peers serve the same backing with their own server (qemu-storage-daemon's semantics, not
+# our export's): they share the life-cycle tests, not the semantics suite.
+PEER_TRANSPORTS = ["qsd"]
 
 
 def fuse_usable() -> str | None:
@@ -142,6 +145,11 @@ def served(
 
 @pytest.fixture(params=SERVED_TRANSPORTS)
 def transport_spec(request) -> str:
+    return request.param
+
+
+@pytest.fixture(params=SERVED_TRANSPORTS + PEER_TRANSPORTS)
+def any_transport_spec(request) -> str:
     return request.param
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import difflib
 import importlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -84,6 +85,10 @@ class Transport(abc.ABC):
     def statistics(self) -> dict[str, Any]:
         """Effective settings and counters: at least `requests` (all requests served)."""
 
+    def server_pids(self) -> list[int]:
+        """The processes that do the serving, whose CPU time and context switches count."""
+        return [os.getpid()]
+
     def check_available(self) -> None:
         """Raise TransportUnavailable when this machine cannot run the transport."""
         return None
@@ -95,6 +100,7 @@ _REGISTRY: dict[str, str] = {
     "pyfuse3": "transports.pyfuse3_transport:Pyfuse3Transport",
     "devfuse": "transports.devfuse:DevFuseTransport",
     "uring": "transports.uring:UringTransport",
+    "qsd": "transports.qsd:QsdTransport",
 }
 
 
