@@ -92,6 +92,11 @@ class QsdTransport(Transport):
                 preexec_fn=_die_with_parent,
             )
             self._wait_for_mount()
+            if ours:
+                # The daemon holds the image open: unlinking now means a killed run
+                # cannot leave a tmpfs image behind.
+                os.unlink(image)
+                ours = False
             on_ready()
             while not self._stop.is_set() and self._proc.poll() is None:
                 if mounting.find_mount(mountpoint) is None:
