@@ -1,0 +1,221 @@
+"""What this machine can do for Ringside: one line per capability, its state and its fix."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+
+DEFAULT_DEPTH = 8
+DEFAULT_MAX_WRITE = 1 << 20
+URING_MIN_KERNEL = (6, 14)
+
+
+@dataclass(frozen=True)
+class Capability:
+    name: str
+    ok: bool
+    state: str
+    fix: str = ""
+    required: bool = True  # the default suite cannot run without it
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _version(cmd: list[str]) -> str | None:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.splitlines()[0].strip() if out.strip() else None
+
+
+def check_dev_fuse() -> Capability:
+    if not os.path.exists("/dev/fuse"):
+        return Capability("/dev/fuse", False, "missing", "load the module: `modprobe fuse`")
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        return Capability(
+            "/dev/fuse",
+            False,
+            "not read/writable by this user",
+            "run as root, or `chmod 666 /dev/fuse`",
+        )
+    return Capability("/dev/fuse", True, "present, read/writable")
+
+
+def check_mount_permission() -> Capability:
+    if os.geteuid() == 0:
+        return Capability("mount permission", True, "root: mount(2)")
+    helper = shutil.which("fusermount3")
+    if helper and os.stat(helper).st_mode & 0o4000:
+        return Capability("mount permission", True, "unprivileged, through setuid fusermount3")
+    return Capability(
+        "mount permission",
+        False,
+        "not root and no setuid fusermount3",
+        "run as root, or `apt-get install fuse3` (installs fusermount3 setuid)",
+    )
+
+
+def check_fusermount() -> Capability:
+    path = shutil.which("fusermount3")
+    if path is None:
+        return Capability(
+            "fusermount3", False, "missing", "`apt-get install fuse3`", required=os.geteuid() != 0
+        )
+    return Capability("fusermount3", True, _version([path, "--version"]) or path, required=False)
+
+
+def _kernel_version() -> tuple[int, int]:
+    m = re.match(r"(\d+)\.(\d+)", os.uname().release)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
+def check_enable_uring() -> Capability:
+    state = _read("/sys/module/fuse/parameters/enable_uring")
+    if state is None:
+        k = ".".join(map(str, URING_MIN_KERNEL))
+        return Capability(
+            "enable_uring",
+            False,
+            f"no such parameter (kernel {os.uname().release})",
+            f"FUSE-over-io_uring needs Linux {k}+ with CONFIG_FUSE_IO_URING",
+        )
+    if state != "Y":
+        return Capability(
+            "enable_uring",
+            False,
+            state,
+            "`echo Y > /sys/module/fuse/parameters/enable_uring` as root (or `make setup`)",
+        )
+    return Capability("enable_uring", True, "Y")
+
+
+def check_io_uring_disabled() -> Capability:
+    value = _read("/proc/sys/kernel/io_uring_disabled")
+    if value is None or value == "0":
+        return Capability("kernel.io_uring_disabled", True, value or "absent (io_uring allowed)")
+    if value == "1" and os.geteuid() == 0:
+        return Capability("kernel.io_uring_disabled", True, "1 (root may still use io_uring)")
+    return Capability(
+        "kernel.io_uring_disabled", False, value, "`sysctl kernel.io_uring_disabled=0` as root"
+    )
+
+
+def check_liburing() -> Capability:
+    version = _version(["pkg-config", "--modversion", "liburing"])
+    try:
+        from transports import _uring_cffi  # noqa: F401  (the compiled binding)
+    except ImportError as e:
+        return Capability(
+            "liburing binding",
+            False,
+            f"not built ({e}); liburing {version or 'missing'}",
+            "`apt-get install liburing-dev` then `make setup` (rebuilds the cffi binding)",
+        )
+    return Capability("liburing binding", True, f"built against liburing {version}")
+
+
+def check_fio() -> Capability:
+    if shutil.which("fio") is None:
+        return Capability("fio", False, "missing", "`apt-get install fio`")
+    return Capability("fio", True, _version(["fio", "--version"]) or "present")
+
+
+def check_cpus() -> Capability:
+    text = _read("/sys/devices/system/cpu/possible") or ""
+    count = 0
+    for part in filter(None, text.split(",")):
+        lo, _, hi = part.partition("-")
+        count += int(hi or lo) - int(lo) + 1
+    return Capability(
+        "possible CPUs", count > 0, f"{count} ({text}) = io_uring queues", required=False
+    )
+
+
+def check_memlock() -> Capability:
+    try:
+        from transports.uring_ring import HEADER_BUFFER, memlock_check, payload_size, possible_cpus
+    except ImportError:
+        return Capability(
+            "RLIMIT_MEMLOCK", False, "unknown: liburing binding not built", "`make setup`"
+        )
+    per_entry = HEADER_BUFFER + payload_size(DEFAULT_MAX_WRITE, DEFAULT_MAX_WRITE // 4096)
+    needed = len(possible_cpus()) * DEFAULT_DEPTH * per_entry
+    check = memlock_check(needed)
+    limit = "unlimited" if check.limit < 0 else f"{check.limit} bytes"
+    state = f"{limit}; uring:buffers=pinned at depth {DEFAULT_DEPTH} locks {needed} bytes"
+    if check.cap_ipc_lock:
+        return Capability("RLIMIT_MEMLOCK", True, state + " (CAP_IPC_LOCK: limit does not apply)")
+    if check.fits:
+        return Capability("RLIMIT_MEMLOCK", True, state)
+    return Capability(
+        "RLIMIT_MEMLOCK",
+        False,
+        state,
+        f"`ulimit -l {-(-needed // 1024)}` (KiB) or a memlock line in /etc/security/limits.conf",
+    )
+
+
+def check_qsd() -> Capability:
+    if shutil.which("qemu-storage-daemon") is None:
+        return Capability(
+            "qemu-storage-daemon", False, "missing", "`apt-get install qemu-system-common`"
+        )
+    return Capability("qemu-storage-daemon", True, _version(["qemu-storage-daemon", "--version"]))
+
+
+def check_fusectl() -> Capability:
+    path = "/sys/fs/fuse/connections"
+    mounted = any(
+        line.split()[2] == "fusectl" for line in open("/proc/mounts") if len(line.split()) > 2
+    )
+    if mounted:
+        return Capability("fusectl", True, f"mounted on {path}", required=False)
+    return Capability(
+        "fusectl",
+        False,
+        "not mounted (no per-connection abort/waiting files)",
+        f"`mount -t fusectl none {path}`",
+        required=False,
+    )
+
+
+CHECKS: tuple[Callable[[], Capability], ...] = (
+    check_dev_fuse,
+    check_mount_permission,
+    check_fusermount,
+    check_enable_uring,
+    check_io_uring_disabled,
+    check_liburing,
+    check_fio,
+    check_cpus,
+    check_memlock,
+    check_qsd,
+    check_fusectl,
+)
+
+
+def diagnose() -> list[Capability]:
+    return [check() for check in CHECKS]
+
+
+def render(caps: list[Capability]) -> str:
+    width = max(len(c.name) for c in caps)
+    lines = []
+    for c in caps:
+        mark = "ok" if c.ok else ("MISSING" if c.required else "note")
+        line = f"{mark:8} {c.name:{width}}  {c.state}"
+        if not c.ok and c.fix:
+            line += f"\n{'':8} {'':{width}}  fix: {c.fix}"
+        lines.append(line)
+    return "\n".join(lines)
