@@ -1,0 +1,149 @@
+"""Running fio: job files from scenario points, JSON output, and a parsed summary.
+
+fio runs with `--output-format=json+` (json+ keeps the latency histogram bins) and
+`group_reporting`, so each direction has one set of numbers even with numjobs > 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from typing import Any
+
+from harness.scenarios import ScenarioPoint, size_bytes
+
+DIRECTIONS = ("read", "write", "trim")
+# Completion-latency percentiles reported in the summary: fio's key -> our name.
+PERCENTILES = {
+    "50.000000": "p50",
+    "90.000000": "p90",
+    "99.000000": "p99",
+    "99.900000": "p99.9",
+}
+
+
+class FioError(RuntimeError):
+    """fio is missing, failed, or wrote output that cannot be read."""
+
+
+def fio_path() -> str:
+    path = shutil.which("fio")
+    if path is None:
+        raise FioError("fio is not installed: install it with `apt-get install fio`")
+    return path
+
+
+def fio_version() -> str:
+    proc = subprocess.run([fio_path(), "--version"], capture_output=True, text=True, check=False)
+    return proc.stdout.strip()
+
+
+def job_file(point: ScenarioPoint, filename: str, export_size: int) -> str:
+    """The fio job file for one point against `filename`.
+
+    The size is capped at the export size: a fixed-size export cannot grow, and fio
+    would try to extend a file smaller than the size it was given.
+    """
+    options = dict(point.fio)
+    wanted = size_bytes(options.get("size", export_size))
+    options["size"] = min(wanted, export_size)
+    lines = [
+        f"# Ringside scenario point {point.label}",
+        "[global]",
+        f"filename={filename}",
+        "group_reporting=1",
+        "",
+        f"[{point.slug}]",
+    ]
+    lines += [f"{key}={value}" for key, value in options.items()]
+    return "\n".join(lines) + "\n"
+
+
+def run_fio(jobfile: str, output: str, timeout: float) -> tuple[dict[str, Any], str]:
+    """Run fio on `jobfile`; return its parsed JSON and anything it printed besides."""
+    cmd = [fio_path(), "--output-format=json+", f"--output={output}", jobfile]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise FioError(f"fio did not finish within {timeout:.0f} s: {' '.join(cmd)}") from None
+    text = ""
+    if os.path.exists(output):
+        with open(output) as f:
+            text = f.read()
+    messages = (proc.stderr + proc.stdout).strip()
+    if proc.returncode != 0:
+        raise FioError(
+            f"fio failed with exit code {proc.returncode}: {' '.join(cmd)}\n"
+            + (messages or text.strip())[-4000:]
+        )
+    return parse_output(text), messages
+
+
+def parse_output(text: str) -> dict[str, Any]:
+    # fio may write warnings ("fio: ...") to the output file before the JSON document.
+    start = text.find("{")
+    if start < 0:
+        raise FioError("fio wrote no JSON output")
+    try:
+        return json.loads(text[start:])
+    except json.JSONDecodeError as e:
+        raise FioError(f"fio's JSON output cannot be parsed: {e}") from None
+
+
+def _direction(stats: dict[str, Any]) -> dict[str, Any]:
+    clat = stats.get("clat_ns", {})
+    pct = clat.get("percentile", {})
+    latency = {ours: pct.get(theirs) for theirs, ours in PERCENTILES.items()}
+    latency.update(min=clat.get("min"), mean=clat.get("mean"), max=clat.get("max"))
+    return {
+        "iops": stats["iops"],
+        "bw_bytes": stats["bw_bytes"],
+        "io_bytes": stats["io_bytes"],
+        "total_ios": stats["total_ios"],
+        "runtime_ms": stats["runtime"],
+        "clat_ns": latency,
+    }
+
+
+def summarize(raw: dict[str, Any]) -> dict[str, Any]:
+    """Per direction (only those that did I/O): IOPS, bandwidth and completion latency;
+    plus fio's own CPU use and context switches and the total I/O count."""
+    jobs = raw.get("jobs") or []
+    if not jobs:
+        raise FioError("fio's JSON output has no jobs")
+    for job in jobs:
+        if job.get("error"):
+            raise FioError(f"fio job {job.get('jobname')} reported error {job['error']}")
+    directions: dict[str, Any] = {}
+    for name in DIRECTIONS:
+        # group_reporting leaves one entry per group; the runner writes a single group.
+        stats = [job[name] for job in jobs if job.get(name, {}).get("total_ios", 0) > 0]
+        if stats:
+            directions[name] = _direction(stats[0]) if len(stats) == 1 else _merge(stats)
+    total_ios = sum(d["total_ios"] for d in directions.values())
+    return {
+        "directions": directions,
+        "total_ios": total_ios,
+        "client": {
+            "usr_cpu_pct": sum(job["usr_cpu"] for job in jobs),
+            "sys_cpu_pct": sum(job["sys_cpu"] for job in jobs),
+            "ctx": sum(job["ctx"] for job in jobs),
+            "jobs": len(jobs),
+        },
+        "fio_version": raw.get("fio version"),
+    }
+
+
+def _merge(stats: list[dict[str, Any]]) -> dict[str, Any]:
+    # Several groups: sum the rates; latency percentiles cannot be merged, keep the worst.
+    parts = [_direction(s) for s in stats]
+    merged = {
+        key: sum(p[key] for p in parts) for key in ("iops", "bw_bytes", "io_bytes", "total_ios")
+    }
+    merged["runtime_ms"] = max(p["runtime_ms"] for p in parts)
+    merged["clat_ns"] = {
+        key: max((p["clat_ns"][key] or 0) for p in parts) for key in parts[0]["clat_ns"]
+    }
+    return merged

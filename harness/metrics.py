@@ -1,0 +1,224 @@
+"""What the machine tells about a run: the server's threads, the system, the host.
+
+The server's numbers come from /proc/PID/task/TID (per thread, because /proc/PID/status
+counts the main thread only), snapshotted right before and right after fio while the
+server is alive, so they cover the workload and not start-up or shutdown.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import platform
+import re
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+REPO_DIR = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class ThreadStat:
+    tid: int
+    name: str
+    voluntary: int
+    nonvoluntary: int
+    utime_s: float
+    stime_s: float
+
+
+@dataclass(frozen=True)
+class ProcessSnapshot:
+    pid: int
+    monotonic: float
+    threads: dict[int, ThreadStat]
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def thread_stat(pid: int, tid: int) -> ThreadStat:
+    base = f"/proc/{pid}/task/{tid}"
+    name = _read(f"{base}/comm").rstrip("\n")
+    status = _read(f"{base}/status")
+    vol = int(re.search(r"^voluntary_ctxt_switches:\s*(\d+)", status, re.M).group(1))
+    nonvol = int(re.search(r"^nonvoluntary_ctxt_switches:\s*(\d+)", status, re.M).group(1))
+    stat = _read(f"{base}/stat")
+    # The name in field 2 may hold spaces and parentheses: split after the last ')'.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of stat(5)
+    return ThreadStat(tid, name, vol, nonvol, utime / CLOCK_TICKS, stime / CLOCK_TICKS)
+
+
+def snapshot(pid: int) -> ProcessSnapshot:
+    """Every live thread of `pid`; raises ProcessLookupError when the process is gone."""
+    now = time.monotonic()
+    try:
+        tids = sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
+    except FileNotFoundError:
+        raise ProcessLookupError(pid) from None
+    threads = {}
+    for tid in tids:
+        try:
+            threads[tid] = thread_stat(pid, tid)
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # the thread exited while we were reading
+    return ProcessSnapshot(pid, now, threads)
+
+
+def delta(before: ProcessSnapshot, after: ProcessSnapshot) -> dict[str, Any]:
+    """Per-thread and summed differences; a thread born in between counts from zero.
+
+    A thread that exited in between is lost (its counts leave /proc with it); their
+    number is reported as `threads_exited` so such a window can be recognised.
+    """
+    threads = []
+    for tid, a in after.threads.items():
+        b = before.threads.get(tid)
+        threads.append(
+            {
+                "tid": tid,
+                "name": a.name,
+                "voluntary": a.voluntary - (b.voluntary if b else 0),
+                "nonvoluntary": a.nonvoluntary - (b.nonvoluntary if b else 0),
+                "utime_s": round(a.utime_s - (b.utime_s if b else 0.0), 6),
+                "stime_s": round(a.stime_s - (b.stime_s if b else 0.0), 6),
+                "new": b is None,
+            }
+        )
+    vol = sum(t["voluntary"] for t in threads)
+    nonvol = sum(t["nonvoluntary"] for t in threads)
+    utime = sum(t["utime_s"] for t in threads)
+    stime = sum(t["stime_s"] for t in threads)
+    return {
+        "seconds": round(after.monotonic - before.monotonic, 6),
+        "voluntary_ctxt_switches": vol,
+        "nonvoluntary_ctxt_switches": nonvol,
+        "ctxt_switches": vol + nonvol,
+        "utime_s": round(utime, 6),
+        "stime_s": round(stime, 6),
+        "cpu_s": round(utime + stime, 6),
+        "threads_exited": len(set(before.threads) - set(after.threads)),
+        "threads": threads,
+    }
+
+
+def system_ctxt() -> int:
+    """Context switches since boot on all CPUs (/proc/stat `ctxt`)."""
+    for line in _read("/proc/stat").splitlines():
+        if line.startswith("ctxt "):
+            return int(line.split()[1])
+    raise RuntimeError("/proc/stat has no ctxt line")
+
+
+def rusage_dict(ru: Any) -> dict[str, Any]:
+    """A reaped child's whole-life rusage (all its threads, dead ones included)."""
+    return {
+        "utime_s": ru.ru_utime,
+        "stime_s": ru.ru_stime,
+        "voluntary_ctxt_switches": ru.ru_nvcsw,
+        "nonvoluntary_ctxt_switches": ru.ru_nivcsw,
+        "maxrss_kib": ru.ru_maxrss,
+    }
+
+
+def per_io(server: dict[str, Any], client: dict[str, Any], system: int, ios: int) -> dict:
+    """The figures that compare transports independently of how long a run lasted."""
+    if ios <= 0:
+        return {}
+    return {
+        "server_ctxsw_per_io": server["ctxt_switches"] / ios,
+        "server_cpu_us_per_io": server["cpu_s"] * 1e6 / ios,
+        "client_ctxsw_per_io": client["ctx"] / ios,
+        "system_ctxsw_per_io": system / ios,
+    }
+
+
+# -- host and versions -----------------------------------------------------------------
+def _command(args: list[str], cwd: str | None = None) -> str | None:
+    try:
+        proc = subprocess.run(args, capture_output=True, text=True, cwd=cwd, check=False)
+    except OSError:
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def cpu_model() -> str | None:
+    try:
+        for line in _read("/proc/cpuinfo").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def host() -> dict[str, Any]:
+    uname = os.uname()
+    return {
+        "hostname": uname.nodename,
+        "kernel": uname.release,
+        "kernel_version": uname.version,
+        "machine": uname.machine,
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "fuse_enable_uring": _param("/sys/module/fuse/parameters/enable_uring"),
+    }
+
+
+def _param(path: str) -> str | None:
+    try:
+        return _read(path).strip()
+    except OSError:
+        return None
+
+
+def libfuse_version() -> str | None:
+    """The libfuse3 that pyfuse3 links at run time, else the development package's."""
+    name = ctypes.util.find_library("fuse3")
+    if name:
+        try:
+            lib = ctypes.CDLL(name)
+            lib.fuse_pkgversion.restype = ctypes.c_char_p
+            return lib.fuse_pkgversion().decode()
+        except (OSError, AttributeError):
+            pass
+    return _command(["pkg-config", "--modversion", "fuse3"])
+
+
+def liburing_version() -> str | None:
+    return _command(["pkg-config", "--modversion", "liburing"]) or _command(
+        ["dpkg-query", "-W", "-f=${Version}", "liburing2"]
+    )
+
+
+def pyfuse3_version() -> str | None:
+    try:
+        import pyfuse3
+    except ImportError:
+        return None
+    return getattr(pyfuse3, "__version__", None)
+
+
+def versions(fio: str | None = None) -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "pyfuse3": pyfuse3_version(),
+        "libfuse": libfuse_version(),
+        "liburing": liburing_version(),
+        "fio": fio,
+    }
+
+
+def git() -> dict[str, Any]:
+    cwd = str(REPO_DIR)
+    commit = _command(["git", "rev-parse", "HEAD"], cwd=cwd)
+    status = _command(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd)
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}

@@ -1,0 +1,185 @@
+"""Result files: one JSON document per run, and a tidy table over many of them.
+
+A result keeps fio's JSON verbatim under "fio_raw" beside the parsed "summary", so a
+later analysis can recompute anything from the raw numbers. `format_version` changes
+whenever a field changes meaning; readers refuse versions they do not know.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas
+
+FORMAT_VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+
+
+class ResultError(ValueError):
+    """A result file that cannot be read or has an unknown format."""
+
+
+class NotAResult(ResultError):
+    """A file that is not a Ringside result at all (not JSON, or no format_version)."""
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "x"
+
+
+def result_stem(scenario: str, transport: str, when: datetime) -> str:
+    """`SCENARIO__TRANSPORT__YYYYmmddTHHMMSS.ffffff`: sorts by scenario, then time."""
+    return f"{_slug(scenario)}__{_slug(transport)}__{when.strftime('%Y%m%dT%H%M%S.%f')}"
+
+
+def unique_stem(directory: str | os.PathLike[str], stem: str) -> str:
+    """`stem`, or `stem-N` when a result or job file of that name already exists."""
+    directory = Path(directory)
+    candidate, n = stem, 1
+    while any(directory.glob(f"{glob_escape(candidate)}.*")):
+        n += 1
+        candidate = f"{stem}-{n}"
+    return candidate
+
+
+def glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+def write_result(
+    directory: str | os.PathLike[str], data: dict[str, Any], stem: str | None = None
+) -> Path:
+    """Write `data` as DIR/STEM.json atomically and return the path.
+
+    Without a stem one is made from the scenario point, the transport and the start time.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    data = {"format_version": FORMAT_VERSION, **data}
+    if stem is None:
+        when = datetime.fromisoformat(data["start"]) if "start" in data else datetime.now()
+        point = data.get("scenario", {}).get("point", "run")
+        transport = data.get("transport", {}).get("spec", "transport")
+        stem = unique_stem(directory, result_stem(point, transport, when))
+    path = directory / f"{stem}.json"
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{stem}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path
+
+
+def read_result(path: str | os.PathLike[str]) -> dict[str, Any]:
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except OSError as e:
+        raise ResultError(f"cannot read result {path}: {e.strerror}") from None
+    except json.JSONDecodeError as e:
+        raise NotAResult(f"{path} is not a JSON result file: {e}") from None
+    if not isinstance(data, dict) or "format_version" not in data:
+        raise NotAResult(f"{path} is not a Ringside result: it has no format_version")
+    version = data["format_version"]
+    if version not in SUPPORTED_VERSIONS:
+        raise ResultError(
+            f"{path} has format_version {version!r}, which this Ringside does not know "
+            f"(it reads {', '.join(map(str, SUPPORTED_VERSIONS))}): use the Ringside "
+            "version that wrote it, or update this one"
+        )
+    return data
+
+
+def result_files(path: str | os.PathLike[str]) -> list[Path]:
+    """A result file itself, or every *.json result below a directory (sorted)."""
+    path = Path(path)
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*.json") if not p.name.startswith("."))
+    if not path.exists():
+        raise ResultError(f"no result file or directory {path}")
+    return [path]
+
+
+def rows(data: dict[str, Any], source: str = "") -> list[dict[str, Any]]:
+    """The tidy rows of one result: one per direction that did I/O."""
+    scenario = data.get("scenario", {})
+    transport = data.get("transport", {})
+    summary = data.get("summary", {})
+    server = data.get("server", {}).get("window", {})
+    derived = data.get("derived", {})
+    common: dict[str, Any] = {
+        "file": source,
+        "scenario": scenario.get("name"),
+        "point": scenario.get("point"),
+        "transport": transport.get("name"),
+        "transport_spec": transport.get("spec"),
+        "backing": data.get("export", {}).get("backing"),
+        "export_size": data.get("export", {}).get("size"),
+        "start": data.get("start"),
+        "end": data.get("end"),
+        "git_commit": data.get("git", {}).get("commit"),
+        "git_dirty": data.get("git", {}).get("dirty"),
+        "kernel": data.get("host", {}).get("kernel"),
+        "cpu_count": data.get("host", {}).get("cpu_count"),
+        "total_ios": summary.get("total_ios"),
+        "server_ctxsw": server.get("ctxt_switches"),
+        "server_voluntary_ctxsw": server.get("voluntary_ctxt_switches"),
+        "server_nonvoluntary_ctxsw": server.get("nonvoluntary_ctxt_switches"),
+        "server_cpu_s": server.get("cpu_s"),
+        "server_utime_s": server.get("utime_s"),
+        "server_stime_s": server.get("stime_s"),
+        "system_ctxsw": data.get("system", {}).get("ctxt_delta"),
+        "client_ctx": summary.get("client", {}).get("ctx"),
+        "client_usr_cpu_pct": summary.get("client", {}).get("usr_cpu_pct"),
+        "client_sys_cpu_pct": summary.get("client", {}).get("sys_cpu_pct"),
+        **derived,
+    }
+    for key, value in scenario.get("fio", {}).items():
+        common[key] = value
+    for key, value in transport.get("settings", {}).items():
+        common[f"transport_{key}"] = value
+    out = []
+    for direction, d in summary.get("directions", {}).items():
+        row = dict(common, direction=direction)
+        row.update(
+            iops=d["iops"],
+            bw_bytes=d["bw_bytes"],
+            bw_mib_s=d["bw_bytes"] / (1 << 20),
+            io_bytes=d["io_bytes"],
+            ios=d["total_ios"],
+            runtime_ms=d["runtime_ms"],
+        )
+        for name, value in d["clat_ns"].items():
+            row[f"clat_{name}_us"] = None if value is None else value / 1000
+        out.append(row)
+    return out
+
+
+def load(path: str | os.PathLike[str]) -> pandas.DataFrame:
+    """A tidy DataFrame: one row per run x direction, from a result file or a directory."""
+    import pandas
+
+    table = []
+    many = Path(path).is_dir()
+    for file in result_files(path):
+        try:
+            data = read_result(file)
+        except ResultError as e:
+            # Other JSON may sit beside results in a directory (e.g. campaign notes);
+            # only a file that claims a format version it cannot honour is an error.
+            if many and isinstance(e, NotAResult):
+                continue
+            raise
+        table += rows(data, str(file))
+    return pandas.DataFrame(table)

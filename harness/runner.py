@@ -1,0 +1,392 @@
+"""One measured run: serve an export in a child process, run fio on it, record a result.
+
+The server runs as its own process (`python -m harness serve ...`, in its own session)
+so that its CPU time and context switches are its own and a Ctrl-C on the terminal
+reaches only us: we stop the server ourselves (SIGTERM, then SIGKILL), reap it, and
+lazily unmount, whatever happened. A run never leaves a mount or a process behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from harness import fio, metrics
+from harness.results import result_stem, unique_stem, write_result
+from harness.scenarios import ScenarioPoint
+from transports.backing import open_backing, parse_backing, parse_size
+from transports.base import TransportSpec
+from transports.mounting import find_mount, prepare_mountpoint, unmount_if_mounted
+
+READY_PREFIX = "ringside: ready"
+RING_MIN_SHARE = 0.99
+DATA_OPS = ("READ", "WRITE")
+
+
+class RunError(RuntimeError):
+    """The run failed: the server, fio or a result check; the message says which and why."""
+
+
+class CheckError(RunError):
+    """The run finished but its result does not show what the transport claims."""
+
+
+@dataclass
+class RunOptions:
+    transport: TransportSpec
+    out: Path
+    backing: str = "memory:1G"
+    size: str | None = None  # --size for serve: the size of a new image file
+    read_only: bool = False
+    growable: bool = False
+    cache: str | None = None
+    mountpoint: str | None = None
+    ready_timeout: float = 30.0
+    stop_timeout: float = 10.0
+    log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr))
+
+
+# -- checks on transport statistics ------------------------------------------------------
+def _counters(stats: dict[str, Any], key: str) -> dict[str, Any] | None:
+    """The (possibly nested one level) dict of `stats` that holds `key`."""
+    if key in stats:
+        return stats
+    for value in stats.values():
+        if isinstance(value, dict) and key in value:
+            return value
+    return None
+
+
+def ring_share_check(stats: dict[str, Any]) -> dict[str, Any] | None:
+    """A transport that counts `requests_ring` must have carried >= 99% of data on it.
+
+    Data requests are READ+WRITE from `ops` / `ops_ring` (opcode name -> count) when the
+    transport reports them, else all requests (`requests` / `requests_ring`).
+    """
+    counters = _counters(stats, "requests_ring")
+    if counters is None:
+        return None
+    ops, ring_ops = counters.get("ops"), counters.get("ops_ring")
+    if isinstance(ops, dict) and isinstance(ring_ops, dict):
+        basis = "+".join(DATA_OPS)
+        total, ring = _data_ops(ops), _data_ops(ring_ops)
+    else:
+        basis = "all requests"
+        total, ring = int(counters.get("requests", 0)), int(counters["requests_ring"])
+    share = ring / total if total else 0.0
+    ok = total > 0 and share >= RING_MIN_SHARE
+    reason = (
+        f"the ring carried {ring} of {total} {basis} requests ({share:.2%}); "
+        f"at least {RING_MIN_SHARE:.0%} is required for a ring result"
+    )
+    return {
+        "name": "ring_share",
+        "ok": ok,
+        "share": share,
+        "ring": ring,
+        "total": total,
+        "basis": basis,
+        "reason": reason,
+    }
+
+
+def _data_ops(ops: dict[str, Any]) -> int:
+    # Transports name opcodes "READ" or "read"; either counts.
+    return sum(int(n) for op, n in ops.items() if op.upper() in DATA_OPS)
+
+
+CHECKS: list[Callable[[dict[str, Any]], dict[str, Any] | None]] = [ring_share_check]
+
+
+def check_statistics(stats: dict[str, Any]) -> list[dict[str, Any]]:
+    """Run every check that applies; raise CheckError naming each failed one."""
+    results = [r for r in (check(stats) for check in CHECKS) if r is not None]
+    failed = [r for r in results if not r["ok"]]
+    if failed:
+        raise CheckError("; ".join(f"{r['name']} check failed: {r['reason']}" for r in failed))
+    return results
+
+
+# -- the server child --------------------------------------------------------------------
+class Server:
+    """`python -m harness serve` as a child in its own session; reaped by us (wait4)."""
+
+    def __init__(self, argv: list[str], stderr_path: str):
+        self.argv = argv
+        self.stderr_path = stderr_path
+        self.exit_code: int | None = None
+        self.rusage: Any = None
+        self.stdout_lines: list[str] = []
+        self._ready = threading.Event()
+        self._group_killed = False
+        with open(stderr_path, "w") as err:
+            self.proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+                start_new_session=True,
+            )
+        self.pid = self.proc.pid
+        self._reader = threading.Thread(target=self._read_stdout, daemon=True)
+        self._reader.start()
+
+    def _read_stdout(self) -> None:
+        # Drained all along so a chatty server never blocks on a full pipe.
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.stdout_lines.append(line.rstrip("\n"))
+            if line.startswith(READY_PREFIX):
+                self._ready.set()
+
+    def stderr_tail(self, limit: int = 4000) -> str:
+        try:
+            with open(self.stderr_path) as f:
+                return f.read()[-limit:].strip()
+        except OSError:
+            return ""
+
+    def exited(self) -> bool:
+        """True once the child has exited; it is left unreaped so wait4 gets its rusage."""
+        if self.exit_code is not None:
+            return True
+        info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        return info is not None
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not self._ready.wait(0.05):
+            if self.exited():
+                self._reap(block=True)
+                raise RunError(
+                    f"the server exited with code {self.exit_code} before it was ready:\n"
+                    + (self.stderr_tail() or "(no output on stderr)")
+                )
+            if time.monotonic() > deadline:
+                raise RunError(
+                    f"the server was not ready after {timeout:.0f} s:\n"
+                    + (self.stderr_tail() or "(no output on stderr)")
+                )
+
+    def _reap(self, block: bool) -> bool:
+        if self.exit_code is not None:
+            return True
+        pid, status, rusage = os.wait4(self.pid, 0 if block else os.WNOHANG)
+        if pid == 0:
+            return False
+        self.exit_code = os.waitstatus_to_exitcode(status)
+        self.rusage = rusage
+        self.proc.returncode = self.exit_code  # so Popen does not think it still runs
+        return True
+
+    def stop(self, timeout: float) -> int:
+        """SIGTERM, SIGKILL after `timeout`, reap; return the exit code. Idempotent."""
+        if self.exit_code is None:
+            if not self.exited():
+                os.kill(self.pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while not self._reap(block=False):
+                if time.monotonic() > deadline:
+                    self._kill_group()
+                    self._reap(block=True)
+                    break
+                time.sleep(0.02)
+        if not self._group_killed:
+            # Anything the server started; only once, as the group id could be reused later.
+            self._kill_group()
+            self._group_killed = True
+        self._reader.join(timeout=2)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        assert self.exit_code is not None
+        return self.exit_code
+
+    def _kill_group(self) -> None:
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+# -- one run -----------------------------------------------------------------------------
+def preflight_backing(opts: RunOptions) -> None:
+    """Open the backing as the server will, so a bad one is reported before anything runs."""
+    size = parse_size(opts.size) if opts.size is not None else None
+    spec = parse_backing(opts.backing, size)
+    os.close(open_backing(spec, opts.read_only))
+
+
+def server_argv(opts: RunOptions, mountpoint: str, stats_path: str) -> list[str]:
+    argv = [
+        sys.executable,
+        "-m",
+        "harness",
+        "serve",
+        mountpoint,
+        "--transport",
+        str(opts.transport),
+        "--backing",
+        opts.backing,
+        "--stats-out",
+        stats_path,
+    ]
+    if opts.size is not None:
+        argv += ["--size", opts.size]
+    if opts.read_only:
+        argv.append("--read-only")
+    if opts.growable:
+        argv.append("--growable")
+    if opts.cache is not None:
+        argv += ["--cache", opts.cache]
+    return argv
+
+
+def _now() -> datetime:
+    return datetime.now().astimezone()
+
+
+def fio_timeout(point: ScenarioPoint) -> float:
+    params = point.fio
+    if params.get("time_based") and "runtime" in params:
+        return params["runtime"] + params.get("ramp_time", 0) + 60.0
+    return 3600.0  # a size-bound job: only guard against a hang
+
+
+def run_point(point: ScenarioPoint, opts: RunOptions, scenario_meta: dict[str, Any]) -> Path:
+    """Run one scenario point against a fresh server; return the result file's path."""
+    fio_version = fio.fio_version()  # also fails early when fio is missing
+    preflight_backing(opts)
+    workdir = tempfile.mkdtemp(prefix="ringside-run-")
+    mountpoint = opts.mountpoint or os.path.join(workdir, "disk.img")
+    server: Server | None = None
+    jobfile: Path | None = None
+    written = False
+    try:
+        mountpoint = prepare_mountpoint(mountpoint, log=opts.log)
+        out = Path(opts.out)
+        out.mkdir(parents=True, exist_ok=True)
+        start = _now()
+        stem = unique_stem(out, result_stem(point.label, str(opts.transport), start))
+        stats_path = os.path.join(workdir, "stats.json")
+        server = Server(server_argv(opts, mountpoint, stats_path), os.path.join(workdir, "err"))
+        server.wait_ready(opts.ready_timeout)
+        entry = find_mount(mountpoint)
+        if entry is None or not entry.fstype.startswith("fuse"):
+            raise RunError(f"the server said it was ready but no FUSE mount is on {mountpoint}")
+        export_size = os.stat(mountpoint).st_size
+        if export_size <= 0:
+            raise RunError(f"the export on {mountpoint} has size 0: give a backing with a size")
+
+        jobfile = out / f"{stem}.fio"
+        jobfile.write_text(fio.job_file(point, mountpoint, export_size))
+        opts.log(f"ringside: running fio {point.label} on {opts.transport} ({jobfile})")
+        before, ctxt0 = metrics.snapshot(server.pid), metrics.system_ctxt()
+        try:
+            raw, fio_messages = fio.run_fio(
+                str(jobfile), os.path.join(workdir, "fio.json"), fio_timeout(point)
+            )
+        except fio.FioError as e:
+            if server.exited():
+                server.stop(0)
+                raise RunError(
+                    f"the server died during fio (exit code {server.exit_code}):\n"
+                    f"{server.stderr_tail()}\nfio: {e}"
+                ) from None
+            raise
+        ctxt1 = metrics.system_ctxt()
+        try:
+            after = metrics.snapshot(server.pid)
+        except ProcessLookupError:
+            after = None
+        if after is None or server.exited():
+            server.stop(0)
+            raise RunError(
+                f"the server exited during the run (exit code {server.exit_code}):\n"
+                + server.stderr_tail()
+            )
+        summary = fio.summarize(raw)
+
+        exit_code = server.stop(opts.stop_timeout)
+        end = _now()
+        if find_mount(mountpoint) is not None:
+            raise RunError(f"the server exited but left its mount on {mountpoint}")
+        if exit_code != 0:
+            raise RunError(
+                f"the server exited with code {exit_code} when stopped:\n" + server.stderr_tail()
+            )
+        try:
+            with open(stats_path) as f:
+                stats = json.load(f)
+        except (OSError, json.JSONDecodeError) as e:
+            raise RunError(f"the server wrote no readable statistics ({stats_path}): {e}") from e
+        checks = check_statistics(stats)
+
+        window = metrics.delta(before, after)
+        client = summary["client"]
+        data = {
+            "kind": "run",
+            "scenario": {
+                **scenario_meta,
+                "point": point.label,
+                "sweep": point.sweep,
+                "fio": point.fio,
+            },
+            "transport": {
+                "spec": str(opts.transport),
+                "name": opts.transport.name,
+                "settings": opts.transport.settings,
+            },
+            "export": {
+                "backing": opts.backing,
+                "size": export_size,
+                "read_only": opts.read_only,
+                "growable": opts.growable,
+                "cache": opts.cache,
+                **(stats.get("export") if isinstance(stats.get("export"), dict) else {}),
+            },
+            "start": start.isoformat(),
+            "end": end.isoformat(),
+            "command": sys.argv,
+            "summary": summary,
+            "server": {
+                "pid": server.pid,
+                "argv": server.argv,
+                "exit_code": exit_code,
+                "window": window,
+                "lifetime": metrics.rusage_dict(server.rusage),
+                "stderr_tail": server.stderr_tail(2000),
+            },
+            "system": {"ctxt_delta": ctxt1 - ctxt0},
+            "derived": metrics.per_io(window, client, ctxt1 - ctxt0, summary["total_ios"]),
+            "transport_stats": stats,
+            "checks": checks,
+            "fio_jobfile": jobfile.name,
+            "fio_messages": fio_messages,
+            "host": metrics.host(),
+            "versions": metrics.versions(fio_version),
+            "git": metrics.git(),
+            "fio_raw": raw,
+        }
+        path = write_result(out, data, stem)
+        written = True
+        return path
+    finally:
+        if jobfile is not None and not written:
+            jobfile.unlink(missing_ok=True)  # a job file is kept only beside its result
+        if server is not None:
+            server.stop(opts.stop_timeout)
+        unmount_if_mounted(mountpoint)
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,161 @@
+"""Result files: round trip, unique names, format_version checks, the tidy table."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.results import (
+    FORMAT_VERSION,
+    NotAResult,
+    ResultError,
+    load,
+    read_result,
+    result_stem,
+    write_result,
+)
+
+
+def direction(iops: float, p99: int) -> dict[str, Any]:
+    return {
+        "iops": iops,
+        "bw_bytes": int(iops * 4096),
+        "io_bytes": int(iops * 4096 * 2),
+        "total_ios": int(iops * 2),
+        "runtime_ms": 2000,
+        "clat_ns": {
+            "p50": 30000,
+            "p90": 40000,
+            "p99": p99,
+            "p99.9": 90000,
+            "min": 10000,
+            "mean": 31000.5,
+            "max": 200000,
+        },
+    }
+
+
+def sample(
+    transport: str = "uring:depth=16",
+    start: str = "2025-01-02T03:04:05+00:00",
+    directions: tuple[str, ...] = ("read",),
+) -> dict[str, Any]:
+    dirs = {d: direction(1000.0, 70000) for d in directions}
+    total = sum(d["total_ios"] for d in dirs.values())
+    return {
+        "kind": "run",
+        "scenario": {
+            "name": "randrw",
+            "point": "randrw@iodepth=4",
+            "sweep": {"iodepth": 4},
+            "fio": {"rw": "randrw", "bs": "4k", "iodepth": 4},
+        },
+        "transport": {
+            "spec": transport,
+            "name": transport.split(":")[0],
+            "settings": {"depth": 16, "buffers": "mapped"},
+        },
+        "export": {"backing": "memory:268435456", "size": 268435456},
+        "start": start,
+        "end": start,
+        "summary": {
+            "directions": dirs,
+            "total_ios": total,
+            "client": {"usr_cpu_pct": 1.0, "sys_cpu_pct": 10.0, "ctx": total},
+        },
+        "server": {
+            "window": {
+                "ctxt_switches": total,
+                "voluntary_ctxt_switches": total,
+                "nonvoluntary_ctxt_switches": 0,
+                "cpu_s": 1.5,
+                "utime_s": 1.0,
+                "stime_s": 0.5,
+            }
+        },
+        "system": {"ctxt_delta": 3 * total},
+        "derived": {"server_ctxsw_per_io": 1.0, "server_cpu_us_per_io": 1.5e6 / total},
+        "git": {"commit": "abc", "dirty": False},
+        "host": {"kernel": "6.18", "cpu_count": 2},
+        "fio_raw": {"fio version": "fio-3.33", "jobs": [{"jobname": "x", "nested": [1, 2]}]},
+    }
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    data = sample()
+    path = write_result(tmp_path, data)
+    assert path.parent == tmp_path and path.suffix == ".json"
+    assert path.name == "randrw_iodepth_4__uring_depth_16__20250102T030405.000000.json"
+    back = read_result(path)
+    assert back["format_version"] == FORMAT_VERSION
+    assert back["fio_raw"] == data["fio_raw"]  # verbatim
+    assert {k: v for k, v in back.items() if k != "format_version"} == data
+    assert not list(tmp_path.glob(".*.tmp")), "no temporary file left"
+
+
+def test_names_are_unique(tmp_path: Path) -> None:
+    a = write_result(tmp_path, sample())
+    b = write_result(tmp_path, sample())
+    assert a != b and a.exists() and b.exists()
+
+
+def test_stem_sorts_by_scenario_then_time() -> None:
+    stem = result_stem("s@bs=4k", "uring:depth=8", datetime(2025, 1, 2, 3, 4, 5, 6))
+    assert stem == "s_bs_4k__uring_depth_8__20250102T030405.000006"
+
+
+def test_unknown_format_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "future.json"
+    path.write_text(json.dumps({"format_version": 99}))
+    with pytest.raises(ResultError, match="format_version 99.*reads 1"):
+        read_result(path)
+
+
+@pytest.mark.parametrize("text", ['{"kind": "run"}', "not json", "[1, 2]"])
+def test_not_a_result(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "x.json"
+    path.write_text(text)
+    with pytest.raises(NotAResult):
+        read_result(path)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ResultError, match="cannot read result"):
+        read_result(tmp_path / "none.json")
+
+
+def test_load_one_file_is_tidy(tmp_path: Path) -> None:
+    path = write_result(tmp_path, sample(directions=("read", "write")))
+    df = load(path)
+    assert len(df) == 2
+    assert sorted(df["direction"]) == ["read", "write"]
+    row = df.iloc[0]
+    assert row["scenario"] == "randrw" and row["point"] == "randrw@iodepth=4"
+    assert row["transport"] == "uring" and row["transport_spec"] == "uring:depth=16"
+    assert row["transport_depth"] == 16 and row["transport_buffers"] == "mapped"
+    assert row["bs"] == "4k" and row["iodepth"] == 4
+    assert row["iops"] == 1000.0 and row["clat_p99_us"] == 70.0
+    assert row["clat_p99.9_us"] == 90.0
+    assert row["server_ctxsw_per_io"] == 1.0
+    assert row["file"] == str(path)
+
+
+def test_load_directory_skips_other_json_but_not_unknown_versions(tmp_path: Path) -> None:
+    write_result(tmp_path, sample("pyfuse3"))
+    (tmp_path / "sub").mkdir()
+    write_result(tmp_path / "sub", sample("uring:depth=16"))
+    (tmp_path / "notes.json").write_text('{"campaign": "x"}')
+    df = load(tmp_path)
+    assert sorted(df["transport"]) == ["pyfuse3", "uring"]
+    (tmp_path / "future.json").write_text('{"format_version": 2}')
+    with pytest.raises(ResultError, match="format_version 2"):
+        load(tmp_path)
+
+
+def test_load_missing_path(tmp_path: Path) -> None:
+    with pytest.raises(ResultError, match="no result file or directory"):
+        load(tmp_path / "nope")
