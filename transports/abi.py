@@ -1,0 +1,247 @@
+"""The kernel's FUSE ABI (protocol 7.42), defined here rather than taken from a header.
+
+Debian 12 ships protocol 7.38, which lacks flags2 users such as FUSE_OVER_IO_URING and
+the io_uring structs, so the project states the layout itself. Everything is
+little-endian native x86-64/arm64 layout with explicit padding, as in
+include/uapi/linux/fuse.h; tests/test_codec.py checks every size and the offsets that
+matter against the numbers in that header (and against Debian's header where it has
+the struct).
+"""
+
+from __future__ import annotations
+
+import struct
+
+KERNEL_VERSION = 7
+KERNEL_MINOR_VERSION = 42  # the protocol this module describes
+ROOT_ID = 1
+MIN_READ_BUFFER = 8192  # /dev/fuse reads need a buffer at least this large
+
+# -- opcodes ------------------------------------------------------------------------------
+LOOKUP = 1
+FORGET = 2
+GETATTR = 3
+SETATTR = 4
+READLINK = 5
+SYMLINK = 6
+MKNOD = 8
+MKDIR = 9
+UNLINK = 10
+RMDIR = 11
+RENAME = 12
+LINK = 13
+OPEN = 14
+READ = 15
+WRITE = 16
+STATFS = 17
+RELEASE = 18
+FSYNC = 20
+SETXATTR = 21
+GETXATTR = 22
+LISTXATTR = 23
+REMOVEXATTR = 24
+FLUSH = 25
+INIT = 26
+OPENDIR = 27
+READDIR = 28
+RELEASEDIR = 29
+FSYNCDIR = 30
+GETLK = 31
+SETLK = 32
+SETLKW = 33
+ACCESS = 34
+CREATE = 35
+INTERRUPT = 36
+BMAP = 37
+DESTROY = 38
+IOCTL = 39
+POLL = 40
+NOTIFY_REPLY = 41
+BATCH_FORGET = 42
+FALLOCATE = 43
+READDIRPLUS = 44
+RENAME2 = 45
+LSEEK = 46
+COPY_FILE_RANGE = 47
+SETUPMAPPING = 48
+REMOVEMAPPING = 49
+SYNCFS = 50
+TMPFILE = 51
+STATX = 52
+OPCODE_LIMIT = 64  # opcodes at or above this are unknown to us (CUSE_INIT = 4096, ...)
+
+OPCODE_NAMES: dict[int, str] = {
+    value: name
+    for name, value in list(globals().items())
+    if name.isupper()
+    and isinstance(value, int)
+    and 0 < value < OPCODE_LIMIT
+    and name not in ("KERNEL_VERSION", "KERNEL_MINOR_VERSION", "ROOT_ID")
+}
+
+# -- init flags (64 bits; bits 32..63 travel in flags2 when FUSE_INIT_EXT is set) ----------
+FUSE_ASYNC_READ = 1 << 0
+FUSE_POSIX_LOCKS = 1 << 1
+FUSE_ATOMIC_O_TRUNC = 1 << 3
+FUSE_EXPORT_SUPPORT = 1 << 4
+FUSE_BIG_WRITES = 1 << 5
+FUSE_DONT_MASK = 1 << 6
+FUSE_SPLICE_WRITE = 1 << 7
+FUSE_SPLICE_MOVE = 1 << 8
+FUSE_SPLICE_READ = 1 << 9
+FUSE_FLOCK_LOCKS = 1 << 10
+FUSE_AUTO_INVAL_DATA = 1 << 12
+FUSE_ASYNC_DIO = 1 << 15
+FUSE_WRITEBACK_CACHE = 1 << 16
+FUSE_NO_OPEN_SUPPORT = 1 << 17
+FUSE_PARALLEL_DIROPS = 1 << 18
+FUSE_HANDLE_KILLPRIV = 1 << 19
+FUSE_POSIX_ACL = 1 << 20
+FUSE_ABORT_ERROR = 1 << 21
+FUSE_MAX_PAGES = 1 << 22
+FUSE_EXPLICIT_INVAL_DATA = 1 << 25
+FUSE_HANDLE_KILLPRIV_V2 = 1 << 28
+FUSE_INIT_EXT = 1 << 30
+FUSE_SECURITY_CTX = 1 << 32
+FUSE_DIRECT_IO_ALLOW_MMAP = 1 << 36
+FUSE_PASSTHROUGH = 1 << 37
+FUSE_NO_EXPORT_SUPPORT = 1 << 38
+FUSE_HAS_RESEND = 1 << 39
+FUSE_ALLOW_IDMAP = 1 << 40
+FUSE_OVER_IO_URING = 1 << 41  # bit 9 of flags2
+
+# -- open reply flags (fuse_open_out.open_flags) -----------------------------------------
+FOPEN_DIRECT_IO = 1 << 0
+FOPEN_KEEP_CACHE = 1 << 1
+FOPEN_NONSEEKABLE = 1 << 2
+FOPEN_NOFLUSH = 1 << 5
+FOPEN_PARALLEL_DIRECT_WRITES = 1 << 6  # protocol 7.38+
+
+# -- fuse_setattr_in.valid ----------------------------------------------------------------
+FATTR_MODE = 1 << 0
+FATTR_UID = 1 << 1
+FATTR_GID = 1 << 2
+FATTR_SIZE = 1 << 3
+FATTR_ATIME = 1 << 4
+FATTR_MTIME = 1 << 5
+FATTR_FH = 1 << 6
+FATTR_ATIME_NOW = 1 << 7
+FATTR_MTIME_NOW = 1 << 8
+FATTR_LOCKOWNER = 1 << 9
+FATTR_CTIME = 1 << 10
+FATTR_KILL_SUIDGID = 1 << 11
+
+FUSE_FSYNC_FDATASYNC = 1 << 0
+FUSE_UNIQUE_RESEND = 1 << 63
+
+# -- headers ------------------------------------------------------------------------------
+# fuse_in_header: len, opcode, unique, nodeid, uid, gid, pid, total_extlen, padding
+IN_HEADER = struct.Struct("<IIQQIIIHH")
+# The fields a codec needs on every request, without building the whole tuple.
+IN_HEADER_OPCODE_UNIQUE = struct.Struct("<4xIQ")
+# fuse_out_header: len, error (negative errno or 0), unique
+OUT_HEADER = struct.Struct("<IiQ")
+
+# -- per-op structs -----------------------------------------------------------------------
+# fuse_init_in: major, minor, max_readahead, flags, flags2, unused[11]
+INIT_IN = struct.Struct("<IIIII44x")
+INIT_IN_COMPAT = struct.Struct("<IIII")  # before 7.36: no flags2, 16 bytes
+# fuse_init_out: major, minor, max_readahead, flags, max_background, congestion_threshold,
+# max_write, time_gran, max_pages, map_alignment, flags2, max_stack_depth, unused[6]
+INIT_OUT = struct.Struct("<IIIIHHIIHHII24x")
+INIT_OUT_COMPAT_SIZE = 8  # minor < 5
+INIT_OUT_COMPAT_22_SIZE = 24  # minor < 23
+
+# fuse_attr: ino, size, blocks, atime, mtime, ctime, atimensec, mtimensec, ctimensec,
+# mode, nlink, uid, gid, rdev, blksize, flags
+ATTR = struct.Struct("<QQQQQQIIIIIIIIII")
+# fuse_attr_out: attr_valid, attr_valid_nsec, dummy, then fuse_attr inline
+ATTR_OUT = struct.Struct("<QI4xQQQQQQIIIIIIIIII")
+ATTR_OUT_COMPAT_SIZE = 96  # minor < 9: fuse_attr without blksize/flags
+
+# fuse_getattr_in: getattr_flags, dummy, fh
+GETATTR_IN = struct.Struct("<I4xQ")
+# fuse_setattr_in: valid, padding, fh, size, lock_owner, atime, mtime, ctime, atimensec,
+# mtimensec, ctimensec, mode, unused4, uid, gid, unused5
+SETATTR_IN = struct.Struct("<I4xQQQQQQIIII4xII4x")
+# fuse_open_in: flags, open_flags
+OPEN_IN = struct.Struct("<II")
+# fuse_open_out: fh, open_flags, backing_id
+OPEN_OUT = struct.Struct("<QIi")
+# fuse_read_in: fh, offset, size, read_flags, lock_owner, flags, padding
+READ_IN = struct.Struct("<QQIIQI4x")
+READ_IN_HEAD = struct.Struct("<8xQI")  # offset, size: all a READ needs
+# fuse_write_in: fh, offset, size, write_flags, lock_owner, flags, padding
+WRITE_IN = struct.Struct("<QQIIQI4x")
+WRITE_IN_HEAD = READ_IN_HEAD  # offset, size sit at the same place
+WRITE_IN_COMPAT_SIZE = 24  # minor < 9
+# fuse_write_out: size, padding
+WRITE_OUT = struct.Struct("<I4x")
+# fuse_flush_in: fh, unused, padding, lock_owner
+FLUSH_IN = struct.Struct("<QI4xQ")
+# fuse_release_in: fh, flags, release_flags, lock_owner
+RELEASE_IN = struct.Struct("<QIIQ")
+# fuse_fsync_in: fh, fsync_flags, padding
+FSYNC_IN = struct.Struct("<QI4x")
+# fuse_fallocate_in: fh, offset, length, mode, padding
+FALLOCATE_IN = struct.Struct("<QQQI4x")
+# fuse_lseek_in: fh, offset, whence, padding
+LSEEK_IN = struct.Struct("<QQI4x")
+# fuse_lseek_out: offset
+LSEEK_OUT = struct.Struct("<Q")
+# fuse_kstatfs (== fuse_statfs_out): blocks, bfree, bavail, files, ffree, bsize, namelen,
+# frsize, padding, spare[6]
+STATFS_OUT = struct.Struct("<QQQQQIII4x24x")
+STATFS_OUT_COMPAT_SIZE = 48  # minor < 4
+# fuse_interrupt_in: unique
+INTERRUPT_IN = struct.Struct("<Q")
+# fuse_forget_in: nlookup
+FORGET_IN = struct.Struct("<Q")
+# fuse_forget_one: nodeid, nlookup
+FORGET_ONE = struct.Struct("<QQ")
+# fuse_batch_forget_in: count, dummy; followed by count fuse_forget_one
+BATCH_FORGET_IN = struct.Struct("<I4x")
+
+# Size of the op header the kernel puts between fuse_in_header and the payload, per
+# opcode, on /dev/fuse (protocol >= 7.9). Opcodes without a fixed header keep 0 here:
+# for them the codec sees everything after the in_header as op_in.
+OP_IN_SIZE = [0] * OPCODE_LIMIT
+for _op, _st in (
+    (FORGET, FORGET_IN),
+    (GETATTR, GETATTR_IN),
+    (SETATTR, SETATTR_IN),
+    (OPEN, OPEN_IN),
+    (READ, READ_IN),
+    (WRITE, WRITE_IN),
+    (RELEASE, RELEASE_IN),
+    (FSYNC, FSYNC_IN),
+    (FLUSH, FLUSH_IN),
+    (INIT, INIT_IN),
+    (INTERRUPT, INTERRUPT_IN),
+    (BATCH_FORGET, BATCH_FORGET_IN),
+    (FALLOCATE, FALLOCATE_IN),
+    (LSEEK, LSEEK_IN),
+):
+    OP_IN_SIZE[_op] = _st.size
+del _op, _st
+
+# -- FUSE-over-io_uring (7.42) ------------------------------------------------------------
+URING_IN_OUT_HEADER_SZ = 128
+URING_OP_IN_OUT_SZ = 128
+# fuse_uring_ent_in_out: flags, commit_id, payload_sz, padding, reserved
+URING_ENT_IN_OUT = struct.Struct("<QQI4xQ")
+# fuse_uring_req_header = in_out[128], op_in[128], fuse_uring_ent_in_out
+URING_REQ_IN_OUT_OFFSET = 0
+URING_REQ_OP_IN_OFFSET = URING_IN_OUT_HEADER_SZ
+URING_REQ_ENT_IN_OUT_OFFSET = URING_IN_OUT_HEADER_SZ + URING_OP_IN_OUT_SZ
+URING_REQ_HEADER_SIZE = URING_REQ_ENT_IN_OUT_OFFSET + URING_ENT_IN_OUT.size  # 288
+URING_ENT_PAYLOAD_SZ_OFFSET = URING_REQ_ENT_IN_OUT_OFFSET + 16  # payload_sz within the header
+URING_ENT_COMMIT_ID_OFFSET = URING_REQ_ENT_IN_OUT_OFFSET + 8
+# fuse_uring_cmd_req (in sqe->cmd): flags, commit_id, qid, padding[6]
+URING_CMD_REQ = struct.Struct("<QQH6x")
+FUSE_IO_URING_CMD_INVALID = 0
+FUSE_IO_URING_CMD_REGISTER = 1
+FUSE_IO_URING_CMD_COMMIT_AND_FETCH = 2
+
+# The payload buffer of a ring entry must hold at least this much (kernel check).
+URING_MIN_PAYLOAD = MIN_READ_BUFFER
