@@ -70,13 +70,18 @@ def _counters(stats: dict[str, Any], key: str) -> dict[str, Any] | None:
 
 
 def ring_share_check(stats: dict[str, Any]) -> dict[str, Any] | None:
-    """A transport that counts `requests_ring` must have carried >= 99% of data on it.
+    """A transport that uses a ring must have carried >= 99% of data requests on it.
 
-    Data requests are READ+WRITE from `ops` / `ops_ring` (opcode name -> count) when the
-    transport reports them, else all requests (`requests` / `requests_ring`).
+    A transport claims ring use when it reports `ops_ring` (opcode name -> count carried
+    by the ring; present even when the ring carried nothing, so a silent fallback to
+    /dev/fuse is caught) or a nonzero `requests_ring`; a `requests_ring` of 0 alone, as a
+    /dev/fuse transport reports, claims nothing. Data requests are READ+WRITE from
+    `ops` / `ops_ring` when reported, else all requests (`requests` / `requests_ring`).
     """
-    counters = _counters(stats, "requests_ring")
+    counters = _counters(stats, "ops_ring") or _counters(stats, "requests_ring")
     if counters is None:
+        return None
+    if "ops_ring" not in counters and not counters.get("requests_ring"):
         return None
     ops, ring_ops = counters.get("ops"), counters.get("ops_ring")
     if isinstance(ops, dict) and isinstance(ring_ops, dict):
@@ -84,7 +89,8 @@ def ring_share_check(stats: dict[str, Any]) -> dict[str, Any] | None:
         total, ring = _data_ops(ops), _data_ops(ring_ops)
     else:
         basis = "all requests"
-        total, ring = int(counters.get("requests", 0)), int(counters["requests_ring"])
+        total = int(counters.get("requests", 0))
+        ring = int(counters.get("requests_ring", 0))
     share = ring / total if total else 0.0
     ok = total > 0 and share >= RING_MIN_SHARE
     reason = (

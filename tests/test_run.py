@@ -414,6 +414,8 @@ def test_parse_output_skips_warnings() -> None:
 # -- the ring check -----------------------------------------------------------------------------
 def test_ring_check_ignores_transports_without_a_ring() -> None:
     assert ring_share_check({"requests": 10, "requests_devfuse": 10}) is None
+    # devfuse reports requests_ring = 0 without ops_ring: no claim to check.
+    assert ring_share_check({"requests": 10, "requests_ring": 0, "ops": {"READ": 9}}) is None
     assert check_statistics({"requests": 10}) == []
 
 
@@ -435,8 +437,12 @@ def test_ring_check_uses_data_ops_when_reported() -> None:
 
 def test_ring_check_falls_back_to_all_requests_and_nested_stats() -> None:
     assert ring_share_check({"requests": 1000, "requests_ring": 995})["ok"]
-    with pytest.raises(CheckError, match="0 of 0"):
-        check_statistics({"transport": {"requests": 0, "requests_ring": 0}})
+    with pytest.raises(CheckError, match="0 of 0 READ"):
+        check_statistics({"transport": {"ops": {}, "ops_ring": {}, "requests_ring": 0}})
+    # A ring transport that silently fell back to /dev/fuse entirely.
+    fallback = {"requests": 500, "requests_ring": 0, "ops": {"READ": 490}, "ops_ring": {}}
+    with pytest.raises(CheckError, match=r"ring carried 0 of 490 READ\+WRITE requests \(0.00%\)"):
+        check_statistics(fallback)
     assert not ring_share_check({"requests": 100, "requests_ring": 50})["ok"]
 
 
