@@ -1,0 +1,196 @@
+"""The devfuse transport on real mounts: data round trips, fio verify, every way of ending."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from transports import mounting
+from transports.backing import parse_backing
+from transports.base import SpecError, parse_spec
+from transports.devfuse import DevFuseTransport
+from transports.export import Export, ExportOptions
+
+pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse")
+
+IMAGE_SIZE = 64 << 20
+
+
+class Served:
+    def __init__(self, transport: DevFuseTransport, export: Export, mountpoint: str):
+        self.transport = transport
+        self.export = export
+        self.mountpoint = mountpoint
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="serve", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.transport.serve(self.export, self.mountpoint, self.ready.set)
+        except BaseException as e:  # surfaced by the test
+            self.error = e
+
+    def wait_gone(self, timeout: float = 20) -> None:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "serve() did not return"
+        assert mounting.find_mount(self.mountpoint) is None
+
+
+@contextlib.contextmanager
+def serving(tmp_path, threads: int = 1, options: ExportOptions | None = None) -> Iterator[Served]:
+    mountpoint = mounting.prepare_mountpoint(str(tmp_path / "disk.img"))
+    export = Export(parse_backing(f"memory:{IMAGE_SIZE}"), options or ExportOptions())
+    served = Served(DevFuseTransport({"threads": threads}), export, mountpoint)
+    served.thread.start()
+    try:
+        assert served.ready.wait(20), f"not ready: {served.error!r}"
+        yield served
+    finally:
+        served.transport.stop()
+        served.thread.join(20)
+        # Whatever happened above, leave no mount behind.
+        mounting.unmount_if_mounted(mountpoint)
+        export.close()
+    assert not served.thread.is_alive()
+    assert mounting.find_mount(mountpoint) is None
+
+
+@pytest.fixture
+def mounted(tmp_path) -> Iterator[Served]:
+    with serving(tmp_path) as served:
+        yield served
+
+
+def test_spec() -> None:
+    assert parse_spec("devfuse").settings == {"threads": 1}
+    assert parse_spec("devfuse:threads=3").settings == {"threads": 3}
+    with pytest.raises(SpecError):
+        parse_spec("devfuse:threads=0")
+
+
+@pytest.mark.parametrize("cache", ["pagecache", "direct"])
+def test_round_trips_at_odd_offsets(tmp_path, cache: str) -> None:
+    with serving(tmp_path, options=ExportOptions(cache=cache)) as s:
+        assert os.stat(s.mountpoint).st_size == IMAGE_SIZE
+        fd = os.open(s.mountpoint, os.O_RDWR)
+        try:
+            chunks = {}
+            for offset, size in [(1, 1), (4095, 2), (12_345, 77_777), (IMAGE_SIZE - 3, 3)]:
+                data = os.urandom(size)
+                assert os.pwrite(fd, data, offset) == size
+                chunks[offset] = data
+            for offset, data in chunks.items():
+                assert os.pread(fd, len(data), offset) == data
+                assert s.export.read(offset, len(data)) == data
+            # A big write crosses max_write and is split by the kernel.
+            big = os.urandom(3 << 20)
+            assert os.pwrite(fd, big, 5_000_001) == len(big)
+            assert os.pread(fd, len(big), 5_000_001) == big
+            assert os.pread(fd, 10, IMAGE_SIZE) == b""
+            with pytest.raises(OSError):
+                os.pwrite(fd, b"x", IMAGE_SIZE)  # fixed size: no growing
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    stats = s.transport.statistics()
+    assert stats["transport"] == "devfuse"
+    assert stats["requests"] == stats["requests_devfuse"] > 10
+    assert stats["requests_ring"] == 0
+    assert stats["ops"]["WRITE"] >= 4 and stats["ops"]["READ"] >= 4
+    assert stats["ops"]["INIT"] == 1 and stats["exceptions"] == 0
+    assert stats["settings"]["negotiated"]["minor"] >= 28
+
+
+def test_direct_io_reaches_server(mounted: Served) -> None:
+    fd = os.open(mounted.mountpoint, os.O_RDWR | os.O_DIRECT)
+    try:
+        before = mounted.transport.statistics()["ops"].get("READ", 0)
+        for _ in range(5):
+            os.pread(fd, 4096, 8192)
+        assert mounted.transport.statistics()["ops"]["READ"] - before == 5
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.skipif(shutil.which("fio") is None, reason="fio not installed")
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fio_verify(tmp_path, threads: int) -> None:
+    with serving(tmp_path, threads=threads) as s:
+        proc = subprocess.run(
+            [
+                "fio",
+                "--name=verify",
+                f"--filename={s.mountpoint}",
+                "--rw=randwrite",
+                "--bs=4k",
+                "--size=32M",
+                "--direct=1",
+                "--ioengine=psync",
+                "--numjobs=1",
+                "--verify=crc32c",
+                "--do_verify=1",
+                "--verify_fatal=1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "verify" not in proc.stderr.lower(), proc.stderr
+    stats = s.transport.statistics()
+    assert len(stats["per_thread"]) == threads
+    assert stats["ops"]["WRITE"] >= 8192 and stats["ops"]["READ"] >= 8192
+    assert stats["errors"] <= stats["ops"].get("GETXATTR", 0) + stats["ops"].get("LOOKUP", 0)
+
+
+def test_stop_ends_serve(tmp_path) -> None:
+    with serving(tmp_path, threads=2) as s:
+        s.transport.stop()
+        s.wait_gone()
+        assert s.error is None
+    s.transport.stop()  # idempotent after the end
+
+
+def test_outside_lazy_umount_ends_serve(tmp_path) -> None:
+    with serving(tmp_path, threads=2) as s:
+        subprocess.run(["umount", "-l", s.mountpoint], check=True)
+        s.wait_gone()
+        assert s.error is None
+
+
+def test_failing_on_ready_leaves_no_mount(tmp_path) -> None:
+    mountpoint = mounting.prepare_mountpoint(str(tmp_path / "disk.img"))
+    export = Export(parse_backing("memory:1M"))
+    transport = DevFuseTransport({"threads": 1})
+
+    def on_ready() -> None:
+        raise RuntimeError("harness broke")
+
+    try:
+        with pytest.raises(RuntimeError, match="harness broke"):
+            transport.serve(export, mountpoint, on_ready)
+    finally:
+        mounting.unmount_if_mounted(mountpoint)
+        export.close()
+    assert mounting.find_mount(mountpoint) is None
+
+
+def test_stop_before_serve(tmp_path) -> None:
+    mountpoint = mounting.prepare_mountpoint(str(tmp_path / "disk.img"))
+    export = Export(parse_backing("memory:1M"))
+    transport = DevFuseTransport({"threads": 1})
+    transport.stop()
+    called = []
+    try:
+        transport.serve(export, mountpoint, lambda: called.append(1))
+    finally:
+        mounting.unmount_if_mounted(mountpoint)
+        export.close()
+    assert not called and mounting.find_mount(mountpoint) is None

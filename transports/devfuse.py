@@ -1,0 +1,220 @@
+"""The legacy FUSE loop without libfuse: read(/dev/fuse) -> codec -> write(/dev/fuse).
+
+Each worker thread owns a Codec and two preallocated buffers. Reads block in the
+kernel with the GIL released, and the kernel hands each request to exactly one reader,
+so threads share the fd without coordination. A read failing with ENODEV means the
+connection is gone (unmounted from outside, or stop()), which ends the worker.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from transports import abi, mounting
+from transports.base import Option, Transport, positive_int
+from transports.codec import Codec, merge_counters
+from transports.export import Export
+
+MAX_WRITE = 1 << 20
+_IN_BUFFER = MAX_WRITE + 4096  # header + write_in + the largest write, rounded up a page
+_OUT_BUFFER = abi.OUT_HEADER.size + MAX_WRITE + 4096
+_GONE = (errno.ENODEV, errno.ECONNABORTED)  # connection aborted or unmounted
+_RETRY = (errno.EINTR, errno.EAGAIN, errno.ENOENT)  # ENOENT: request was interrupted
+
+
+class DevFuseError(RuntimeError):
+    """The connection failed in a way that is not a normal unmount."""
+
+
+class DevFuseTransport(Transport):
+    name: ClassVar[str] = "devfuse"
+    description: ClassVar[str] = "read/write loop on /dev/fuse with Ringside's own codec"
+    options: ClassVar[dict[str, Option]] = {
+        "threads": Option(positive_int, 1, "worker threads reading /dev/fuse"),
+    }
+
+    def __init__(self, settings: dict[str, Any]):
+        super().__init__(settings)
+        self._threads_wanted: int = int(settings.get("threads", 1))
+        self._codecs: list[Codec] = []
+        self._mountpoint: str | None = None
+        self._conn_minor: int | None = None
+        self._stopping = False
+        self._failure: BaseException | None = None
+        self._lock = threading.Lock()
+
+    # -- life cycle -----------------------------------------------------------------------
+    def serve(self, export: Export, mountpoint: str, on_ready: Callable[[], None]) -> None:
+        mountpoint = os.path.abspath(mountpoint)
+        fd = mounting.mount_devfuse(mountpoint, max_read=MAX_WRITE)
+        with self._lock:
+            self._mountpoint = mountpoint
+            entry = mounting.find_mount(mountpoint)
+            self._conn_minor = entry.minor if entry is not None else None
+        threads: list[threading.Thread] = []
+        try:
+            codecs = [Codec(export, max_write=MAX_WRITE) for _ in range(self._threads_wanted)]
+            self._codecs = codecs
+            if self._stopping or not self._answer_init(fd, codecs[0]):
+                return
+            for codec in codecs[1:]:
+                codec.adopt(codecs[0].negotiated)
+            for i, codec in enumerate(codecs):
+                t = threading.Thread(
+                    target=self._worker, args=(fd, codec), name=f"devfuse-{i}", daemon=True
+                )
+                t.start()
+                threads.append(t)
+            if self._wait_answering(mountpoint, threads):
+                on_ready()
+            for t in threads:
+                while t.is_alive():
+                    t.join(0.5)  # a timeout keeps the main thread responsive to signals
+        finally:
+            self._unmount_ours()
+            for t in threads:
+                t.join()
+            os.close(fd)
+            self._unmount_ours()
+        if self._failure is not None:
+            raise DevFuseError(f"devfuse worker failed: {self._failure!r}") from self._failure
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._unmount_ours()
+
+    def statistics(self) -> dict[str, Any]:
+        per_thread = [c.counters() for c in self._codecs]
+        total = merge_counters(per_thread)
+        negotiated = self._codecs[0].negotiated if self._codecs else None
+        return {
+            "transport": self.name,
+            "settings": {
+                "threads": self._threads_wanted,
+                "max_write": MAX_WRITE,
+                "negotiated": negotiated.as_dict() if negotiated else None,
+            },
+            "requests": total["requests"],
+            "requests_devfuse": total["requests"],
+            "requests_ring": 0,
+            "errors": total["errors"],
+            "exceptions": total["exceptions"],
+            "ops": total["ops"],
+            "per_thread": per_thread,
+        }
+
+    # -- internals ------------------------------------------------------------------------
+    def _unmount_ours(self) -> None:
+        """Lazily unmount our connection's mount; never someone else's on the same path."""
+        with self._lock:
+            path, minor = self._mountpoint, self._conn_minor
+        if path is None:
+            return
+        for _ in range(8):
+            entry = mounting.find_mount(path)
+            if entry is None or not entry.fstype.startswith("fuse"):
+                return
+            if minor is not None and entry.minor != minor:
+                return
+            try:
+                mounting.unmount(path, lazy=True)
+            except OSError:
+                return
+
+    def _answer_init(self, fd: int, codec: Codec) -> bool:
+        """Read and answer FUSE_INIT; False when the connection went away first."""
+        inbuf = memoryview(bytearray(_IN_BUFFER))
+        outbuf = memoryview(bytearray(_OUT_BUFFER))
+        while True:
+            try:
+                n = os.readv(fd, [inbuf])
+            except OSError as e:
+                if e.errno in _RETRY:
+                    continue
+                if e.errno in _GONE:
+                    return False
+                raise
+            hdr, op_in, payload = codec.split(inbuf, n)
+            result = codec.handle(hdr, op_in, payload, outbuf[abi.OUT_HEADER.size :])
+            if result is None:
+                continue
+            length = result if result > 0 else 0
+            codec.pack_out_header(outbuf, codec.last_unique, min(result, 0), length)
+            self._send(fd, outbuf[: abi.OUT_HEADER.size + length])
+            if codec.last_opcode == abi.INIT:
+                if codec.negotiated is None:
+                    raise DevFuseError(f"the kernel's FUSE_INIT was refused ({result})")
+                return True
+
+    @staticmethod
+    def _send(fd: int, data: memoryview) -> bool:
+        try:
+            os.write(fd, data)
+        except OSError as e:
+            if e.errno in _GONE:
+                return False
+            if e.errno not in _RETRY:
+                raise
+        return True
+
+    def _wait_answering(self, mountpoint: str, threads: list[threading.Thread]) -> bool:
+        # The first stat of the root goes to the server (GETATTR), so a successful stat
+        # proves the workers answer. It fails if the mount vanished meanwhile.
+        try:
+            os.stat(mountpoint)
+        except OSError:
+            return False
+        entry = mounting.find_mount(mountpoint)
+        if entry is None or (self._conn_minor is not None and entry.minor != self._conn_minor):
+            return False  # unmounted meanwhile: the stat answered from the file below
+        return not self._stopping and all(t.is_alive() for t in threads)
+
+    def _worker(self, fd: int, codec: Codec) -> None:
+        try:
+            self._loop(fd, codec)
+        except BaseException as e:  # report, and take the mount down so serve() returns
+            self._failure = e
+            self._unmount_ours()
+
+    @staticmethod
+    def _loop(fd: int, codec: Codec) -> None:
+        inmv = memoryview(bytearray(_IN_BUFFER))
+        bufs = [inmv]
+        outmv = memoryview(bytearray(_OUT_BUFFER))
+        out = outmv[abi.OUT_HEADER.size :]
+        header_size = abi.OUT_HEADER.size
+        readv = os.readv
+        write = os.write
+        split = codec.split
+        handle = codec.handle
+        pack_header = abi.OUT_HEADER.pack_into
+        while True:
+            try:
+                n = readv(fd, bufs)
+            except OSError as e:
+                if e.errno in _RETRY:
+                    continue
+                if e.errno in _GONE:
+                    return
+                raise
+            hdr, op_in, payload = split(inmv, n)
+            result = handle(hdr, op_in, payload, out)
+            if result is None:
+                continue
+            if result < 0:
+                pack_header(outmv, 0, header_size, result, codec.last_unique)
+                reply = outmv[:header_size]
+            else:
+                pack_header(outmv, 0, header_size + result, 0, codec.last_unique)
+                reply = outmv[: header_size + result]
+            try:
+                write(fd, reply)
+            except OSError as e:
+                if e.errno in _GONE:
+                    return
+                if e.errno not in _RETRY:
+                    raise
