@@ -1,0 +1,364 @@
+"""The uring transport on real mounts: data integrity, ring share, teardown, refusals.
+
+Each test serves a memory export in a thread of the test process (so it can check that
+every transport thread was joined) and drives it with plain file I/O or fio. Skipped
+only off CI when FUSE-over-io_uring cannot be switched on here; on CI that is a failure.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from conftest import ON_CI, REPO, fuse_usable, require
+from transports import mounting
+from transports.backing import parse_backing
+from transports.base import SpecError, TransportUnavailable, parse_spec
+from transports.export import Export, ExportOptions
+
+ENABLE_URING = Path("/sys/module/fuse/parameters/enable_uring")
+EXPORT_SIZE = 64 << 20
+DATA_OPS = ("READ", "WRITE")
+
+
+def _uring_reason() -> str | None:
+    reason = fuse_usable()
+    if reason:
+        return reason
+    if not ENABLE_URING.exists():
+        return "the fuse module has no enable_uring parameter (kernel < 6.14?)"
+    if ENABLE_URING.read_text().strip() != "Y":
+        try:
+            ENABLE_URING.write_text("Y\n")
+        except OSError as e:
+            return f"enable_uring is N and cannot be set ({e.strerror}): run as root"
+    try:
+        from transports import _uring_cffi  # noqa: F401
+    except ImportError as e:
+        return f"the liburing binding is not built ({e}): run `make setup`"
+    return None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def uring_on() -> Iterator[None]:
+    require(_uring_reason())
+    yield
+
+
+def _uring_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("uring-")]
+
+
+class Server:
+    def __init__(self, transport, export: Export, path: Path):
+        self.transport = transport
+        self.export = export
+        self.path = path
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="test-serve", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.transport.serve(self.export, str(self.path), self.ready.set)
+        except BaseException as e:
+            self.error = e
+        finally:
+            self.ready.set()
+
+    def stats(self) -> dict:
+        return self.transport.statistics()
+
+    def wait_returned(self, timeout: float = 30) -> None:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "serve() did not return"
+        assert self.error is None, f"serve() failed: {self.error!r}"
+        assert _uring_threads() == [], f"threads left running: {_uring_threads()}"
+        assert mounting.find_mount(str(self.path)) is None
+
+
+@contextmanager
+def serving(path: Path, spec: str = "uring", size: int = EXPORT_SIZE) -> Iterator[Server]:
+    mounting.prepare_mountpoint(str(path))
+    export = Export(parse_backing(f"memory:{size}"), ExportOptions())
+    server = Server(parse_spec(spec).create(), export, path)
+    server.thread.start()
+    try:
+        server.ready.wait(30)
+        if server.error is not None:
+            raise server.error
+        assert server.ready.is_set(), "the uring transport did not get ready"
+        yield server
+    finally:
+        server.transport.stop()
+        server.thread.join(30)
+        mounting.unmount_if_mounted(str(path))
+        export.close()
+
+
+def _data_share(stats: dict) -> tuple[int, int]:
+    ring = sum(stats["ops_ring"].get(op, 0) for op in DATA_OPS)
+    dev = sum(stats["ops_devfuse"].get(op, 0) for op in DATA_OPS)
+    return ring, dev
+
+
+def _fio(path: Path, workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    if shutil.which("fio") is None:
+        require("fio is not installed: run `make setup`")
+    cmd = [
+        "fio", "--name=verify", f"--filename={path}", "--direct=1", "--fallocate=none",
+        "--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--verify_state_save=0",
+        "--bs=4k", *args,
+    ]
+    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=240)
+
+
+# -- data -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("buffers", ["mapped", "pinned"])
+def test_round_trips_at_odd_offsets(tmp_path, buffers):
+    path = tmp_path / "disk.img"
+    with serving(path, f"uring:buffers={buffers}") as server:
+        pattern = bytes(range(251)) * 600  # 150600 bytes: spans pages, not a multiple of one
+        # Far enough apart not to overlap; unaligned starts and ends.
+        offsets = [1, 4095 + (1 << 18), 4097 + (1 << 19), 65537 + (1 << 20), (3 << 20) | 3,
+                   EXPORT_SIZE - len(pattern) - 7]
+        with open(path, "r+b", buffering=0) as f:
+            for off in offsets:
+                assert os.pwrite(f.fileno(), pattern, off) == len(pattern)
+            for off in offsets:
+                assert os.pread(f.fileno(), len(pattern), off) == pattern
+        for off in offsets:  # the bytes reached the export itself, not only the page cache
+            assert server.export.read(off, len(pattern)) == pattern
+        # A read across the end comes back short, a write past it fails.
+        with open(path, "r+b", buffering=0) as f:
+            assert len(os.pread(f.fileno(), 8192, EXPORT_SIZE - 100)) == 100
+            with pytest.raises(OSError) as exc:
+                os.pwrite(f.fileno(), b"x", EXPORT_SIZE)
+            assert exc.value.errno in (errno.ENOSPC, errno.EFBIG)
+        stats = server.stats()
+        assert stats["requests_ring"] > 0
+        assert stats["settings"]["buffers"] == buffers
+    server.wait_returned()
+
+
+FIO_CASES = {
+    "qd1": ["--rw=randwrite", "--ioengine=psync", "--iodepth=1", "--size=32M"],
+    "qd64": ["--rw=randwrite", "--ioengine=libaio", "--iodepth=64", "--size=64M"],
+    # two jobs on disjoint halves, so each verifies only what it wrote
+    "qd16x2": ["--rw=randwrite", "--ioengine=libaio", "--iodepth=16", "--numjobs=2",
+               "--size=32M", "--offset_increment=32M"],
+}
+
+
+@pytest.mark.parametrize("buffers", ["mapped", "pinned"])
+@pytest.mark.parametrize("case", sorted(FIO_CASES))
+def test_fio_verify(tmp_path, buffers, case):
+    path = tmp_path / "disk.img"
+    with serving(path, f"uring:buffers={buffers}") as server:
+        proc = _fio(path, tmp_path, *FIO_CASES[case])
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "err= 0" in proc.stdout
+        jobs = 2 if case == "qd16x2" else 1
+        # fio reports the verify pass as reads: every block written was read back.
+        assert proc.stdout.count("read: IOPS=") == jobs, proc.stdout
+        stats = server.stats()
+        ring, dev = _data_share(stats)
+        assert ring >= 0.99 * (ring + dev), f"ring {ring}, /dev/fuse {dev}"
+        assert stats["requests"] == stats["requests_ring"] + stats["requests_devfuse"]
+        assert sum(q["requests"] for q in stats["per_queue"]) == stats["requests_ring"]
+    server.wait_returned()
+
+
+# -- statistics -----------------------------------------------------------------------------
+def test_statistics_report_effective_settings(tmp_path):
+    path = tmp_path / "disk.img"
+    with serving(path, "uring:depth=4,pin=off") as server:
+        with open(path, "rb") as f:
+            f.read(4096)
+    server.wait_returned()
+    stats = server.stats()
+    cpus = Path("/sys/devices/system/cpu/possible").read_text().strip()
+    from transports.uring_ring import parse_cpu_list
+
+    queues = len(parse_cpu_list(cpus))
+    assert stats["transport"] == "uring"
+    assert stats["settings"]["depth"] == 4
+    assert stats["settings"]["pin"] == "off"
+    assert stats["settings"]["buffers"] == "mapped"
+    assert stats["settings"]["queues"] == queues == len(stats["per_queue"])
+    assert stats["settings"]["negotiated"]["uring"] is True
+    assert stats["enable_uring"] == "Y"
+    assert stats["first_request_via_ring"] is True
+    assert stats["requests_devfuse"] >= 1  # FUSE_INIT always comes through /dev/fuse
+    assert stats["ops_devfuse"].get("INIT") == 1
+    for q in stats["per_queue"]:
+        assert q["ring"]["setup_flags"] == hex(0x400 | 0x80 | 0x8)  # SQE128|SUBMIT_ALL|CQSIZE
+        assert q["ring"]["fixed_file"] is True
+        assert q["dead_entries"] == 4  # after teardown every entry completed
+        assert set(q["entry_errors"]) <= {"ENOTCONN", "ECONNABORTED"}
+    assert "mlock" not in stats["pinning"] or stats["settings"]["buffers"] == "pinned"
+
+
+def test_spec_options_are_validated():
+    assert parse_spec("uring").settings == {"depth": 8, "buffers": "mapped", "pin": True}
+    with pytest.raises(SpecError, match="positive"):
+        parse_spec("uring:depth=0")
+    with pytest.raises(SpecError, match="mapped, pinned"):
+        parse_spec("uring:buffers=huge")
+    with pytest.raises(SpecError, match="on or off"):
+        parse_spec("uring:pin=maybe")
+
+
+# -- pinned memory --------------------------------------------------------------------------
+def test_pinned_buffers_are_locked(tmp_path):
+    path = tmp_path / "disk.img"
+    with serving(path, "uring:buffers=pinned,depth=2") as server:
+        stats = server.stats()
+    server.wait_returned()
+    s = stats["settings"]
+    needed = s["queues"] * s["depth"] * (s["header_buffer"] + s["payload_buffer"])
+    assert stats["memlock"]["needed_bytes"] == needed
+    assert stats["locked_bytes"] >= needed  # VmLck proves mlock took
+    assert "user-space mlock" in stats["pinning"]
+
+
+MEMLOCK_CHILD = """
+import sys
+from transports.backing import parse_backing
+from transports.base import TransportUnavailable, parse_spec
+from transports.export import Export
+t = parse_spec("uring:buffers=pinned").create()
+try:
+    t.serve(Export(parse_backing("memory:1M")), sys.argv[1], lambda: None)
+except TransportUnavailable as e:
+    print("UNAVAILABLE:", e)
+    sys.exit(3)
+print("served")
+"""
+
+
+def test_pinned_fails_under_a_lowered_memlock_limit(tmp_path):
+    path = tmp_path / "disk.img"
+    path.touch()
+    cmd = [sys.executable, "-c", MEMLOCK_CHILD, str(path)]
+    if os.geteuid() == 0:
+        # root's CAP_IPC_LOCK lifts the limit; drop it so the limit applies as it does
+        # for an unprivileged user.
+        if shutil.which("setpriv") is None:
+            require("setpriv (util-linux) is missing")
+        cmd = ["setpriv", "--inh-caps=-ipc_lock", "--bounding-set=-ipc_lock", *cmd]
+    limit = 1 << 20
+    proc = subprocess.run(
+        ["prlimit", f"--memlock={limit}:{limit}", *cmd],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    msg = proc.stdout
+    assert "RLIMIT_MEMLOCK is 1048576 bytes" in msg
+    assert "needs" in msg and "bytes of locked memory" in msg
+    assert "ulimit -l" in msg and "CAP_IPC_LOCK" in msg
+    assert mounting.find_mount(str(path)) is None  # refused before mounting
+
+
+# -- teardown -------------------------------------------------------------------------------
+def test_stop_joins_every_thread(tmp_path):
+    path = tmp_path / "disk.img"
+    with serving(path) as server:
+        with open(path, "r+b") as f:
+            f.write(b"x" * 10000)
+        assert len(_uring_threads()) == server.stats()["settings"]["queues"] + 1
+        server.transport.stop()
+        server.wait_returned()
+    stats = server.stats()
+    assert stats["teardown"]["threads_not_joined"] == []
+    assert not stats["teardown"]["aborted_via_fusectl"]
+
+
+def test_outside_lazy_unmount_ends_serve(tmp_path):
+    path = tmp_path / "disk.img"
+    with serving(path) as server:
+        with open(path, "rb") as f:
+            f.read(100)
+        subprocess.run(["umount", "-l", str(path)], check=True)
+        server.wait_returned()
+    assert server.stats()["teardown"]["threads_not_joined"] == []
+
+
+def test_stop_while_a_client_holds_the_file_open(tmp_path, monkeypatch):
+    import transports.uring as uring
+
+    monkeypatch.setattr(uring, "_STOP_GRACE", 1.0)
+    path = tmp_path / "disk.img"
+    with serving(path) as server:
+        f = open(path, "rb")  # keeps the connection alive past the lazy unmount
+        try:
+            f.read(10)
+            started = time.monotonic()
+            server.transport.stop()
+            server.wait_returned(timeout=30)
+            assert time.monotonic() - started < 20
+            assert server.stats()["teardown"]["aborted_via_fusectl"]
+        finally:
+            try:
+                f.close()
+            except OSError:
+                pass
+
+
+# -- refusals -------------------------------------------------------------------------------
+@contextmanager
+def enable_uring_set_to(value: str) -> Iterator[None]:
+    old = ENABLE_URING.read_text().strip()
+    try:
+        ENABLE_URING.write_text(value + "\n")
+    except OSError as e:
+        if ON_CI:
+            pytest.fail(f"cannot toggle enable_uring on CI: {e}")
+        pytest.skip(f"cannot toggle enable_uring: {e}")
+    try:
+        yield
+    finally:
+        ENABLE_URING.write_text(old + "\n")
+
+
+def test_enable_uring_off_is_a_clear_refusal(tmp_path):
+    path = tmp_path / "disk.img"
+    path.touch()
+    t = parse_spec("uring").create()
+    export = Export(parse_backing("memory:1M"))
+    try:
+        with enable_uring_set_to("N"):
+            with pytest.raises(TransportUnavailable, match=r"enable_uring is N: run `echo Y >"):
+                t.serve(export, str(path), lambda: None)
+    finally:
+        export.close()
+    assert mounting.find_mount(str(path)) is None
+
+
+def test_init_without_uring_unmounts_and_names_the_cause(tmp_path):
+    """The kernel's own answer decides: with enable_uring=N, FUSE_INIT lacks the flag."""
+    path = tmp_path / "disk.img"
+    mounting.prepare_mountpoint(str(path))
+    t = parse_spec("uring").create()
+    t.check_available = lambda: None  # get past the up-front check to the INIT exchange
+    export = Export(parse_backing("memory:1M"))
+    try:
+        with enable_uring_set_to("N"):
+            with pytest.raises(TransportUnavailable, match="not negotiated: enable_uring is N"):
+                t.serve(export, str(path), lambda: None)
+    finally:
+        export.close()
+        mounting.unmount_if_mounted(str(path))
+    assert mounting.find_mount(str(path)) is None
+    assert _uring_threads() == []
+    assert t.statistics()["settings"]["negotiated"]["uring_offered"] is False
