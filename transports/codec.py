@@ -31,6 +31,10 @@ _S64_LIMIT = 1 << 63
 _HEADER = abi.IN_HEADER.size
 _UNPACK_OPCODE_UNIQUE = abi.IN_HEADER_OPCODE_UNIQUE.unpack_from
 _U32 = struct.Struct("<I")
+_LIMIT = abi.OPCODE_LIMIT
+_UNPACK_OFFSET_SIZE = abi.READ_IN_HEAD.unpack_from  # same place in fuse_read_in and write_in
+_PACK_WRITE_OUT = abi.WRITE_OUT.pack_into
+_WRITE_OUT_SIZE = abi.WRITE_OUT.size
 _INIT_VERSION_ONLY = struct.Struct("<II")
 
 # What we ask for when the kernel offers it. No writeback cache or splice: every byte
@@ -107,7 +111,6 @@ class Codec:
         self.negotiated: Negotiated | None = None
         self.last_unique = 0
         self.last_opcode = 0
-        self.requests = 0
         self.errors = 0
         self.exceptions = 0  # unexpected exceptions turned into EIO
         self.last_exception: str | None = None
@@ -168,7 +171,7 @@ class Codec:
             n = max(0, min(n, len(buf)))
             return buf[:n], buf[n:n], buf[n:n]
         opcode = _U32.unpack_from(buf, 4)[0]
-        size = self._op_in_size[opcode] if opcode < abi.OPCODE_LIMIT else 0
+        size = self._op_in_size[opcode] if opcode < _LIMIT else 0
         if size == 0:
             return self._split_header, buf[_HEADER:n], self._split_empty
         end = _HEADER + size
@@ -189,15 +192,15 @@ class Codec:
         Returns the reply data length, a negative errno for an error reply, or None
         when the request takes no reply. self.last_unique is the request's unique.
         """
-        self.requests += 1
         if len(in_header) < _HEADER:
             self.last_unique = 0
             self.last_opcode = 0
+            self._op_counts[0] += 1
             self.errors += 1
             return -errno.EIO
         opcode, unique = _UNPACK_OPCODE_UNIQUE(in_header)
         self.last_unique = unique
-        if opcode >= abi.OPCODE_LIMIT:
+        if opcode >= _LIMIT:
             opcode = 0
         self.last_opcode = opcode
         self._op_counts[opcode] += 1
@@ -228,10 +231,15 @@ class Codec:
             abi.FOPEN_PARALLEL_DIRECT_WRITES if minor >= 38 else 0
         )
 
+    @property
+    def requests(self) -> int:
+        """Requests handled so far (every request is counted under its opcode)."""
+        return sum(self._op_counts)
+
     def counters(self) -> dict[str, Any]:
         ops = {abi.OPCODE_NAMES.get(op, "UNKNOWN"): n for op, n in enumerate(self._op_counts) if n}
         return {
-            "requests": self.requests,
+            "requests": sum(self._op_counts),
             "errors": self.errors,
             "exceptions": self.exceptions,
             "ops": ops,
@@ -355,17 +363,17 @@ class Codec:
         return abi.OPEN_OUT.size
 
     def _read(self, op_in: memoryview, payload: memoryview, out: memoryview) -> int:
-        offset, size = abi.READ_IN_HEAD.unpack_from(op_in)
+        offset, size = _UNPACK_OFFSET_SIZE(op_in)
         if size > len(out):
             size = len(out)  # cannot happen with max_read <= the transport's buffer
         return self._read_into(offset, out[:size])
 
     def _write_op(self, op_in: memoryview, payload: memoryview, out: memoryview) -> int:
-        offset, size = abi.WRITE_IN_HEAD.unpack_from(op_in)
+        offset, size = _UNPACK_OFFSET_SIZE(op_in)
         if size > len(payload):
             return -errno.EINVAL
-        abi.WRITE_OUT.pack_into(out, 0, self._write(offset, payload[:size]))
-        return abi.WRITE_OUT.size
+        _PACK_WRITE_OUT(out, 0, self._write(offset, payload[:size]))
+        return _WRITE_OUT_SIZE
 
     def _flush(self, op_in: memoryview, payload: memoryview, out: memoryview) -> int:
         self.export.flush()

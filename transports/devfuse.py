@@ -9,6 +9,7 @@ connection is gone (unmounted from outside, or stop()), which ends the worker.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import threading
 from collections.abc import Callable
@@ -183,18 +184,20 @@ class DevFuseTransport(Transport):
     @staticmethod
     def _loop(fd: int, codec: Codec) -> None:
         inmv = memoryview(bytearray(_IN_BUFFER))
-        bufs = [inmv]
         outmv = memoryview(bytearray(_OUT_BUFFER))
         out = outmv[abi.OUT_HEADER.size :]
         header_size = abi.OUT_HEADER.size
-        readv = os.readv
+        # FileIO.readinto is read(2) into our buffer with the GIL released, and cheaper
+        # per call than os.readv; closefd=False leaves the fd to serve().
+        readinto = io.FileIO(fd, "rb", closefd=False).readinto
         write = os.write
         split = codec.split
         handle = codec.handle
         pack_header = abi.OUT_HEADER.pack_into
+        reply, reply_len = outmv[:header_size], header_size
         while True:
             try:
-                n = readv(fd, bufs)
+                n = readinto(inmv)
             except OSError as e:
                 if e.errno in _RETRY:
                     continue
@@ -207,10 +210,12 @@ class DevFuseTransport(Transport):
                 continue
             if result < 0:
                 pack_header(outmv, 0, header_size, result, codec.last_unique)
-                reply = outmv[:header_size]
+                length = header_size
             else:
-                pack_header(outmv, 0, header_size + result, 0, codec.last_unique)
-                reply = outmv[: header_size + result]
+                length = header_size + result
+                pack_header(outmv, 0, length, 0, codec.last_unique)
+            if length != reply_len:  # fixed-size workloads reuse one view
+                reply, reply_len = outmv[:length], length
             try:
                 write(fd, reply)
             except OSError as e:
