@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from typing import Any
 
 from harness.scenarios import ScenarioPoint, size_bytes
@@ -61,11 +62,23 @@ def job_file(point: ScenarioPoint, filename: str, export_size: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_fio(jobfile: str, output: str, timeout: float) -> tuple[dict[str, Any], str]:
+def run_fio(
+    jobfile: str,
+    output: str,
+    timeout: float,
+    preexec_fn: Callable[[], None] | None = None,
+) -> tuple[dict[str, Any], str]:
     """Run fio on `jobfile`; return its parsed JSON and anything it printed besides."""
     cmd = [fio_path(), "--output-format=json+", f"--output={output}", jobfile]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        proc = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            preexec_fn=preexec_fn,
+        )
     except subprocess.TimeoutExpired:
         raise FioError(f"fio did not finish within {timeout:.0f} s: {' '.join(cmd)}") from None
     text = ""

@@ -8,6 +8,7 @@ lazily unmount, whatever happened. A run never leaves a mount or a process behin
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -31,6 +32,8 @@ from transports.base import TransportSpec
 from transports.mounting import find_mount, prepare_mountpoint, unmount_if_mounted
 
 READY_PREFIX = "ringside: ready"
+PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
 RING_MIN_SHARE = 0.99
 DATA_OPS = ("READ", "WRITE")
 
@@ -125,6 +128,23 @@ def check_statistics(stats: dict[str, Any]) -> list[dict[str, Any]]:
     return results
 
 
+def die_with_parent() -> Callable[[], None]:
+    """A preexec_fn: the child gets SIGTERM when the runner dies, even by SIGKILL.
+
+    The server then unmounts and exits as on any SIGTERM, so even a killed runner leaves
+    no mount or process. (The signal follows the death of the thread that started the
+    child: run points from a thread that outlives them.)
+    """
+    parent = os.getpid()
+
+    def in_child() -> None:
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the runner died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return in_child
+
+
 # -- the server child --------------------------------------------------------------------
 class Server:
     """`python -m harness serve` as a child in its own session; reaped by us (wait4)."""
@@ -145,6 +165,7 @@ class Server:
                 stderr=err,
                 text=True,
                 start_new_session=True,
+                preexec_fn=die_with_parent(),
             )
         self.pid = self.proc.pid
         self._reader = threading.Thread(target=self._read_stdout, daemon=True)
@@ -302,7 +323,10 @@ def run_point(point: ScenarioPoint, opts: RunOptions, scenario_meta: dict[str, A
         before, ctxt0 = metrics.snapshot(server.pid), metrics.system_ctxt()
         try:
             raw, fio_messages = fio.run_fio(
-                str(jobfile), os.path.join(workdir, "fio.json"), fio_timeout(point)
+                str(jobfile),
+                os.path.join(workdir, "fio.json"),
+                fio_timeout(point),
+                preexec_fn=die_with_parent(),
             )
         except fio.FioError as e:
             if server.exited():

@@ -133,9 +133,7 @@ def test_run_writes_a_valid_result(tmp_path: Path) -> None:
     assert len(df) == 1 and df.iloc[0]["iops"] == read["iops"]
 
 
-def test_interrupted_run_leaves_nothing(tmp_path: Path) -> None:
-    require(fuse_usable())
-    mountpoint = tmp_path / "intr.img"
+def start_run_and_wait_for_fio(tmp_path: Path, mountpoint: Path) -> subprocess.Popen:
     cmd = [str(RINGSIDE)] if RINGSIDE.exists() else [sys.executable, "-m", "harness"]
     proc = subprocess.Popen(
         [
@@ -155,24 +153,63 @@ def test_interrupted_run_leaves_nothing(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=dict(os.environ, TMPDIR=str(tmp_path)),
     )
+    deadline = time.monotonic() + 30
+    # fio's argument is its job file inside out/ (the runner's own argv names out/ alone).
+    while not processes_mentioning(f"{tmp_path / 'out'}/"):
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            pytest.fail(f"fio never started: {proc.communicate()}")
+        time.sleep(0.1)
+    time.sleep(0.5)
+    return proc
+
+
+def wait_gone(mountpoint: Path, *needles: str, timeout: float = 20) -> None:
+    """Until no mount is on `mountpoint` and no process names it or any needle."""
+    deadline = time.monotonic() + timeout
+    while mounting.find_mount(str(mountpoint)) or any(
+        processes_mentioning(n) for n in (str(mountpoint), *needles)
+    ):
+        assert time.monotonic() < deadline, "mount, server or fio still there"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupted_run_leaves_nothing(tmp_path: Path, sig: int) -> None:
+    require(fuse_usable())
+    mountpoint = tmp_path / "intr.img"
+    proc = start_run_and_wait_for_fio(tmp_path, mountpoint)
     try:
-        deadline = time.monotonic() + 30
-        while not processes_mentioning("--output-format=json+"):
-            assert time.monotonic() < deadline, "fio never started"
-            assert proc.poll() is None, proc.communicate()
-            time.sleep(0.1)
-        time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     assert proc.returncode == 130, err
+    # Cleanup happened before the runner exited, not later.
     assert mounting.find_mount(str(mountpoint)) is None
     assert not processes_mentioning(str(mountpoint))
     assert not list((tmp_path / "out").glob("*")), "no result or job file from a broken run"
+
+
+def test_killed_runner_takes_its_children_along(tmp_path: Path) -> None:
+    require(fuse_usable())
+    mountpoint = tmp_path / "killed.img"
+    proc = start_run_and_wait_for_fio(tmp_path, mountpoint)
+    proc.kill()  # no cleanup code runs: the children's parent-death signal must do it
+    proc.communicate(timeout=30)
+    try:
+        wait_gone(mountpoint, f"{tmp_path / 'out'}/")
+    finally:
+        mounting.unmount_if_mounted(str(mountpoint))
+        for pid in processes_mentioning(str(mountpoint)) + processes_mentioning(
+            f"{tmp_path / 'out'}/"
+        ):
+            os.kill(pid, signal.SIGKILL)
+    assert not processes_mentioning(f"{tmp_path / 'out'}/"), "fio outlived the runner"
 
 
 # -- bad input: each error names the cause and the fix --------------------------------------

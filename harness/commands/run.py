@@ -7,6 +7,7 @@ file (and its fio job file) to --out.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="seconds to wait for the server's mount (default: %(default)s)",
     )
     p.set_defaults(func=run_run)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def _fail(message: str, code: int) -> int:
@@ -108,6 +113,10 @@ def run_run(args: argparse.Namespace) -> int:
         mountpoint=args.mountpoint,
         ready_timeout=args.ready_timeout,
     )
+    # SIGTERM/SIGHUP (a CI timeout, a closed terminal) unwind like Ctrl-C, so the runner's
+    # cleanup stops the server and unmounts.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
     meta = {"name": scenario.name, "description": scenario.description, "file": scenario.path}
     for n, point in enumerate(points, 1):
         if len(points) > 1:
