@@ -362,3 +362,22 @@ def test_init_without_uring_unmounts_and_names_the_cause(tmp_path):
     assert mounting.find_mount(str(path)) is None
     assert _uring_threads() == []
     assert t.statistics()["settings"]["negotiated"]["uring_offered"] is False
+
+
+def test_refused_register_fails_serve_cleanly(tmp_path, monkeypatch):
+    """Buffers below the negotiated payload size: the kernel refuses REGISTER (EINVAL)."""
+    import transports.uring as uring
+
+    monkeypatch.setattr(uring, "payload_size", lambda max_write, max_pages: 8192)
+    path = tmp_path / "disk.img"
+    mounting.prepare_mountpoint(str(path))
+    t = parse_spec("uring:depth=2").create()
+    export = Export(parse_backing("memory:1M"))
+    try:
+        with pytest.raises(uring.UringError, match="refused REGISTER of 2 of 2 entries"):
+            t.serve(export, str(path), lambda: pytest.fail("must not get ready"))
+    finally:
+        export.close()
+        mounting.unmount_if_mounted(str(path))
+    assert mounting.find_mount(str(path)) is None
+    assert _uring_threads() == []

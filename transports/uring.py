@@ -88,6 +88,7 @@ class _Queue:
         self.registered = threading.Event()
         self.failure: BaseException | None = None
         self.affinity: list[int] | None = None
+        self.pin_error: str | None = None
         self.entry_errors: dict[str, int] = {}
         self.no_reply = 0  # requests the codec answered with "no reply": refused with EIO
         self.ring_counters: dict = {}
@@ -105,6 +106,7 @@ class _Queue:
             "qid": self.qid,
             "cpu": self.cpu,
             "affinity": self.affinity,
+            "pin_error": self.pin_error,
             "requests": codec["requests"],
             "errors": codec["errors"],
             "ops": codec["ops"],
@@ -400,7 +402,12 @@ class UringTransport(Transport):
     def _queue_worker(self, q: _Queue, fd: int) -> None:
         try:
             if self._pin:
-                os.sched_setaffinity(0, {q.cpu})
+                try:
+                    os.sched_setaffinity(0, {q.cpu})
+                except OSError as e:
+                    # A possible but offline CPU: its queue still needs entries for the
+                    # ring to become ready, it just never gets requests.
+                    q.pin_error = e.strerror
             q.affinity = sorted(os.sched_getaffinity(0))
             q.ring = Ring(q.qid, q.arena, fd, q.wake_fd)
             q.ring_settings = q.ring.settings()

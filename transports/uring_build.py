@@ -46,6 +46,7 @@ struct rs_queue *rs_queue_create(unsigned depth, unsigned qid, int fuse_fd, int 
 int rs_queue_set_entry(struct rs_queue *q, unsigned idx, void *header, size_t header_len,
                        void *payload, size_t payload_len);
 int rs_queue_register_all(struct rs_queue *q);
+int rs_take_register_errors(struct rs_queue *q);
 long long rs_next(struct rs_queue *q);
 long long rs_reply_next(struct rs_queue *q, unsigned idx, int result);
 void rs_queue_destroy(struct rs_queue *q);
@@ -250,6 +251,32 @@ int rs_queue_register_all(struct rs_queue *q)
         sqe->user_data = RS_WAKE_TAG;
     }
     return io_uring_submit(&q->ring);
+}
+
+/*
+ * A REGISTER the kernel refuses completes during the submit itself, so its CQE is
+ * already there when io_uring_submit returns; a delivered request arrives later, via
+ * task work. Consume the leading error completions (the count is returned, the first
+ * error and its entry are in last_res/last_idx) and leave anything else for rs_next.
+ */
+int rs_take_register_errors(struct rs_queue *q)
+{
+    struct io_uring_cqe *cqe;
+    int failed = 0;
+
+    for (;;) {
+        cqe = NULL;
+        if (io_uring_peek_cqe(&q->ring, &cqe) != 0 || !cqe)
+            return failed;
+        if (cqe->res >= 0 || cqe->user_data >= q->depth)
+            return failed;
+        if (failed == 0) {
+            q->last_res = cqe->res;
+            q->last_idx = (unsigned)cqe->user_data;
+        }
+        failed++;
+        io_uring_cqe_seen(&q->ring, cqe);
+    }
 }
 
 /*

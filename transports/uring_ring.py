@@ -201,10 +201,23 @@ class Ring:
                 raise OSError(-rc, f"queue {qid} entry {i}: {os.strerror(-rc)}")
 
     def register(self) -> int:
-        """Submit REGISTER for every entry (plus the wake-up poll); returns SQEs submitted."""
-        n = lib.rs_queue_register_all(self.q)
+        """Submit REGISTER for every entry (plus the wake-up poll); returns SQEs submitted.
+
+        Raises OSError when the kernel refused any entry (it answers those during the
+        submit, e.g. EINVAL for a payload buffer below the negotiated size).
+        """
+        q = self.q
+        n = lib.rs_queue_register_all(q)
         if n < 0:
             raise OSError(-n, f"registering queue {self.qid}: {os.strerror(-n)}")
+        failed = lib.rs_take_register_errors(q)
+        if failed:
+            err = -q.last_res
+            raise OSError(
+                err,
+                f"queue {self.qid}: the kernel refused REGISTER of {failed} of "
+                f"{q.depth} entries (first: entry {q.last_idx}, {os.strerror(err)})",
+            )
         return n
 
     def counters(self) -> dict:
