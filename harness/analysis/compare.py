@@ -1,0 +1,234 @@
+"""Per scenario point, every transport against a baseline.
+
+The result is plain data (`Comparison`); harness.analysis.tables formats it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas
+
+from harness.analysis import stats
+from harness.analysis.campaign import Campaign, natural_key
+from harness.scenarios import FIO_OPTIONS, size_bytes
+
+# At or above this block size a point is summarised by bandwidth rather than IOPS.
+BANDWIDTH_BS = 128 * 1024
+DEFAULT_BASELINES = ("pyfuse3",)
+
+# Columns that must agree across a campaign for its numbers to compare transports only.
+ENVIRONMENT = {
+    "hostname": "host",
+    "cpu_model": "CPU model",
+    "cpu_count": "CPU count",
+    "kernel": "kernel",
+    "fuse_enable_uring": "fuse enable_uring",
+    "git_commit": "git commit",
+    "backing": "backing",
+    "export_size": "export size",
+    "cache": "cache mode",
+    "read_only": "read-only",
+    "fio_version": "fio version",
+    "libfuse_version": "libfuse version",
+    "liburing_version": "liburing version",
+    "python_version": "Python version",
+}
+
+
+class CompareError(ValueError):
+    """A comparison that cannot be made, e.g. an unknown baseline."""
+
+
+@dataclass(frozen=True)
+class Row:
+    point: str
+    direction: str
+    transport: str
+    label: str
+    n: int
+    metric: str  # "iops" or "bw_mib_s"
+    value: float  # median over repetitions
+    p50_us: float
+    p99_us: float
+    server_ctxsw_per_io: float
+    client_ctxsw_per_io: float
+    server_cpu_us_per_io: float
+    ratio: stats.Ratio | None  # None for the baseline itself
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.ratio is None
+
+    def verdict(self) -> str:
+        if self.ratio is None:
+            return "baseline"
+        return self.ratio.verdict(higher_is_better=True)
+
+
+@dataclass
+class Comparison:
+    campaign: str
+    footer: str
+    baseline: str
+    labels: dict[str, str]
+    rows: list[Row]
+    geomean: dict[str, stats.Ratio]
+    warnings: list[str] = field(default_factory=list)
+    method: str = stats.METHOD
+
+    def points(self) -> list[tuple[str, str]]:
+        seen: dict[tuple[str, str], None] = {}
+        for row in self.rows:
+            seen.setdefault((row.point, row.direction), None)
+        return list(seen)
+
+
+def short_labels(specs: list[str]) -> dict[str, str]:
+    """Labels without the settings every spec of the same transport shares.
+
+    `uring:depth=8,buffers=pinned` and `uring:depth=8,buffers=mapped` become
+    `uring:buffers=pinned` and `uring:buffers=mapped`.
+    """
+    parsed: dict[str, tuple[str, list[str]]] = {}
+    for spec in specs:
+        name, _, rest = spec.partition(":")
+        parsed[spec] = (name, [s for s in rest.split(",") if s])
+    labels = {}
+    for spec, (name, settings) in parsed.items():
+        siblings = [s for n, s in parsed.values() if n == name]
+        shared = set.intersection(*(set(s) for s in siblings)) if len(siblings) > 1 else set()
+        kept = [s for s in settings if s not in shared]
+        labels[spec] = name + (":" + ",".join(kept) if kept else "")
+    if len(set(labels.values())) != len(labels):
+        return {spec: spec for spec in specs}
+    return labels
+
+
+def choose_baseline(specs: list[str], wanted: str | None) -> str:
+    """The spec matching `wanted` (a spec, a transport name, or a label), or a default."""
+    if not specs:
+        raise CompareError("the campaign has no transport to compare")
+    if wanted is None:
+        for name in DEFAULT_BASELINES:
+            matches = [s for s in specs if s.partition(":")[0] == name]
+            if matches:
+                return matches[0]
+        return specs[0]
+    if wanted in specs:
+        return wanted
+    labels = short_labels(specs)
+    matches = [s for s in specs if s.partition(":")[0] == wanted or labels[s] == wanted]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise CompareError(
+            f"baseline {wanted!r} matches several transports ({', '.join(matches)}): "
+            "give the full spec"
+        )
+    raise CompareError(f"baseline {wanted!r} is not in this campaign; it has: {', '.join(specs)}")
+
+
+def throughput_metric(bs: Any) -> str:
+    try:
+        big = size_bytes(bs) >= BANDWIDTH_BS if bs is not None else False
+    except (TypeError, ValueError):
+        big = False
+    return "bw_mib_s" if big else "iops"
+
+
+def _median(series: pandas.Series) -> float:
+    values = series.dropna()
+    return float(values.median()) if len(values) else math.nan
+
+
+def _column(group: pandas.DataFrame, name: str) -> pandas.Series:
+    return group[name] if name in group else pandas.Series(dtype=float)
+
+
+def _distinct(df: pandas.DataFrame, column: str) -> Counter[str]:
+    return Counter(str(v) for v in df[column] if not _missing(v))
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def environment_warnings(table: pandas.DataFrame) -> list[str]:
+    """What differs between runs besides the transport (and the scenario point)."""
+    warnings = []
+    for column, name in ENVIRONMENT.items():
+        if column not in table:
+            continue
+        values = _distinct(table, column)
+        if column == "git_commit":
+            values = Counter({k[:12]: n for k, n in values.items()})
+        if len(values) > 1:
+            listed = ", ".join(f"{v} ({n} runs)" for v, n in values.most_common())
+            warnings.append(f"{name} differs: {listed}")
+    runs = table.drop_duplicates("file")
+    if "git_dirty" in runs:
+        dirty = int(runs["git_dirty"].fillna(False).astype(bool).sum())
+        if dirty:
+            warnings.append(f"{dirty} of {len(runs)} runs were made from a tree with "
+                            "uncommitted changes")
+    fio_columns = [c for c in FIO_OPTIONS if c in table]
+    for point, group in sorted(table.groupby("point"), key=lambda pg: natural_key(pg[0])):
+        for column in fio_columns:
+            values = _distinct(group, column)
+            if len(values) > 1:
+                warnings.append(f"{point}: fio {column} differs: {', '.join(values)}")
+    counts = runs.groupby(["point", "transport_spec"]).size()
+    for point, per in sorted(counts.groupby(level=0), key=lambda pg: natural_key(pg[0])):
+        if per.nunique() > 1:
+            detail = ", ".join(f"{spec} {n}" for (_, spec), n in per.items())
+            warnings.append(f"{point}: uneven repetitions: {detail}")
+    return warnings
+
+
+def compare(campaign: Campaign, baseline: str | None = None) -> Comparison:
+    """Every transport against `baseline` at every (point, direction) of the campaign."""
+    table = campaign.table
+    specs = campaign.transports()
+    base = choose_baseline(specs, baseline)
+    labels = short_labels(specs)
+    order = [base] + [s for s in specs if s != base]
+    rows: list[Row] = []
+    pairs: dict[str, list[tuple[list[float], list[float]]]] = {s: [] for s in order if s != base}
+    for point, direction in campaign.points():
+        here = table[(table["point"] == point) & (table["direction"] == direction)]
+        metric = throughput_metric(here["bs"].iloc[0] if "bs" in here else None)
+        base_values = here.loc[here["transport_spec"] == base, metric].dropna().tolist()
+        for spec in order:
+            group = here[here["transport_spec"] == spec]
+            if group.empty:
+                continue
+            values = group[metric].dropna().tolist()
+            r = None
+            if spec != base:
+                r = stats.ratio(values, base_values)
+                if base_values:
+                    pairs[spec].append((values, base_values))
+            rows.append(Row(
+                point=point, direction=direction, transport=spec, label=labels[spec],
+                n=len(values), metric=metric, value=_median(group[metric]),
+                p50_us=_median(_column(group, "clat_p50_us")),
+                p99_us=_median(_column(group, "clat_p99_us")),
+                server_ctxsw_per_io=_median(_column(group, "server_ctxsw_per_io")),
+                client_ctxsw_per_io=_median(_column(group, "client_ctxsw_per_io")),
+                server_cpu_us_per_io=_median(_column(group, "server_cpu_us_per_io")),
+                ratio=r,
+            ))
+    geo = {spec: stats.geomean_ratio(p) for spec, p in pairs.items() if p}
+    return Comparison(
+        campaign=campaign.id,
+        footer=campaign.footer(),
+        baseline=base,
+        labels=labels,
+        rows=rows,
+        geomean=geo,
+        warnings=environment_warnings(table),
+    )
