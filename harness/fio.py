@@ -55,6 +55,9 @@ def job_file(point: ScenarioPoint, filename: str, export_size: int) -> str:
         "[global]",
         f"filename={filename}",
         "group_reporting=1",
+        # Jobs as threads of one fio process: killing fio (an aborted run) ends every
+        # job; forked jobs start their own sessions and would outlive it.
+        "thread=1",
         "",
         f"[{point.slug}]",
     ]

@@ -192,6 +192,7 @@ def test_interrupted_run_leaves_nothing(tmp_path: Path, sig: int) -> None:
     # Cleanup happened before the runner exited, not later.
     assert mounting.find_mount(str(mountpoint)) is None
     assert not processes_mentioning(str(mountpoint))
+    assert not processes_mentioning(f"{tmp_path / 'out'}/"), "fio outlived the run"
     assert not list((tmp_path / "out").glob("*")), "no result or job file from a broken run"
 
 
@@ -400,7 +401,7 @@ def test_job_file_caps_size_at_the_export() -> None:
     (point,) = s.points()
     text = fio.job_file(point, "/mnt/disk.img", 64 << 20)
     assert "filename=/mnt/disk.img" in text and f"size={64 << 20}" in text
-    assert "group_reporting=1" in text and "[j]" in text
+    assert "group_reporting=1" in text and "thread=1" in text and "[j]" in text
     assert f"size={1 << 30}" in fio.job_file(point, "/x", 2 << 30)
 
 
