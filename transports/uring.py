@@ -203,7 +203,6 @@ class UringTransport(Transport):
         arenas: list[Arena] = []
         wake_fds: list[int] = []
         fd = -1
-        all_joined = False
         try:
             try:
                 for _ in cpus:
@@ -226,17 +225,17 @@ class UringTransport(Transport):
             try:
                 self._run(export, fd, mountpoint, cpus, arenas, wake_fds, on_ready)
             finally:
-                all_joined = self._shutdown()
+                self._shutdown()
         finally:
             self._unmount_ours()
             if fd >= 0:
                 os.close(fd)
             for wfd in wake_fds:
                 os.close(wfd)
-            if all_joined or not self._queues:
+            if all(q.thread is None or not q.thread.is_alive() for q in self._queues):
                 for arena in arenas:
                     arena.close()
-            # else: a thread we could not join might still touch its buffers; leak them.
+            # else: a ring thread we could not join might still touch its buffers: leak them.
         failures = [q.failure for q in self._queues if q.failure is not None]
         if self._devfuse_failure is not None:
             failures.append(self._devfuse_failure)
@@ -531,22 +530,30 @@ class UringTransport(Transport):
         return not stuck
 
     def _abort_connection(self) -> None:
-        """Abort our FUSE connection through fusectl (mounting fusectl if needed)."""
+        """Abort our FUSE connection through fusectl, mounting fusectl for that if needed."""
         minor = self._conn_minor
         if minor is None:
             return
         path = os.path.join(FUSECTL, str(minor), "abort")
+        mounted_here = False
         if not os.path.exists(path) and os.geteuid() == 0:
             if mounting.find_mount(FUSECTL) is None:
-                subprocess.run(
+                proc = subprocess.run(
                     ["mount", "-t", "fusectl", "none", FUSECTL], capture_output=True, check=False
                 )
+                mounted_here = proc.returncode == 0
         try:
             with open(path, "w") as f:
                 f.write("1")
             self._aborted_via_fusectl = True
         except OSError:
             pass
+        finally:
+            if mounted_here:  # leave the machine as we found it
+                try:
+                    mounting.unmount(FUSECTL, lazy=True)
+                except OSError:
+                    pass
 
     def _unmount_ours(self) -> None:
         """Lazily unmount our connection's mount; never someone else's on the same path."""
