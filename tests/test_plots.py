@@ -1,0 +1,108 @@
+"""`ringside plot`: every figure renders, with units, a legend and the footer."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from harness.analysis.campaign import load_campaign
+from harness.analysis.plots import PLOTS, NotApplicable, PlotContext, buffer_pairs, render
+from harness.analysis.synthetic import default_points, write_campaign
+from harness.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def reference_campaign() -> Path:
+    """The committed reference campaign (RINGSIDE_CAMPAIGN overrides); on CI it must
+    exist, elsewhere tests that need it are skipped when it does not."""
+    path = Path(os.environ.get("RINGSIDE_CAMPAIGN", REPO / "results" / "reference"))
+    if not path.is_dir():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the reference campaign {path} is missing: it must be committed")
+        pytest.skip(f"no reference campaign at {path}")
+    return path
+
+
+def small_points() -> list:
+    """A one-off point, a 2x2 sweep of iodepth and numjobs, and a bandwidth point."""
+    points = default_points()
+    sweep = [p for p in points if p.sweep.get("iodepth") in (1, 16)]
+    return [points[0], *sweep, next(p for p in points if p.scenario == "seqread-1m")]
+
+
+@pytest.fixture(scope="module")
+def campaign_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_campaign(tmp_path_factory.mktemp("plots") / "synthetic",
+                          points=small_points(), repetitions=3)
+
+
+@pytest.fixture(scope="module")
+def ctx(campaign_dir: Path) -> PlotContext:
+    return PlotContext.build(load_campaign(campaign_dir))
+
+
+@pytest.mark.parametrize("name", list(PLOTS))
+def test_figure_has_units_legend_and_footer(ctx: PlotContext, name: str) -> None:
+    fig = PLOTS[name].draw(ctx)
+    texts = [t.get_text() for t in fig.texts]
+    assert any("host devbox" in t and "kernel 6.18.0" in t and "campaign synthetic" in t
+               for t in texts), texts
+    assert fig.legends, "a legend names the transports"
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "uring:pinned" in " ".join(labels)
+    for ax in fig.axes:
+        unit = ax.get_xlabel() + ax.get_ylabel()
+        assert any(u in unit for u in ("IOPS", "MiB/s", "µs", "per I/O", "log scale")), (
+            name, ax.get_title(), unit)
+
+
+def test_render_writes_png_and_svg(campaign_dir: Path) -> None:
+    done = render(load_campaign(campaign_dir))
+    assert [d.name for d in done] == list(PLOTS)
+    for item in done:
+        assert item.skipped is None, (item.name, item.skipped)
+        png, svg = item.files
+        assert png == campaign_dir / "plots" / f"{item.name}.png"
+        assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 20_000
+        text = svg.read_text()
+        assert text.lstrip().startswith("<?xml") and "campaign synthetic" in text
+
+
+def test_plots_that_do_not_apply_say_why(tmp_path: Path) -> None:
+    path = write_campaign(tmp_path / "flat", {"pyfuse3": 1.0, "devfuse": 1.5},
+                          points=default_points()[:1], repetitions=2, warmup=False)
+    ctx = PlotContext.build(load_campaign(path))
+    with pytest.raises(NotApplicable, match="buffers"):
+        PLOTS["pinned_vs_mapped"].draw(ctx)
+    with pytest.raises(NotApplicable, match="no scenario sweeps iodepth"):
+        PLOTS["sweep_iodepth"].draw(ctx)
+    done = {d.name: d for d in render(load_campaign(path), formats=("png",))}
+    assert done["sweep_numjobs"].skipped and not done["sweep_numjobs"].files
+    assert done["throughput"].files == [path / "plots" / "throughput.png"]
+
+
+def test_buffer_pairs() -> None:
+    specs = ["uring:depth=8,buffers=mapped", "uring:depth=8,buffers=pinned",
+             "uring:depth=32,buffers=pinned", "pyfuse3"]
+    assert buffer_pairs(specs) == [("uring:depth=8,buffers=mapped",
+                                    "uring:depth=8,buffers=pinned")]
+
+
+def test_cli(campaign_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plot", str(campaign_dir), "-p", "ratios", "--out", str(tmp_path),
+                 "--format", "svg"]) == 0
+    assert (tmp_path / "ratios.svg").exists() and not (tmp_path / "ratios.png").exists()
+    assert "ratios" in capsys.readouterr().out
+    assert main(["plot", str(tmp_path / "none")]) == 2
+
+
+def test_every_plot_renders_from_the_reference_campaign(tmp_path: Path) -> None:
+    done = render(load_campaign(reference_campaign()), out_dir=tmp_path)
+    drawn = [d.name for d in done if d.files]
+    for name in ("throughput", "latency_percentiles", "latency_cdf", "context_switches",
+                 "server_cpu"):
+        assert name in drawn, [(d.name, d.skipped) for d in done]
