@@ -146,7 +146,8 @@ class UringTransport(Transport):
         self._conn_minor: int | None = None
         self._stopping = False
         self._stop_time: float | None = None
-        self._lock = threading.Lock()
+        # stop() may run in a signal handler on the thread that holds the lock.
+        self._lock = threading.RLock()
         self._payload = 0
         self._memlock: dict | None = None
         self._locked_bytes = 0
