@@ -7,7 +7,7 @@ import importlib
 import sys
 
 # Each module defines register(subparsers), which adds its parser with func=handler.
-COMMANDS = ("serve", "run", "doctor", "compare", "plot")
+COMMANDS = ("serve", "run", "doctor", "compare", "plot", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -106,3 +106,37 @@ def test_every_plot_renders_from_the_reference_campaign(tmp_path: Path) -> None:
     for name in ("throughput", "latency_percentiles", "latency_cdf", "context_switches",
                  "server_cpu"):
         assert name in drawn, [(d.name, d.skipped) for d in done]
+
+
+# -- ringside report ---------------------------------------------------------------------
+def test_markdown_report_has_tables_figures_and_metadata(campaign_dir: Path) -> None:
+    assert main(["report", str(campaign_dir)]) == 0
+    path = campaign_dir / "report.md"
+    text = path.read_text()
+    for needle in ("# Ringside report: synthetic", "## Setup", "| Kernel | 6.18.0 |",
+                   "warmup runs (excluded", "## Comparison", "**1.30x faster**",
+                   "Geometric mean", "Welch", "## Scenario points", "seqread-1m"):
+        assert needle in text, needle
+    images = [line for line in text.splitlines() if line.startswith("![")]
+    assert len(images) == len(PLOTS)
+    for line in images:
+        target = line[line.index("](") + 2:-1]
+        assert (path.parent / target).is_file(), target
+
+
+def test_html_report_stands_alone(campaign_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "elsewhere" / "report.html"
+    assert main(["report", str(campaign_dir), "-f", "html", "-o", str(out)]) == 0
+    text = out.read_text()
+    assert text.startswith("<!DOCTYPE html>")
+    assert text.count("data:image/png;base64,") == len(PLOTS)
+    assert "<strong>1.30x faster</strong>" in text and "<td>Kernel</td>" in text
+    assert 'src="plots/' not in text, "no reference to files beside the report"
+
+
+def test_report_lists_plots_it_could_not_draw(tmp_path: Path) -> None:
+    path = write_campaign(tmp_path / "flat", {"pyfuse3": 1.0, "devfuse": 1.5},
+                          points=default_points()[:1], repetitions=2, warmup=False)
+    assert main(["report", str(path)]) == 0
+    text = (path / "report.md").read_text()
+    assert "Not drawn for this campaign:" in text and "no scenario sweeps iodepth" in text

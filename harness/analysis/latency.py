@@ -1,7 +1,10 @@
 """Completion latency from fio's json+ output kept verbatim in each result (fio_raw).
 
 fio's json+ output holds, per job and direction, `clat_ns.bins`: {latency_ns: count}
-over its log-linear histogram, and `clat_ns.percentile`: {"99.990000": ns}.
+over its log-linear histogram, and `clat_ns.percentile`: {"99.990000": ns}. When the job
+set `lat_percentiles=1`, `lat_ns` (submission + completion) has them too, and is used
+instead: with libaio on FUSE much of an I/O's time is spent inside io_submit (slat),
+which completion latency alone does not show.
 """
 
 from __future__ import annotations
@@ -16,10 +19,23 @@ PERCENTILES = {"p50": "50.000000", "p90": "90.000000", "p99": "99.000000",
                "p99.9": "99.900000", "p99.99": "99.990000"}
 
 
+KINDS = {"lat_ns": "I/O latency", "clat_ns": "completion latency"}
+
+
+def kind(raw: dict[str, Any], direction: str) -> str:
+    """'lat_ns' when fio kept total-latency bins (lat_percentiles=1), else 'clat_ns'."""
+    for job in raw.get("jobs") or []:
+        stats = job.get(direction, {})
+        if stats.get("total_ios", 0) > 0 and stats.get("lat_ns", {}).get("bins"):
+            return "lat_ns"
+    return "clat_ns"
+
+
 def _directions(raw: dict[str, Any], direction: str) -> list[dict[str, Any]]:
+    key = kind(raw, direction)
     jobs = raw.get("jobs") or []
-    return [job[direction]["clat_ns"] for job in jobs
-            if job.get(direction, {}).get("total_ios", 0) > 0 and "clat_ns" in job[direction]]
+    return [job[direction][key] for job in jobs
+            if job.get(direction, {}).get("total_ios", 0) > 0 and key in job[direction]]
 
 
 def bins(raw: dict[str, Any], direction: str) -> Counter[int]:

@@ -62,6 +62,13 @@ class PlotContext:
     def label(self, spec: str) -> str:
         return terse(self.comparison.labels.get(spec, spec))
 
+    def latency_kind(self) -> str:
+        """'I/O latency' when the results keep total-latency bins, else 'completion
+        latency' (named after the first run; a campaign is run with one fio setup)."""
+        first = self.table.iloc[0]
+        raw = self.campaign.raw(first["file"]).get("fio_raw", {})
+        return latency.KINDS[latency.kind(raw, first["direction"])]
+
     def groups(self) -> list[tuple[str, str, pandas.DataFrame]]:
         """(point, direction, rows) for every point of the comparison, in order."""
         t = self.table
@@ -239,11 +246,12 @@ def _thousands(value: float, _pos: Any = None) -> str:
 
 
 @plot("latency_percentiles", "Latency percentiles",
-      "Completion latency p50, p90, p99, p99.9 and p99.99 per transport, log axis")
+      "Latency p50, p90, p99, p99.9 and p99.99 per transport (fio's figures), log axis")
 def latency_percentiles(ctx: PlotContext) -> Figure:
     groups = ctx.groups()
     names = list(latency.PERCENTILES)
     fig, axes = panels(len(groups))
+    what = ctx.latency_kind()
     for ax, (point, direction, rows) in zip(axes, groups, strict=True):
         for spec in _present(ctx, rows):
             per_run = [latency.percentiles(ctx.campaign.raw(f).get("fio_raw", {}), direction)
@@ -257,19 +265,20 @@ def latency_percentiles(ctx: PlotContext) -> Figure:
                                 alpha=0.15, linewidth=0)
         ax.set_yscale("log")
         ax.set_xticks(range(len(names)), names, fontsize=8)
-        ax.set_ylabel("completion latency (µs)")
+        ax.set_ylabel(f"{what} (µs)")
         ax.grid(which="both", alpha=0.3)
         _title(ax, point, direction)
-    return finish(fig, ctx, "Completion latency percentiles (lower is better)",
+    return finish(fig, ctx, f"{what.capitalize()} percentiles (lower is better)",
                   "lines: median over repetitions; bands: min to max over repetitions")
 
 
 @plot("latency_cdf", "Latency CDF",
-      "Cumulative distribution of completion latency from fio's json+ histogram bins")
+      "Cumulative distribution of latency from fio's json+ histogram bins")
 def latency_cdf(ctx: PlotContext) -> Figure:
     groups = ctx.groups()
     fig, axes = panels(len(groups))
     drawn = False
+    what = ctx.latency_kind()
     for ax, (point, direction, rows) in zip(axes, groups, strict=True):
         for spec in _present(ctx, rows):
             histogram = sum((latency.bins(ctx.campaign.raw(f).get("fio_raw", {}), direction)
@@ -280,12 +289,12 @@ def latency_cdf(ctx: PlotContext) -> Figure:
                 ax.step(x / 1000.0, y, where="post", color=ctx.colors[spec], linewidth=1.4)
         ax.set_xscale("log")
         ax.set_ylim(0, 1.01)
-        ax.set_xlabel("completion latency (µs, log scale)")
+        ax.set_xlabel(f"{what} (µs, log scale)")
         ax.set_ylabel("fraction of I/Os ≤ latency")
         ax.grid(which="both", alpha=0.3)
         _title(ax, point, direction)
     _require(drawn, "no result holds fio json+ latency bins")
-    return finish(fig, ctx, "Completion latency CDF (left is better)",
+    return finish(fig, ctx, f"{what.capitalize()} CDF (left is better)",
                   "all repetitions' histograms summed")
 
 

@@ -8,6 +8,7 @@ import math
 import string
 import textwrap
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from harness.analysis.compare import Comparison, Row
 from harness.analysis.stats import Ratio
@@ -81,7 +82,7 @@ def _by_point(c: Comparison) -> list[tuple[str, str, list[Row]]]:
             for p, d in c.points()]
 
 
-def _geo_title(c: Comparison) -> str:
+def geo_title(c: Comparison) -> str:
     k = max((r.n for r in c.geomean.values()), default=0)
     return f"Geometric mean of the ratios over {k} point{'s' * (k != 1)} and directions"
 
@@ -123,7 +124,7 @@ def terminal(c: Comparison) -> str:
         lines += _aligned(body, right={1, 2, 3, 4, 5, 6})
         lines.append("")
     if c.geomean:
-        lines.append(_geo_title(c))
+        lines.append(geo_title(c))
         body = [[c.labels[s], r.verdict(), ratio_text(r), ci_text(r)]
                 for s, r in c.geomean.items()]
         lines += _aligned(body, right={2})
@@ -136,34 +137,67 @@ def terminal(c: Comparison) -> str:
     return "\n".join(lines) + "\n"
 
 
-# -- markdown ----------------------------------------------------------------------------
+# -- markdown (and the cells the HTML report shares) ------------------------------------
+@dataclass
+class Cells:
+    """A table as text cells; `right` are the right-aligned columns, `strong` the cells
+    to emphasise (significant verdicts)."""
+
+    head: list[str]
+    rows: list[list[str]]
+    right: set[int] = field(default_factory=set)
+    strong: set[tuple[int, int]] = field(default_factory=set)
+
+
+def main_cells(c: Comparison) -> Cells:
+    base = c.labels[c.baseline]
+    cells = Cells(["Point", "Transport", "n", "Throughput", "p50 (µs)", "p99 (µs)",
+                   "Server ctxsw/IO", "Server CPU (µs/IO)", f"Ratio vs {base} [95% CI]",
+                   "Verdict"], [], right=set(range(2, 9)))
+    for point, direction, rows in _by_point(c):
+        for i, r in enumerate(rows):
+            if r.ratio is not None and r.ratio.significant:
+                cells.strong.add((len(cells.rows), 9))
+            cells.rows.append([
+                f"{point} {direction}" if i == 0 else "", r.label, str(r.n),
+                f"{grouped(r.value)} {UNITS[r.metric]}", sig(r.p50_us), sig(r.p99_us),
+                sig(r.server_ctxsw_per_io), sig(r.server_cpu_us_per_io),
+                "—" if r.ratio is None else f"{ratio_text(r.ratio)} {ci_text(r.ratio)}",
+                r.verdict(),
+            ])
+    return cells
+
+
+def geomean_cells(c: Comparison) -> Cells:
+    cells = Cells(["Transport", f"Ratio vs {c.labels[c.baseline]} [95% CI]", "Verdict"], [],
+                  right={1})
+    for spec, r in c.geomean.items():
+        if r.significant:
+            cells.strong.add((len(cells.rows), 2))
+        cells.rows.append([c.labels[spec], f"{ratio_text(r)} {ci_text(r)}", r.verdict()])
+    return cells
+
+
 def _md_row(cells: list[str]) -> str:
     return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
 
 
+def markdown_table(cells: Cells) -> list[str]:
+    lines = [_md_row(cells.head),
+             "|" + "|".join("--:" if i in cells.right else "---"
+                            for i in range(len(cells.head))) + "|"]
+    for i, row in enumerate(cells.rows):
+        lines.append(_md_row([f"**{v}**" if (i, j) in cells.strong else v
+                              for j, v in enumerate(row)]))
+    return lines
+
+
 def markdown(c: Comparison, heading: str = "###") -> str:
-    base = c.labels[c.baseline]
     lines = [f"Baseline: `{c.baseline}`. {c.footer}.", ""]
-    head = ["Point", "Transport", "n", "Throughput", "p50 (µs)", "p99 (µs)",
-            "Server ctxsw/IO", "Server CPU (µs/IO)", f"Ratio vs {base} [95% CI]", "Verdict"]
-    lines += [_md_row(head), "|" + "|".join(["---"] * 2 + ["--:"] * 7 + ["---"]) + "|"]
-    for point, direction, rows in _by_point(c):
-        for i, r in enumerate(rows):
-            where = f"{point} {direction}" if i == 0 else ""
-            ratio = "—" if r.ratio is None else f"{ratio_text(r.ratio)} {ci_text(r.ratio)}"
-            lines.append(_md_row([
-                where, f"`{r.label}`", str(r.n), f"{grouped(r.value)} {UNITS[r.metric]}",
-                sig(r.p50_us), sig(r.p99_us), sig(r.server_ctxsw_per_io),
-                sig(r.server_cpu_us_per_io), ratio, f"**{r.verdict()}**"
-                if r.ratio is not None and r.ratio.significant else r.verdict(),
-            ]))
+    lines += markdown_table(main_cells(c))
     if c.geomean:
-        lines += ["", f"{heading} {_geo_title(c)}", "",
-                  _md_row(["Transport", f"Ratio vs {base} [95% CI]", "Verdict"]),
-                  "|---|--:|---|"]
-        for spec, r in c.geomean.items():
-            lines.append(_md_row([f"`{c.labels[spec]}`", f"{ratio_text(r)} {ci_text(r)}",
-                                  r.verdict()]))
+        lines += ["", f"{heading} {geo_title(c)}", ""]
+        lines += markdown_table(geomean_cells(c))
     if c.warnings:
         lines += ["", "> **Warning: runs differ in more than the transport**", ">"]
         lines += [f"> - {w}" for w in c.warnings]
@@ -270,7 +304,7 @@ def email(c: Comparison) -> str:
             ]))
         lines.append("")
     if c.geomean:
-        lines.append(_geo_title(c))
+        lines.append(geo_title(c))
         for spec, r in c.geomean.items():
             lines.append(_email_line([names[spec][:EMAIL_COLUMNS[0]], "", "", "", "", "",
                                       r.verdict(), ci_text(r, sep=",")]))
