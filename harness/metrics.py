@@ -73,6 +73,13 @@ def snapshot(pid: int) -> ProcessSnapshot:
     return ProcessSnapshot(pid, now, threads)
 
 
+def snapshot_many(pids: list[int]) -> ProcessSnapshot:
+    """The threads of several serving processes as one (thread ids are system-wide)."""
+    snaps = [snapshot(pid) for pid in pids]
+    threads = {tid: t for snap in snaps for tid, t in snap.threads.items()}
+    return ProcessSnapshot(pids[0], snaps[0].monotonic, threads)
+
+
 def delta(before: ProcessSnapshot, after: ProcessSnapshot) -> dict[str, Any]:
     """Per-thread and summed differences; a thread born in between counts from zero.
 
@@ -160,16 +167,57 @@ def cpu_model() -> str | None:
     return None
 
 
+def _params(directory: str) -> dict[str, str | None]:
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return {}
+    return {name: _param(os.path.join(directory, name)) for name in names}
+
+
+def _meminfo_kib(field: str) -> int | None:
+    try:
+        m = re.search(rf"^{field}:\s*(\d+) kB", _read("/proc/meminfo"), re.M)
+    except OSError:
+        return None
+    return int(m.group(1)) if m else None
+
+
 def host() -> dict[str, Any]:
+    """Everything about the machine that can change a result besides the transport."""
+    import resource
+
     uname = os.uname()
+    soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    governors = sorted(
+        {
+            g
+            for cpu in range(os.cpu_count() or 0)
+            if (g := _param(f"/sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_governor"))
+        }
+    )
+    fuse_params = _params("/sys/module/fuse/parameters")
     return {
         "hostname": uname.nodename,
         "kernel": uname.release,
         "kernel_version": uname.version,
+        "kernel_cmdline": _param("/proc/cmdline"),
         "machine": uname.machine,
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
-        "fuse_enable_uring": _param("/sys/module/fuse/parameters/enable_uring"),
+        "cpus_possible": _param("/sys/devices/system/cpu/possible"),
+        "cpu_governor": ",".join(governors) or None,
+        "mem_total_kib": _meminfo_kib("MemTotal"),
+        "fuse_enable_uring": fuse_params.get("enable_uring"),
+        "fuse_parameters": fuse_params,
+        "io_uring_sysctls": {
+            name: _param(f"/proc/sys/kernel/{name}")
+            for name in ("io_uring_disabled", "io_uring_group")
+        },
+        "rlimit_memlock": {
+            "soft": None if soft == resource.RLIM_INFINITY else soft,
+            "hard": None if hard == resource.RLIM_INFINITY else hard,
+        },
     }
 
 
@@ -214,6 +262,10 @@ def versions(fio: str | None = None) -> dict[str, Any]:
         "libfuse": libfuse_version(),
         "liburing": liburing_version(),
         "fio": fio,
+        "qemu_storage_daemon": (_command(["qemu-storage-daemon", "--version"]) or "").split(
+            "\n"
+        )[0]
+        or None,
     }
 
 

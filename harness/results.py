@@ -143,6 +143,11 @@ def rows(data: dict[str, Any], source: str = "") -> list[dict[str, Any]]:
         "client_ctx": summary.get("client", {}).get("ctx"),
         "client_usr_cpu_pct": summary.get("client", {}).get("usr_cpu_pct"),
         "client_sys_cpu_pct": summary.get("client", {}).get("sys_cpu_pct"),
+        "campaign": data.get("campaign", {}).get("id"),
+        "rep": data.get("campaign", {}).get("rep"),
+        "warmup": bool(data.get("campaign", {}).get("warmup", False)),
+        "requests_per_io": data.get("coverage", {}).get("requests_per_io"),
+        "coverage_warning": data.get("coverage", {}).get("warning"),
         **derived,
     }
     for key, value in scenario.get("fio", {}).items():

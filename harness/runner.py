@@ -9,8 +9,10 @@ lazily unmount, whatever happened. A run never leaves a mount or a process behin
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -26,7 +28,7 @@ from typing import Any
 
 from harness import fio, metrics
 from harness.results import result_stem, unique_stem, write_result
-from harness.scenarios import ScenarioPoint
+from harness.scenarios import Scenario, ScenarioPoint
 from transports.backing import open_backing, parse_backing, parse_size
 from transports.base import TransportSpec
 from transports.mounting import find_mount, prepare_mountpoint, unmount_if_mounted
@@ -35,6 +37,7 @@ READY_PREFIX = "ringside: ready"
 PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 RING_MIN_SHARE = 0.99
+COVERAGE_MIN = 0.5
 DATA_OPS = ("READ", "WRITE")
 
 
@@ -55,10 +58,17 @@ class RunOptions:
     read_only: bool = False
     growable: bool = False
     cache: str | None = None
+    attr_timeout: float | None = None
+    server_cpus: str | None = None  # serve --cpus: CPU affinity of the server process
     mountpoint: str | None = None
     ready_timeout: float = 30.0
     stop_timeout: float = 10.0
     log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr))
+
+
+def options_for(scenario: Scenario, opts: RunOptions) -> RunOptions:
+    """The run options with the export settings the scenario itself asks for."""
+    return dataclasses.replace(opts, **scenario.export)
 
 
 # -- checks on transport statistics ------------------------------------------------------
@@ -111,9 +121,10 @@ def ring_share_check(stats: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def _data_ops(ops: dict[str, Any]) -> int:
+def _data_ops(ops: dict[str, Any], names: tuple[str, ...] = DATA_OPS) -> int:
     # Transports name opcodes "READ" or "read"; either counts.
-    return sum(int(n) for op, n in ops.items() if op.upper() in DATA_OPS)
+    return sum(int(n) for op, n in ops.items() if op.upper() in names)
+
 
 
 CHECKS: list[Callable[[dict[str, Any]], dict[str, Any] | None]] = [ring_share_check]
@@ -143,6 +154,31 @@ def die_with_parent() -> Callable[[], None]:
             os.kill(os.getpid(), signal.SIGTERM)
 
     return in_child
+
+
+def request_coverage(
+    stats: dict[str, Any], ios: int, names: tuple[str, ...] = DATA_OPS
+) -> dict[str, Any]:
+    """Data requests the server saw against I/Os fio issued.
+
+    With O_DIRECT every I/O up to max_write is one request. Far fewer requests than I/Os
+    means the client's page cache answered and the run measured no transport.
+    """
+    counters = _counters(stats, "ops")
+    if counters is None or not isinstance(counters.get("ops"), dict):
+        return {"data_requests": None, "fio_ios": ios, "requests_per_io": None,
+                "warning": "the transport counts no requests (a peer server): coverage unknown"}
+    data = _data_ops(counters["ops"], names)
+    ratio = data / ios if ios else None
+    warning = None
+    if ratio is not None and ratio < COVERAGE_MIN:
+        warning = (
+            f"the server saw {data} data requests for {ios} fio I/Os ({ratio:.2f} per I/O): "
+            "the client's caches absorbed the I/O and this run measured no transport; "
+            "use direct=1, --cache direct, or attr_timeout = 0 for metadata"
+        )
+    return {"data_requests": data, "ops": list(names), "fio_ios": ios,
+            "requests_per_io": ratio, "warning": warning}
 
 
 # -- the server child --------------------------------------------------------------------
@@ -192,6 +228,15 @@ class Server:
             return True
         info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
         return info is not None
+
+    def serving_pids(self) -> list[int]:
+        """The processes the ready line names as doing the serving (qsd: the daemon)."""
+        for line in self.stdout_lines:
+            if line.startswith(READY_PREFIX):
+                m = re.search(r"\(server pids ([\d,]+)\)", line)
+                if m:
+                    return [int(p) for p in m.group(1).split(",")]
+        return [self.pid]
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -278,6 +323,10 @@ def server_argv(opts: RunOptions, mountpoint: str, stats_path: str) -> list[str]
         argv.append("--growable")
     if opts.cache is not None:
         argv += ["--cache", opts.cache]
+    if opts.attr_timeout is not None:
+        argv += ["--attr-timeout", str(opts.attr_timeout)]
+    if opts.server_cpus is not None:
+        argv += ["--cpus", opts.server_cpus]
     return argv
 
 
@@ -292,7 +341,12 @@ def fio_timeout(point: ScenarioPoint) -> float:
     return 3600.0  # a size-bound job: only guard against a hang
 
 
-def run_point(point: ScenarioPoint, opts: RunOptions, scenario_meta: dict[str, Any]) -> Path:
+def run_point(
+    point: ScenarioPoint,
+    opts: RunOptions,
+    scenario_meta: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """Run one scenario point against a fresh server; return the result file's path."""
     fio_version = fio.fio_version()  # also fails early when fio is missing
     preflight_backing(opts)
@@ -320,7 +374,8 @@ def run_point(point: ScenarioPoint, opts: RunOptions, scenario_meta: dict[str, A
         jobfile = out / f"{stem}.fio"
         jobfile.write_text(fio.job_file(point, mountpoint, export_size))
         opts.log(f"ringside: running fio {point.label} on {opts.transport} ({jobfile})")
-        before, ctxt0 = metrics.snapshot(server.pid), metrics.system_ctxt()
+        pids = server.serving_pids()
+        before, ctxt0 = metrics.snapshot_many(pids), metrics.system_ctxt()
         try:
             raw, fio_messages = fio.run_fio(
                 str(jobfile),
@@ -338,7 +393,7 @@ def run_point(point: ScenarioPoint, opts: RunOptions, scenario_meta: dict[str, A
             raise
         ctxt1 = metrics.system_ctxt()
         try:
-            after = metrics.snapshot(server.pid)
+            after = metrics.snapshot_many(pids)
         except ProcessLookupError:
             after = None
         if after is None or server.exited():
@@ -393,6 +448,7 @@ def run_point(point: ScenarioPoint, opts: RunOptions, scenario_meta: dict[str, A
             "summary": summary,
             "server": {
                 "pid": server.pid,
+                "measured_pids": pids,
                 "argv": server.argv,
                 "exit_code": exit_code,
                 "window": window,
@@ -403,12 +459,14 @@ def run_point(point: ScenarioPoint, opts: RunOptions, scenario_meta: dict[str, A
             "derived": metrics.per_io(window, client, ctxt1 - ctxt0, summary["total_ios"]),
             "transport_stats": stats,
             "checks": checks,
+            "coverage": request_coverage(stats, summary["total_ios"]),
             "fio_jobfile": jobfile.name,
             "fio_messages": fio_messages,
             "host": metrics.host(),
             "versions": metrics.versions(fio_version),
             "git": metrics.git(),
             "fio_raw": raw,
+            **(extra or {}),
         }
         path = write_result(out, data, stem)
         written = True

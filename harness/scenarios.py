@@ -97,8 +97,17 @@ def _choice(*choices: str) -> Callable[[Any], str]:
     return check
 
 
+def _cpu_list(value: Any) -> str:
+    text = str(value).strip()
+    if re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", text):
+        return text
+    raise ValueError("a CPU list such as 1, 0-1 or 0,2")
+
+
 RW_MODES = ("read", "write", "randread", "randwrite", "rw", "readwrite", "randrw")
-IO_ENGINES = ("psync", "sync", "pvsync", "pvsync2", "libaio", "io_uring", "posixaio")
+IO_ENGINES = (
+    "psync", "sync", "pvsync", "pvsync2", "libaio", "io_uring", "posixaio",
+)
 
 # The fio options a scenario may set. The runner owns filename, output and reporting.
 FIO_OPTIONS: dict[str, Callable[[Any], Any]] = {
@@ -122,6 +131,8 @@ FIO_OPTIONS: dict[str, Callable[[Any], Any]] = {
     "registerfiles": _flag,
     "sqthread_poll": _flag,
     "rate_iops": _positive_int,
+    "cpus_allowed": _cpu_list,
+    "loops": _positive_int,
 }
 REQUIRED_FIO = ("rw", "bs")
 # Filled in when a scenario leaves them out, so every result records them explicitly.
@@ -134,7 +145,20 @@ FIO_DEFAULTS: dict[str, Any] = {
     "numjobs": 1,
 }
 SWEEP_AXES = ("bs", "iodepth", "numjobs", "rw", "rwmixread", "ioengine", "direct")
-TOP_LEVEL = ("name", "description", "fio", "sweep")
+TOP_LEVEL = ("name", "description", "fio", "sweep", "export")
+
+
+def _attr_timeout(value: Any) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    raise ValueError("a number of seconds >= 0, e.g. 0 so that every stat reaches the server")
+
+
+# Export options a scenario may need (e.g. attr_timeout = 0 for a metadata workload).
+EXPORT_OPTIONS: dict[str, Callable[[Any], Any]] = {
+    "attr_timeout": _attr_timeout,
+    "cache": _choice("pagecache", "direct"),
+}
 
 
 def _unknown(where: str, key: str, known: tuple[str, ...] | list[str]) -> ScenarioError:
@@ -180,6 +204,7 @@ class Scenario:
     path: str
     fio: dict[str, Any]
     sweep: dict[str, list[Any]] = field(default_factory=dict)
+    export: dict[str, Any] = field(default_factory=dict)
 
     def points(self, overrides: Mapping[str, Any] | None = None) -> list[ScenarioPoint]:
         """The cross product of the sweep axes (in file order); overrides win over all.
@@ -271,4 +296,17 @@ def parse_scenario(doc: Mapping[str, Any], where: str) -> Scenario:
             raise ScenarioError(
                 f"{where}: [fio] is missing {key!r} (set it in [fio] or sweep it in [sweep])"
             )
-    return Scenario(name, description, where, fio, sweep)
+    export_table = doc.get("export", {})
+    if not isinstance(export_table, dict):
+        raise ScenarioError(f"{where}: export must be a table, e.g. [export] attr_timeout = 0")
+    export: dict[str, Any] = {}
+    for key, value in export_table.items():
+        if key not in EXPORT_OPTIONS:
+            raise _unknown(f"{where} [export]", key, list(EXPORT_OPTIONS))
+        try:
+            export[key] = EXPORT_OPTIONS[key](value)
+        except ValueError as e:
+            raise ScenarioError(
+                f"{where} [export]: {key} = {value!r} is invalid: expected {e}"
+            ) from None
+    return Scenario(name, description, where, fio, sweep, export)

@@ -14,7 +14,7 @@ from typing import Any
 
 from harness import fio
 from harness.commands.serve import add_export_arguments
-from harness.runner import CheckError, RunError, RunOptions, run_point
+from harness.runner import CheckError, RunError, RunOptions, options_for, run_point
 from harness.scenarios import ScenarioError, check_fio_option, load_scenario
 from transports.backing import BackingError
 from transports.base import SpecError, TransportUnavailable, parse_spec
@@ -110,6 +110,7 @@ def run_run(args: argparse.Namespace) -> int:
         read_only=args.read_only,
         growable=args.growable,
         cache=args.cache,
+        attr_timeout=args.attr_timeout,
         mountpoint=args.mountpoint,
         ready_timeout=args.ready_timeout,
     )
@@ -117,6 +118,7 @@ def run_run(args: argparse.Namespace) -> int:
     # cleanup stops the server and unmounts.
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
+    opts = options_for(scenario, opts)
     meta = {"name": scenario.name, "description": scenario.description, "file": scenario.path}
     for n, point in enumerate(points, 1):
         if len(points) > 1:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from typing import Any
@@ -36,6 +37,13 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
         help="for opens without O_DIRECT: use the client's page cache, or bypass it "
         "(O_DIRECT opens always bypass it) (default: %(default)s)",
     )
+    parser.add_argument(
+        "--attr-timeout",
+        type=float,
+        default=1.0,
+        help="seconds the client may cache the file's attributes; 0 sends every stat to "
+        "the server (default: %(default)s)",
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -51,6 +59,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_export_arguments(p)
     p.add_argument("--stats-out", help="write the transport's statistics as JSON here on exit")
+    p.add_argument(
+        "--cpus",
+        help="run the server on these CPUs only, e.g. 1 or 0-1 (the uring transport still "
+        "pins each queue thread to its own CPU unless pin=off)",
+    )
     p.set_defaults(func=run_serve)
 
 
@@ -60,19 +73,30 @@ def _fail(message: str, code: int = 2) -> int:
 
 
 def export_options(args: argparse.Namespace) -> ExportOptions:
-    return ExportOptions(read_only=args.read_only, growable=args.growable, cache=args.cache)
+    if args.attr_timeout < 0:
+        raise ValueError(f"--attr-timeout {args.attr_timeout}: must be >= 0")
+    return ExportOptions(
+        read_only=args.read_only,
+        growable=args.growable,
+        cache=args.cache,
+        attr_timeout=args.attr_timeout,
+    )
 
 
 def run_serve(args: argparse.Namespace) -> int:
     try:
+        if args.cpus:
+            os.sched_setaffinity(0, parse_cpu_list(args.cpus))
         spec = parse_spec(args.transport)
         size = parse_size(args.size) if args.size else None
         backing = parse_backing(args.backing, size)
         transport = spec.create()
         transport.check_available()
         export = Export(backing, export_options(args))
-    except (SpecError, BackingError) as e:
+    except (SpecError, BackingError, ValueError) as e:
         return _fail(str(e))
+    except OSError as e:
+        return _fail(f"--cpus {args.cpus}: {e.strerror}: name CPUs this machine has")
     except TransportUnavailable as e:
         return _fail(str(e), 1)
     try:
@@ -112,6 +136,18 @@ def run_serve(args: argparse.Namespace) -> int:
     if code == 0:
         print(f"ringside: stopped; {mountpoint} is unmounted", flush=True)
     return code
+
+
+def parse_cpu_list(text: str) -> set[int]:
+    """`0-2,5` -> {0, 1, 2, 5}, as in /sys/devices/system/cpu/possible and taskset -c."""
+    cpus: set[int] = set()
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.strip().partition("-")
+            cpus.update(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise ValueError(f"bad CPU list {text!r}: use e.g. 1 or 0-1 or 0,2") from None
+    return cpus
 
 
 def _log(message: str) -> None:
