@@ -202,11 +202,13 @@ def to_markdown(blocks: list[Block], base: Path) -> str:
 
 
 CSS = """
-body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto;
+body { font-family: system-ui, sans-serif; max-width: 1400px; margin: 2em auto;
        padding: 0 1em; color: #222; line-height: 1.45; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; vertical-align: top; }
-th { background: #f3f3f3; } td.r { text-align: right; font-variant-numeric: tabular-nums; }
+th { background: #f3f3f3; }
+td.r { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+table.comparison td:last-child, table.comparison td:nth-child(2) { white-space: nowrap; }
 img { max-width: 100%; border: 1px solid #eee; }
 .warning { border-left: 4px solid #d62728; background: #fff4f4; padding: 0.5em 1em; }
 code, pre { background: #f6f6f6; } pre { padding: 0.6em; }
@@ -234,7 +236,8 @@ def _html_table(cells: Cells) -> str:
                 text = f"<strong>{text}</strong>"
             tds.append(f'<td class="r">{text}</td>' if j in cells.right else f"<td>{text}</td>")
         rows.append("<tr>" + "".join(tds) + "</tr>")
-    return ("<table>" + (f"<thead><tr>{head}</tr></thead>" if head else "")
+    css = f' class="{cells.kind}"' if cells.kind else ""
+    return (f"<table{css}>" + (f"<thead><tr>{head}</tr></thead>" if head else "")
             + "<tbody>" + "".join(rows) + "</tbody></table>")
 
 

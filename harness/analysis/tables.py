@@ -147,13 +147,14 @@ class Cells:
     rows: list[list[str]]
     right: set[int] = field(default_factory=set)
     strong: set[tuple[int, int]] = field(default_factory=set)
+    kind: str = ""  # names the table for styling (the HTML report's class)
 
 
 def main_cells(c: Comparison) -> Cells:
     base = c.labels[c.baseline]
     cells = Cells(["Point", "Transport", "n", "Throughput", "p50 (µs)", "p99 (µs)",
                    "Server ctxsw/IO", "Server CPU (µs/IO)", f"Ratio vs {base} [95% CI]",
-                   "Verdict"], [], right=set(range(2, 9)))
+                   "Verdict"], [], right=set(range(2, 9)), kind="comparison")
     for point, direction, rows in _by_point(c):
         for i, r in enumerate(rows):
             if r.ratio is not None and r.ratio.significant:
