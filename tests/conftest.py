@@ -24,6 +24,10 @@ READY_PREFIX = "ringside: ready"
 # failure on CI (never a silent skip); elsewhere it is skipped with the reason.
 SERVED_TRANSPORTS = [
     "pyfuse3",
+    "devfuse",
+    "devfuse:threads=2",
+    "uring",
+    "uring:buffers=pinned",
 ]
 # Peers serve the same backing with their own server (qemu-storage-daemon's semantics, not
 # our export's): they share the life-cycle tests, not the semantics suite.
