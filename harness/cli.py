@@ -7,10 +7,15 @@ import importlib
 import sys
 
 # Each module defines register(subparsers), which adds its parser with func=handler.
-COMMANDS = ("serve", "run", "doctor", "compare", "plot", "report")
+COMMANDS = ("serve", "run", "doctor", "compare", "plot", "report", "campaign")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with `only`, just that subcommand's module is imported.
+
+    Analysis commands pull in pandas and matplotlib (seconds of imports): a server
+    started by the runner for every run must not pay for them.
+    """
     parser = argparse.ArgumentParser(
         prog="ringside",
         description="Serve one disk image through interchangeable FUSE transports and "
@@ -18,12 +23,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
+        if only is not None and name != only:
+            continue
         importlib.import_module(f"harness.commands.{name}").register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command if command in COMMANDS else None).parse_args(argv)
     try:
         return args.func(args)
     except KeyboardInterrupt:

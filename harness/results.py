@@ -144,7 +144,7 @@ def rows(data: dict[str, Any], source: str = "") -> list[dict[str, Any]]:
         "client_usr_cpu_pct": summary.get("client", {}).get("usr_cpu_pct"),
         "client_sys_cpu_pct": summary.get("client", {}).get("sys_cpu_pct"),
         "campaign": data.get("campaign", {}).get("id"),
-        "rep": data.get("campaign", {}).get("rep"),
+        "repetition": data.get("campaign", {}).get("repetition"),
         "warmup": bool(data.get("campaign", {}).get("warmup", False)),
         "requests_per_io": data.get("coverage", {}).get("requests_per_io"),
         "coverage_warning": data.get("coverage", {}).get("warning"),

@@ -1,0 +1,163 @@
+"""`ringside campaign`: scenario points x transports, repeated and interleaved."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from harness import fio
+from harness.campaign import (
+    Campaign,
+    campaign_id,
+    iter_scenarios,
+    known_suites,
+    load_suite,
+    plan,
+)
+from harness.commands.run import DEFAULT_OUT, overrides
+from harness.commands.serve import add_export_arguments, parse_cpu_list
+from harness.runner import RunOptions, preflight_backing
+from harness.scenarios import ScenarioError
+from transports.backing import BackingError
+from transports.base import SpecError, TransportSpec, TransportUnavailable, parse_spec
+
+# What a campaign measures when no --transport is given: every transport this machine runs.
+DEFAULT_TRANSPORTS = ("pyfuse3", "devfuse", "uring", "uring:buffers=pinned", "qsd")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "campaign",
+        help="run scenarios (or a suite) on several transports, repeated and interleaved",
+        description="Run every point of the scenarios (or of a suite: "
+        + ", ".join(known_suites())
+        + ") on every transport, REPS times, interleaved (A B, B A, ...), each run with a "
+        "fresh server and mount, one result file per run under OUT/CAMPAIGN-ID/.",
+    )
+    add_campaign_arguments(p)
+    p.set_defaults(func=run_campaign)
+
+
+def add_campaign_arguments(p: argparse.ArgumentParser, with_targets: bool = True) -> None:
+    if with_targets:
+        p.add_argument("targets", nargs="+", metavar="SUITE|SCENARIO",
+                       help="a suite name, or scenario files / names")
+    p.add_argument("--transport", "-t", action="append", metavar="SPEC",
+                   help="transport spec (repeatable); default: every available one of "
+                   + ", ".join(DEFAULT_TRANSPORTS))
+    p.add_argument("--reps", type=int, help="measured repetitions per point and transport "
+                   "(default: the suite's, else 3)")
+    p.add_argument("--warmup", type=int, default=1,
+                   help="warmup runs per point and transport, kept but flagged (default: 1)")
+    add_export_arguments(p)
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                   help="parent directory of the campaign directory (default: %(default)s)")
+    p.add_argument("--id", dest="campaign_id", help="campaign id (default: LABEL-DATE-TIME)")
+    p.add_argument("--runtime", type=int, metavar="SECONDS",
+                   help="override every scenario's runtime (default: the suite's, if any)")
+    p.add_argument("--fio", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one fio option in every scenario (repeatable)")
+    p.add_argument("--server-cpus", help="CPU list for the server processes, e.g. 1")
+    p.add_argument("--fio-cpus", help="CPU list for fio (its cpus_allowed), e.g. 0")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"ringside campaign: {message}", file=sys.stderr)
+    return code
+
+
+def available_transports(log=print) -> list[TransportSpec]:
+    specs = []
+    for text in DEFAULT_TRANSPORTS:
+        spec = parse_spec(text)
+        try:
+            spec.create().check_available()
+        except TransportUnavailable as e:
+            log(f"ringside: leaving out {text}: {e}")
+            continue
+        specs.append(spec)
+    return specs
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def build(args: argparse.Namespace) -> Campaign:
+    """Validate everything up front: a campaign must not fail on run 37 for a typo."""
+    suite = None
+    targets = args.targets
+    if len(targets) == 1 and targets[0] in known_suites():
+        suite = load_suite(targets[0])
+        targets = suite.scenarios
+    if args.runtime is None and suite is not None and suite.runtime is not None:
+        args.runtime = suite.runtime
+    reps = args.reps if args.reps is not None else (suite.reps if suite and suite.reps else 3)
+    if reps < 1 or args.warmup < 0:
+        raise ScenarioError("--reps must be at least 1 and --warmup at least 0")
+    scenarios = list(iter_scenarios(targets))
+    if args.transport:
+        specs = [parse_spec(t) for t in args.transport]
+        for spec in specs:
+            spec.create().check_available()
+    else:
+        specs = available_transports(lambda m: print(m, file=sys.stderr))
+        if not specs:
+            raise TransportUnavailable("no transport can run here: see `ringside doctor`")
+    if len({str(s) for s in specs}) != len(specs):
+        raise SpecError("a transport is listed twice")
+    fio.fio_path()
+    for cpus in (args.server_cpus, args.fio_cpus):
+        if cpus:
+            parse_cpu_list(cpus)
+    options = RunOptions(
+        transport=specs[0],
+        out=args.out,
+        backing=args.backing,
+        size=args.size,
+        read_only=args.read_only,
+        growable=args.growable,
+        cache=args.cache,
+        attr_timeout=args.attr_timeout,
+        server_cpus=args.server_cpus,
+    )
+    preflight_backing(options)
+    label = suite.name if suite else "-".join(s.name for s in scenarios[:2])
+    cid = args.campaign_id or campaign_id(label)
+    runs = plan(scenarios, specs, reps, args.warmup, overrides(args))
+    options = dataclasses.replace(options, out=args.out / cid)
+    return Campaign(cid, args.out / cid, runs, reps, args.warmup, label, options, args.fio_cpus)
+
+
+def run_campaign(args: argparse.Namespace) -> int:
+    try:
+        campaign = build(args)
+    except (SpecError, ScenarioError, BackingError, ValueError) as e:
+        return _fail(str(e), 2)
+    except (TransportUnavailable, fio.FioError) as e:
+        return _fail(str(e), 1)
+    return execute(campaign, progress=not args.no_progress)
+
+
+def execute(campaign: Campaign, progress: bool) -> int:
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
+    print(f"ringside: campaign {campaign.id}: {len(campaign.runs)} runs into "
+          f"{campaign.directory}", file=sys.stderr)
+    try:
+        manifest = campaign.execute(progress=progress)
+    except KeyboardInterrupt:
+        done = sum(1 for p in campaign.directory.glob("*.json") if p.name != "campaign.json")
+        print(f"ringside: campaign interrupted; {done} finished runs kept in "
+              f"{campaign.directory} (see campaign.json)", file=sys.stderr)
+        return 130
+    counts = {s: sum(r["status"] == s for r in manifest["runs"]) for s in ("done", "failed")}
+    print(f"ringside: campaign {campaign.id} {manifest['status']}: {counts['done']} runs "
+          f"done, {counts['failed']} failed", file=sys.stderr)
+    print(campaign.directory)
+    return 0 if manifest["status"] == "done" else 1
