@@ -80,6 +80,20 @@ def resolve(campaign: str | os.PathLike[str]) -> Path:
     )
 
 
+ENV_CAMPAIGN = "RINGSIDE_CAMPAIGN"
+DEFAULT_CAMPAIGN = "results/reference"
+
+
+def from_environment() -> Path:
+    """The campaign notebooks read: $RINGSIDE_CAMPAIGN, else results/reference; a
+    relative path is taken from the current directory, then from the repository."""
+    text = os.environ.get(ENV_CAMPAIGN) or DEFAULT_CAMPAIGN
+    path = Path(text)
+    if not path.is_absolute() and not path.is_dir() and (REPO_DIR / path).is_dir():
+        path = REPO_DIR / path
+    return resolve(path)
+
+
 def _natural(text: str) -> list[Any]:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
 

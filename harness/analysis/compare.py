@@ -86,6 +86,26 @@ class Comparison:
             seen.setdefault((row.point, row.direction), None)
         return list(seen)
 
+    def frame(self) -> pandas.DataFrame:
+        """The comparison as a DataFrame (one row per point x direction x transport)."""
+        records = []
+        for r in self.rows:
+            ratio = r.ratio
+            records.append({
+                "point": r.point, "direction": r.direction, "transport": r.transport,
+                "label": r.label, "n": r.n, "metric": r.metric, "median": r.value,
+                "p50_us": r.p50_us, "p99_us": r.p99_us,
+                "server_ctxsw_per_io": r.server_ctxsw_per_io,
+                "client_ctxsw_per_io": r.client_ctxsw_per_io,
+                "server_cpu_us_per_io": r.server_cpu_us_per_io,
+                "ratio": ratio.value if ratio else 1.0,
+                "ratio_low": ratio.low if ratio else math.nan,
+                "ratio_high": ratio.high if ratio else math.nan,
+                "significant": ratio.significant if ratio else False,
+                "verdict": r.verdict(),
+            })
+        return pandas.DataFrame(records)
+
 
 def short_labels(specs: list[str]) -> dict[str, str]:
     """Labels without the settings every spec of the same transport shares.

@@ -1,0 +1,62 @@
+"""The notebooks execute top to bottom: against a synthetic campaign always, and against
+the committed reference campaign (which CI must have)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from harness.analysis.campaign import DEFAULT_CAMPAIGN, ENV_CAMPAIGN
+from harness.analysis.synthetic import default_points, write_campaign
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+
+
+def execute(notebook: Path, campaign: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run every cell in a fresh kernel; a failing cell fails the test with its error."""
+    monkeypatch.setenv(ENV_CAMPAIGN, str(campaign))  # the kernel inherits our environment
+    nb = nbformat.read(notebook, as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(notebook.parent)}}).execute()
+    errors = [o for cell in nb.cells for o in cell.get("outputs", [])
+              if o.get("output_type") == "error"]
+    assert not errors, errors
+    images = sum(1 for cell in nb.cells for o in cell.get("outputs", [])
+                 if "image/png" in o.get("data", {}))
+    assert images > 0, f"{notebook.name} showed no figure"
+
+
+def test_the_notebooks_exist() -> None:
+    assert [p.name for p in NOTEBOOKS] == ["pinned_vs_mapped.ipynb", "transports.ipynb"]
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    points = [p for p in default_points() if p.sweep.get("iodepth", 1) in (1, 16)]
+    return write_campaign(tmp_path_factory.mktemp("nb") / "synthetic",
+                          {"pyfuse3": 1.0, "devfuse": 1.3, "uring:buffers=mapped": 2.0,
+                           "uring:buffers=pinned": 2.2, "qsd": 1.5},
+                          points=points, repetitions=2)
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_on_a_synthetic_campaign(notebook: Path, synthetic: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    execute(notebook, synthetic, monkeypatch)
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_on_the_reference_campaign(notebook: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    campaign = Path(os.environ.get(ENV_CAMPAIGN) or REPO / DEFAULT_CAMPAIGN)
+    if not campaign.is_dir():
+        message = f"the reference campaign {campaign} is missing"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + ": it must be committed (results/reference/)")
+        pytest.skip(message)
+    execute(notebook, campaign, monkeypatch)
