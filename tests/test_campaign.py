@@ -1,0 +1,116 @@
+"""Campaigns: the plan, a tiny real campaign, and an interrupted one."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO, fuse_usable, require
+from harness.campaign import known_suites, load_suite, plan
+from harness.results import load
+from harness.scenarios import load_scenario
+from transports import mounting
+from transports.base import parse_spec
+
+
+def test_plan_interleaves_and_alternates_order():
+    scenario = load_scenario("randread-4k-depth-jobs")
+    a, b = parse_spec("pyfuse3"), parse_spec("devfuse")
+    runs = plan([scenario], [a, b], reps=2, warmup=1)
+    assert len(runs) == len(scenario.points()) * 3 * 2
+    first_point = [r for r in runs if r.point == runs[0].point]
+    assert [(str(r.transport), r.repetition, r.warmup) for r in first_point] == [
+        ("devfuse", -1, True), ("pyfuse3", -1, True),
+        ("pyfuse3", 0, False), ("devfuse", 0, False),
+        ("devfuse", 1, False), ("pyfuse3", 1, False),
+    ]
+
+
+def test_shipped_suites_name_shipped_scenarios():
+    assert {"quick", "full"} <= set(known_suites())
+    for name in known_suites():
+        for scenario in load_suite(name).scenarios:
+            load_scenario(scenario)
+
+
+def ringside(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=600, **kw)
+
+
+def test_tiny_campaign_writes_one_result_per_run(tmp_path):
+    require(fuse_usable())
+    proc = ringside("campaign", "randread-4k-qd1", "-t", "pyfuse3", "-t", "devfuse",
+                    "--reps", "2", "--warmup", "1", "--runtime", "1", "--backing", "memory:64M",
+                    "--out", str(tmp_path), "--id", "tiny", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    directory = tmp_path / "tiny"
+    manifest = json.loads((directory / "campaign.json").read_text())
+    assert manifest["status"] == "done"
+    assert [r["status"] for r in manifest["runs"]] == ["done"] * 6
+    assert len(list(directory.glob("*.fio"))) == 6
+    df = load(directory)
+    assert len(df) == 6  # one direction (read) per run
+    assert sorted(df["transport_spec"].unique()) == ["devfuse", "pyfuse3"]
+    assert df["warmup"].sum() == 2
+    assert sorted(df.loc[~df["warmup"], "repetition"]) == [0, 0, 1, 1]
+    assert (df["campaign"] == "tiny").all()
+    assert (df["iops"] > 0).all()
+    assert (df["requests_per_io"] >= 0.99).all()
+
+
+def test_interrupted_campaign_keeps_finished_runs_and_leaves_nothing(tmp_path):
+    require(fuse_usable())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", "campaign", "randread-4k-qd1", "-t", "devfuse",
+         "--reps", "20", "--warmup", "0", "--runtime", "1", "--backing", "memory:64M",
+         "--out", str(tmp_path), "--id", "cut", "--no-progress"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    directory = tmp_path / "cut"
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(directory.glob("*.json"))) < 3:  # the manifest and two results
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        time.sleep(0.5)  # into the middle of the next run
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    manifest = json.loads((directory / "campaign.json").read_text())
+    assert manifest["status"] == "interrupted"
+    statuses = [r["status"] for r in manifest["runs"]]
+    done = statuses.count("done")
+    assert done >= 2
+    assert statuses.count("interrupted") <= 1
+    assert len(load(directory)) == done
+    assert not [m for m in mounting.fuse_mounts() if "ringside-run-" in m.path]
+    leftover = subprocess.run(["pgrep", "-f", "harness serve .*ringside-run-"],
+                              capture_output=True, text=True)
+    assert leftover.stdout.strip() == ""
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["nosuch-scenario", "-t", "pyfuse3"], "scenario 'nosuch-scenario' not found"),
+        (["quick", "-t", "uring:depht=8"], "did you mean 'depth'"),
+        (["quick", "-t", "pyfuse3", "--reps", "0"], "--reps must be at least 1"),
+        (["quick", "-t", "pyfuse3", "--fio-cpus", "x"], "bad CPU list"),
+    ],
+)
+def test_campaign_bad_input(tmp_path, args, expected):
+    proc = ringside("campaign", *args, "--out", str(tmp_path))
+    assert proc.returncode == 2, proc.stderr
+    assert expected in proc.stderr
+    assert not any(tmp_path.iterdir())
