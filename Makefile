@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := fuse3 libfuse3-dev pkg-config fio liburing-dev qemu-system-common qemu-utils \
                 gcc python3-dev
 SUITE ?= quick
-TRANSPORTS ?=
+BENCH_ARGS ?=
 
 .PHONY: setup bench test lint clean-mounts
 
@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 bench: setup
-	$(VENV)/bin/ringside bench --suite $(SUITE) $(TRANSPORTS)
+	$(VENV)/bin/ringside bench --suite $(SUITE) $(BENCH_ARGS)
 
 test: setup
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)

@@ -127,7 +127,23 @@ def _data_ops(ops: dict[str, Any], names: tuple[str, ...] = DATA_OPS) -> int:
 
 
 
-CHECKS: list[Callable[[dict[str, Any]], dict[str, Any] | None]] = [ring_share_check]
+def pinned_check(stats: dict[str, Any]) -> dict[str, Any] | None:
+    """A run labelled buffers=pinned must show its ring buffers locked (VmLck >= needed)."""
+    settings = stats.get("settings") or {}
+    if settings.get("buffers") != "pinned":
+        return None
+    locked = int(stats.get("locked_bytes") or 0)
+    needed = int((stats.get("memlock") or {}).get("needed_bytes") or 0)
+    ok = needed > 0 and locked >= needed
+    reason = (
+        f"the server had {locked} bytes locked (VmLck) for {needed} bytes of ring buffers"
+        + ("" if ok else "; a pinned result needs every buffer locked")
+    )
+    return {"name": "pinned", "ok": ok, "locked_bytes": locked, "needed_bytes": needed,
+            "pinning": stats.get("pinning"), "reason": reason}
+
+
+CHECKS: list[Callable[[dict[str, Any]], dict[str, Any] | None]] = [ring_share_check, pinned_check]
 
 
 def check_statistics(stats: dict[str, Any]) -> list[dict[str, Any]]:

@@ -495,3 +495,31 @@ def test_per_io_figures() -> None:
     }
     # No I/O: no ratios rather than a division by zero or NaN in the JSON.
     assert json.dumps(metrics.per_io(server, {"ctx": 0}, 0, 0)) == "{}"
+
+
+def test_pinned_check_demands_locked_buffers() -> None:
+    from harness.runner import CheckError, check_statistics, pinned_check
+
+    assert pinned_check({"settings": {"buffers": "mapped"}, "locked_bytes": 0}) is None
+    good = {"settings": {"buffers": "pinned"}, "locked_bytes": 5 << 20,
+            "memlock": {"needed_bytes": 4 << 20}}
+    assert pinned_check(good)["ok"]
+    bad = dict(good, locked_bytes=1 << 20)
+    assert not pinned_check(bad)["ok"]
+    with pytest.raises(CheckError, match="pinned check failed"):
+        check_statistics(bad)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="enable_uring and mlock as root")
+def test_pinned_uring_run_proves_its_lock(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "run", "randread-4k-qd1", "-t", "uring:buffers=pinned",
+         "--backing", "memory:64M", "--runtime", "1", "--out", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(Path(proc.stdout.split()[-1]).read_text())
+    checks = {c["name"]: c for c in data["checks"]}
+    assert checks["pinned"]["ok"] and checks["ring_share"]["ok"]
+    assert checks["pinned"]["locked_bytes"] >= checks["pinned"]["needed_bytes"] > 0
+    assert "mlock" in data["transport_stats"]["pinning"]

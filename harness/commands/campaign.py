@@ -137,11 +137,18 @@ def build(args: argparse.Namespace) -> Campaign:
 def run_campaign(args: argparse.Namespace) -> int:
     try:
         campaign = build(args)
-    except (SpecError, ScenarioError, BackingError, ValueError) as e:
-        return _fail(str(e), 2)
-    except (TransportUnavailable, fio.FioError) as e:
-        return _fail(str(e), 1)
+    except Exception as e:
+        return run_campaign_error(e)
     return execute(campaign, progress=not args.no_progress)
+
+
+def run_campaign_error(e: Exception) -> int:
+    """The exit code and message for an error found while building a campaign."""
+    if isinstance(e, (SpecError, ScenarioError, BackingError, ValueError)):
+        return _fail(str(e), 2)
+    if isinstance(e, (TransportUnavailable, fio.FioError)):
+        return _fail(str(e), 1)
+    raise e
 
 
 def execute(campaign: Campaign, progress: bool) -> int:
