@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import math
 import random
 from datetime import UTC, datetime
@@ -245,3 +246,32 @@ def test_cli(campaign_dir: Path, capsys: pytest.CaptureFixture[str], tmp_path: P
     out_file = tmp_path / "table.csv"
     assert main(["compare", str(campaign_dir), "-f", "csv", "-o", str(out_file)]) == 0
     assert out_file.read_text().startswith("point,direction,transport")
+
+
+def test_cautions_name_runs_that_measured_little(tmp_path: Path) -> None:
+    path = tmp_path / "c"
+    point = Point("randread-4k-qd1", default_points()[0].fio)
+    for rep in range(2):
+        for spec in ("pyfuse3", "devfuse", "qsd"):
+            data = make_run(point, spec, 1.0, numpy.random.default_rng(rep), start=START,
+                            campaign="c", repetition=rep)
+            if spec == "devfuse":
+                data["coverage"] = {"requests_per_io": 0.01, "warning": "the server saw 5 "
+                                    "data requests for 500 fio I/Os: caches absorbed it"}
+            if spec == "qsd":
+                data["coverage"] = {"warning": "the transport counts no requests (a peer "
+                                    "server): coverage unknown"}
+            write_result(path, data)
+    manifest = {"id": "c", "runs": [{"point": "randread-4k-qd1", "transport": "uring",
+                                      "status": "failed", "error": "uring: no ring"},
+                                     {"point": "randread-4k-qd1", "transport": "pyfuse3",
+                                      "status": "done"}]}
+    (path / "campaign.json").write_text(json.dumps(manifest))
+    c = compare(load_campaign(path))
+    text = "\n".join(c.cautions)
+    assert "randread-4k-qd1 on devfuse, 2 of 2 runs: the server saw 5" in text
+    assert "qsd: the transport counts no requests" in text and "(2 runs)" in text
+    assert "1 of 2 planned runs did not complete (1 failed" in text and "no ring" in text
+    assert not c.warnings
+    for fmt in ("terminal", "markdown", "email"):
+        assert "may not measure what they seem to" in render(c, fmt)

@@ -90,6 +90,11 @@ def test_buffer_pairs() -> None:
              "uring:depth=32,buffers=pinned", "pyfuse3"]
     assert buffer_pairs(specs) == [("uring:depth=8,buffers=mapped",
                                     "uring:depth=8,buffers=pinned")]
+    # A bare `uring` is mapped by default: its recorded settings say so.
+    recorded = {"uring": {"buffers": "mapped", "depth": 8},
+                "uring:buffers=pinned": {"buffers": "pinned", "depth": 8},
+                "uring:depth=16,buffers=pinned": {"buffers": "pinned", "depth": 16}}
+    assert buffer_pairs(list(recorded), recorded) == [("uring", "uring:buffers=pinned")]
 
 
 def test_cli(campaign_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -144,10 +144,30 @@ class Campaign:
         pairs = self.table[["point", "direction"]].drop_duplicates().itertuples(index=False)
         return sorted(((p, d) for p, d in pairs), key=lambda pd: (natural_key(pd[0]), pd[1]))
 
+    def transport_settings(self) -> dict[str, dict[str, Any]]:
+        """Each spec's settings as the results recorded them (defaults filled in)."""
+        t = self.table
+        columns = [c for c in t.columns if c.startswith("transport_") and c != "transport_spec"]
+        out: dict[str, dict[str, Any]] = {}
+        for spec, rows in t.groupby("transport_spec", sort=False):
+            first = rows.iloc[0]
+            out[spec] = {c.removeprefix("transport_"): _plain(first[c]) for c in columns
+                         if not pandas.isna(first[c])}
+        return out
+
     def transports(self) -> list[str]:
         """Transport specs, in a stable order: by name, then spec."""
         specs = self.table["transport_spec"].dropna().unique()
         return sorted(specs, key=natural_key)
+
+
+def _plain(value: Any) -> Any:
+    """A table cell as the result wrote it: pandas turns ints into floats beside NaN."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def _manifest(path: Path) -> dict[str, Any]:

@@ -78,6 +78,7 @@ class Comparison:
     rows: list[Row]
     geomean: dict[str, stats.Ratio]
     warnings: list[str] = field(default_factory=list)
+    cautions: list[str] = field(default_factory=list)  # runs that may not measure much
     method: str = stats.METHOD
 
     def points(self) -> list[tuple[str, str]]:
@@ -209,6 +210,38 @@ def environment_warnings(table: pandas.DataFrame) -> list[str]:
     return warnings
 
 
+def cautions(campaign: Campaign) -> list[str]:
+    """Runs whose numbers may not say what they seem to: the server saw too few requests
+    (caches answered), or the campaign's manifest lists runs that did not complete."""
+    notes = []
+    t = campaign.table.drop_duplicates("file")
+    if "coverage_warning" in t:
+        flagged = t[t["coverage_warning"].notna()]
+        for (spec, point), rows in flagged.groupby(["transport_spec", "point"], sort=False):
+            if rows["coverage_warning"].str.contains("coverage unknown").all():
+                continue
+            total = int(((t["point"] == point) & (t["transport_spec"] == spec)).sum())
+            notes.append(f"{point} on {spec}, {len(rows)} of {total} runs: "
+                         f"{rows['coverage_warning'].iloc[0]}")
+        unknown = flagged[flagged["coverage_warning"].str.contains("coverage unknown")]
+        for spec, rows in unknown.groupby("transport_spec", sort=False):
+            notes.append(f"{spec}: {rows['coverage_warning'].iloc[0]} ({len(rows)} runs)")
+    planned = campaign.manifest.get("runs")
+    if isinstance(planned, list):
+        unfinished = [r for r in planned if isinstance(r, dict)
+                      and r.get("status") not in ("done", None)]
+        if unfinished:
+            states = Counter(str(r.get("status")) for r in unfinished)
+            first = unfinished[0]
+            notes.append(
+                f"{len(unfinished)} of {len(planned)} planned runs did not complete ("
+                + ", ".join(f"{n} {s}" for s, n in states.items())
+                + f"; see campaign.json), e.g. {first.get('point')} on "
+                f"{first.get('transport')}: {str(first.get('error', ''))[:160]}"
+            )
+    return notes
+
+
 def compare(campaign: Campaign, baseline: str | None = None) -> Comparison:
     """Every transport against `baseline` at every (point, direction) of the campaign."""
     table = campaign.table
@@ -251,4 +284,5 @@ def compare(campaign: Campaign, baseline: str | None = None) -> Comparison:
         rows=rows,
         geomean=geo,
         warnings=environment_warnings(table),
+        cautions=cautions(campaign),
     )

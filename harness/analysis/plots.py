@@ -342,19 +342,35 @@ def server_cpu(ctx: PlotContext) -> Figure:
 
 
 # -- pinned against mapped ---------------------------------------------------------------
-def buffer_pairs(specs: list[str]) -> list[tuple[str, str]]:
-    """(mapped, pinned) spec pairs that differ in their buffers setting only."""
-    def key(spec: str) -> tuple[str, frozenset[str]] | None:
-        name, _, rest = spec.partition(":")
-        settings = [s for s in rest.split(",") if s]
-        if not any(s.startswith("buffers=") for s in settings):
-            return None
-        return name, frozenset(s for s in settings if not s.startswith("buffers="))
+def buffer_pairs(specs: list[str],
+                 settings: dict[str, dict[str, Any]] | None = None) -> list[tuple[str, str]]:
+    """(mapped, pinned) spec pairs of one transport that differ in `buffers` only.
 
+    `settings` (spec -> settings as recorded, defaults included) lets `uring` pair with
+    `uring:buffers=pinned`; without it the spec text alone is read.
+    """
+    def word(value: Any) -> str:
+        text = str(value).strip().lower()  # pin=on in a spec is pin: True once recorded
+        return {"on": "true", "off": "false"}.get(text, text)
+
+    def parsed(spec: str) -> tuple[str, dict[str, str]]:
+        name, _, rest = spec.partition(":")
+        given = {k: word(v) for k, v in (s.split("=", 1) for s in rest.split(",") if "=" in s)}
+        recorded = {k: word(v) for k, v in (settings or {}).get(spec, {}).items()}
+        return name, {**recorded, **given}
+
+    keyed = {}
+    for spec in specs:
+        name, values = parsed(spec)
+        if "buffers" in values:
+            others = frozenset((k, v) for k, v in values.items() if k != "buffers")
+            keyed[spec] = (name, others, values["buffers"])
     pairs = []
-    for mapped in (s for s in specs if "buffers=mapped" in s):
-        for pinned in (s for s in specs if "buffers=pinned" in s):
-            if key(mapped) == key(pinned):
+    for mapped, (name, others, kind) in keyed.items():
+        if kind != "mapped":
+            continue
+        for pinned, (name2, others2, kind2) in keyed.items():
+            if kind2 == "pinned" and (name2, others2) == (name, others):
                 pairs.append((mapped, pinned))
     return pairs
 
@@ -366,7 +382,7 @@ PAIRED = (("throughput", None, True), ("p99 latency", "clat_p99_us", False),
 @plot("pinned_vs_mapped", "Pinned against mapped buffers",
       "uring with pinned buffers over the same uring with mapped buffers, per point")
 def pinned_vs_mapped(ctx: PlotContext) -> Figure:
-    pairs = buffer_pairs(ctx.order)
+    pairs = buffer_pairs(ctx.order, ctx.campaign.transport_settings())
     _require(bool(pairs), "no pair of transports differing only in buffers=mapped/pinned")
     groups = ctx.groups()
     fig, axes = panels(len(PAIRED), ncols=3, width=4.6,

@@ -19,9 +19,17 @@ from harness.analysis import plots
 from harness.analysis.campaign import Campaign, natural_key
 from harness.analysis.compare import Comparison, compare
 from harness.analysis.stats import METHOD
-from harness.analysis.tables import Cells, geo_title, geomean_cells, main_cells, markdown_table
+from harness.analysis.tables import (
+    CAUTION,
+    Cells,
+    geo_title,
+    geomean_cells,
+    main_cells,
+    markdown_table,
+)
 
 FORMATS = ("markdown", "html")
+WARNING = "Warning: runs differ in more than the transport"
 
 MEASURES = [
     "Throughput and latency are fio's own, from its json+ output kept verbatim in each "
@@ -146,6 +154,8 @@ def build(campaign: Campaign, comparison: Comparison,
     ]
     if comparison.warnings:
         blocks.append(Block("warning", comparison.warnings))
+    if comparison.cautions:
+        blocks.append(Block("warning", comparison.cautions, CAUTION))
     blocks += [Block("h2", "Setup"), Block("table", metadata(campaign)),
                Block("h2", "Comparison"), Block("table", main_cells(comparison))]
     if comparison.geomean:
@@ -187,7 +197,7 @@ def to_markdown(blocks: list[Block], base: Path) -> str:
         elif b.kind == "code":
             out += ["```", b.content, "```", ""]
         elif b.kind == "warning":
-            out += ["> **Warning: runs differ in more than the transport**", ">"]
+            out += [f"> **{b.extra or WARNING}**", ">"]
             out += [f"> - {w}" for w in b.content] + [""]
         elif b.kind == "figure":
             png, svg = _figure_file(b.content, ".png"), _figure_file(b.content, ".svg")
@@ -258,8 +268,8 @@ def to_html(blocks: list[Block]) -> str:
             out.append(f"<pre>{html.escape(b.content)}</pre>")
         elif b.kind == "warning":
             items = "".join(f"<li>{html.escape(w)}</li>" for w in b.content)
-            out.append('<div class="warning"><strong>Warning: runs differ in more than the '
-                       f"transport</strong><ul>{items}</ul></div>")
+            out.append(f'<div class="warning"><strong>{html.escape(b.extra or WARNING)}'
+                       f"</strong><ul>{items}</ul></div>")
         elif b.kind == "figure":
             png = _figure_file(b.content, ".png")
             if png is not None:

@@ -16,6 +16,7 @@ from harness.analysis.stats import Ratio
 FORMATS = ("terminal", "markdown", "csv", "email")
 EMAIL_WIDTH = 72
 UNITS = {"iops": "IOPS", "bw_mib_s": "MiB/s"}
+CAUTION = "Caution: some runs may not measure what they seem to"
 
 
 # -- numbers -----------------------------------------------------------------------------
@@ -133,6 +134,10 @@ def terminal(c: Comparison) -> str:
         lines.append("Warning: runs differ in more than the transport")
         lines += [f"  ! {w}" for w in c.warnings]
         lines.append("")
+    if c.cautions:
+        lines.append(CAUTION)
+        lines += [f"  ! {w}" for w in c.cautions]
+        lines.append("")
     lines.append(c.method)
     return "\n".join(lines) + "\n"
 
@@ -202,6 +207,9 @@ def markdown(c: Comparison, heading: str = "###") -> str:
     if c.warnings:
         lines += ["", "> **Warning: runs differ in more than the transport**", ">"]
         lines += [f"> - {w}" for w in c.warnings]
+    if c.cautions:
+        lines += ["", f"> **{CAUTION}**", ">"]
+        lines += [f"> - {w}" for w in c.cautions]
     lines += ["", f"_{c.method}._", ""]
     return "\n".join(lines)
 
@@ -313,6 +321,11 @@ def email(c: Comparison) -> str:
     if c.warnings:
         lines.append("WARNING: runs differ in more than the transport:")
         for w in c.warnings:
+            lines += _wrap(w, indent="  - ")
+        lines.append("")
+    if c.cautions:
+        lines.append("CAUTION: some runs may not measure what they seem to:")
+        for w in c.cautions:
             lines += _wrap(w, indent="  - ")
         lines.append("")
     lines += _wrap(c.method)

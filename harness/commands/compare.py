@@ -41,9 +41,9 @@ def run_compare(args: argparse.Namespace) -> int:
         print(f"ringside compare: {e}", file=sys.stderr)
         return 2
     text = render(comparison, args.format)
-    if args.format == "csv" and comparison.warnings:
+    if args.format == "csv":
         # CSV has no place for prose; the warnings still must be seen.
-        for warning in comparison.warnings:
+        for warning in comparison.warnings + comparison.cautions:
             print(f"ringside compare: warning: {warning}", file=sys.stderr)
     if args.output:
         args.output.write_text(text)
