@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import resource
+import threading
 from dataclasses import dataclass
 
 from transports._uring_cffi import ffi, lib
@@ -187,6 +188,8 @@ class Ring:
     def __init__(self, qid: int, arena: Arena, fuse_fd: int, wake_fd: int = -1):
         self.qid = qid
         self.arena = arena
+        # Guards close() against statistics() reading the counters from another thread.
+        self._lock = threading.Lock()
         err = ffi.new("int *")
         q = lib.rs_queue_create(arena.depth, qid, fuse_fd, 1, wake_fd, err)
         if q == ffi.NULL:
@@ -221,27 +224,30 @@ class Ring:
         return n
 
     def counters(self) -> dict:
-        q = self.q
-        if q is None:
-            return {}
-        return {
-            "completions_with_request": int(q.requests),
-            "commits": int(q.commits),
-            "waits": int(q.enters),
-        }
+        with self._lock:
+            q = self.q
+            if q is None:
+                return {}
+            return {
+                "completions_with_request": int(q.requests),
+                "commits": int(q.commits),
+                "waits": int(q.enters),
+            }
 
     def settings(self) -> dict:
-        q = self.q
-        if q is None:
-            return {}
-        return {
-            "setup_flags": hex(q.setup_flags),
-            "sq_entries": int(q.sq_entries),
-            "cq_entries": int(q.cq_entries),
-            "fixed_file": bool(q.fixed_file),
-        }
+        with self._lock:
+            q = self.q
+            if q is None:
+                return {}
+            return {
+                "setup_flags": hex(q.setup_flags),
+                "sq_entries": int(q.sq_entries),
+                "cq_entries": int(q.cq_entries),
+                "fixed_file": bool(q.fixed_file),
+            }
 
     def close(self) -> None:
-        if self.q is not None:
-            lib.rs_queue_destroy(self.q)
-            self.q = None
+        with self._lock:
+            q, self.q = self.q, None
+            if q is not None:
+                lib.rs_queue_destroy(q)
