@@ -381,3 +381,37 @@ def test_refused_register_fails_serve_cleanly(tmp_path, monkeypatch):
         mounting.unmount_if_mounted(str(path))
     assert mounting.find_mount(str(path)) is None
     assert _uring_threads() == []
+
+
+def test_abort_under_load_ends_everything(tmp_path, monkeypatch):
+    """stop() while fio keeps the file busy: the lazy unmount cannot end the connection,
+    so after the grace period it is aborted with entries in every state."""
+    import transports.uring as uring
+
+    monkeypatch.setattr(uring, "_STOP_GRACE", 0.5)
+    path = tmp_path / "disk.img"
+    with serving(path) as server:
+        fio = subprocess.Popen(
+            ["fio", "--name=load", f"--filename={path}", "--direct=1", "--fallocate=none",
+             "--rw=randrw", "--bs=4k", "--ioengine=libaio", "--iodepth=32", "--numjobs=2",
+             "--size=32M", "--time_based", "--runtime=30"],
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        try:
+            deadline = time.monotonic() + 10
+            while server.stats()["requests_ring"] < 2000 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert fio.poll() is None, fio.stdout.read()
+            server.transport.stop()
+            server.wait_returned(timeout=30)
+            assert fio.wait(timeout=30) != 0  # its I/O failed once the connection was gone
+        finally:
+            if fio.poll() is None:
+                fio.kill()
+                fio.wait()
+    stats = server.stats()
+    assert stats["teardown"]["aborted_via_fusectl"]
+    assert stats["teardown"]["threads_not_joined"] == []
+    assert not stats["teardown"]["forced_wake"]
+    for q in stats["per_queue"]:
+        assert q["dead_entries"] == stats["settings"]["depth"]
