@@ -117,7 +117,7 @@ def finish(fig: Figure, ctx: PlotContext, title: str, note: str = "",
     fig.suptitle(title, y=1 - 0.12 / h, fontsize=13, fontweight="bold")
     if handles is None:
         handles = [Patch(facecolor=ctx.colors[s], label=ctx.label(s)) for s in ctx.order]
-    fig.legend(handles=handles, loc="upper center", ncol=min(len(handles), 6),
+    fig.legend(handles=handles, loc="upper center", ncol=min(len(handles), 8),
                bbox_to_anchor=(0.5, 1 - 0.42 / h), frameon=False, fontsize=9)
     fig.text(0.01, 0.12 / h, ctx.campaign.footer(), fontsize=8, color="#444444", ha="left")
     if note:

@@ -280,18 +280,31 @@ def to_html(blocks: list[Block]) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_report(campaign: Campaign, fmt: str = "markdown",
-                 output: str | os.PathLike[str] | None = None,
-                 baseline: str | None = None) -> Path:
-    """Draw the figures (CAMPAIGN/plots) and write the report; return its path."""
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown report format {fmt!r}; known: {', '.join(FORMATS)}")
+def write_reports(campaign: Campaign, formats: tuple[str, ...] = ("markdown",),
+                  output: str | os.PathLike[str] | None = None,
+                  baseline: str | None = None) -> tuple[Comparison, list[Path]]:
+    """Draw the figures (CAMPAIGN/plots) and write the report in each format; `output`
+    names the file when there is one format (default CAMPAIGN/report.md or .html)."""
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ValueError(f"unknown report format {unknown[0]!r}; known: {', '.join(FORMATS)}")
     comparison = compare(campaign, baseline)
     figures = plots.render(campaign, baseline=baseline)
     blocks = build(campaign, comparison, figures)
-    suffix = ".md" if fmt == "markdown" else ".html"
-    path = Path(output) if output is not None else campaign.path / f"report{suffix}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = to_markdown(blocks, path.parent) if fmt == "markdown" else to_html(blocks)
-    path.write_text(text)
-    return path
+    paths = []
+    for fmt in formats:
+        suffix = ".md" if fmt == "markdown" else ".html"
+        path = Path(output) if output is not None and len(formats) == 1 \
+            else campaign.path / f"report{suffix}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(to_markdown(blocks, path.parent) if fmt == "markdown"
+                        else to_html(blocks))
+        paths.append(path)
+    return comparison, paths
+
+
+def write_report(campaign: Campaign, fmt: str = "markdown",
+                 output: str | os.PathLike[str] | None = None,
+                 baseline: str | None = None) -> Path:
+    """Draw the figures and write one report; return its path."""
+    return write_reports(campaign, (fmt,), output, baseline)[1][0]
