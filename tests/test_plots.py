@@ -120,7 +120,8 @@ def test_markdown_report_has_tables_figures_and_metadata(campaign_dir: Path) -> 
     text = path.read_text()
     for needle in ("# Ringside report: synthetic", "## Setup", "| Kernel | 6.18.0 |",
                    "warmup runs (excluded", "## Comparison", "**1.30x faster**",
-                   "Geometric mean", "Welch", "## Scenario points", "seqread-1m"):
+                   "Geometric mean", "Welch", "## Scenario points", "seqread-1m",
+                   "| uring:buffers=pinned | buffers=pinned |"):
         assert needle in text, needle
     images = [line for line in text.splitlines() if line.startswith("![")]
     assert len(images) == len(PLOTS)

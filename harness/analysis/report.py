@@ -30,6 +30,15 @@ from harness.analysis.tables import (
 
 FORMATS = ("markdown", "html")
 WARNING = "Warning: runs differ in more than the transport"
+# What the campaign manifest (campaign.json) adds to the setup table.
+MANIFEST_FIELDS = {
+    "label": "Suite or label",
+    "reps": "Repetitions",
+    "warmup": "Warmup runs per point and transport",
+    "server_cpus": "Server CPUs",
+    "fio_cpus": "fio CPUs",
+    "status": "Campaign status",
+}
 
 MEASURES = [
     "Throughput and latency are fio's own, from its json+ output kept verbatim in each "
@@ -113,10 +122,21 @@ def metadata(campaign: Campaign) -> Cells:
          f"{campaign.common('liburing_version')}"),
         ("Python", campaign.common("python_version")),
     ]
-    for key, value in campaign.manifest.items():
-        if isinstance(value, str | int | float) and key not in ("id",):
-            rows.append((f"Campaign {key}", str(value)))
+    for key, name in MANIFEST_FIELDS.items():
+        value = campaign.manifest.get(key)
+        if value is not None and value != "":
+            rows.append((name, str(value)))
     return Cells(["Setting", "Value"], [[k, v] for k, v in rows])
+
+
+def transport_cells(campaign: Campaign) -> Cells:
+    """Every transport with its settings as recorded (defaults included)."""
+    rows = []
+    for spec, settings in campaign.transport_settings().items():
+        text = ", ".join(f"{k}={v}" for k, v in settings.items()) or "(none)"
+        rows.append([spec, text])
+    rows.sort(key=lambda r: natural_key(r[0]))
+    return Cells(["Transport", "Settings"], rows)
 
 
 def scenario_cells(campaign: Campaign) -> Cells:
@@ -157,6 +177,7 @@ def build(campaign: Campaign, comparison: Comparison,
     if comparison.cautions:
         blocks.append(Block("warning", comparison.cautions, CAUTION))
     blocks += [Block("h2", "Setup"), Block("table", metadata(campaign)),
+               Block("table", transport_cells(campaign)),
                Block("h2", "Comparison"), Block("table", main_cells(comparison))]
     if comparison.geomean:
         blocks += [Block("h3", geo_title(comparison)), Block("table", geomean_cells(comparison))]
