@@ -39,7 +39,7 @@ def test_the_notebooks_exist() -> None:
 def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
     points = [p for p in default_points() if p.sweep.get("iodepth", 1) in (1, 16)]
     return write_campaign(tmp_path_factory.mktemp("nb") / "synthetic",
-                          {"pyfuse3": 1.0, "devfuse": 1.3, "uring:buffers=mapped": 2.0,
+                          {"pyfuse3": 1.0, "devfuse": 1.3, "uring": 2.0,
                            "uring:buffers=pinned": 2.2, "qsd": 1.5},
                           points=points, repetitions=2)
 

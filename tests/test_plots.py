@@ -121,7 +121,7 @@ def test_markdown_report_has_tables_figures_and_metadata(campaign_dir: Path) -> 
     for needle in ("# Ringside report: synthetic", "## Setup", "| Kernel | 6.18.0 |",
                    "warmup runs (excluded", "## Comparison", "**1.30x faster**",
                    "Geometric mean", "Welch", "## Scenario points", "seqread-1m",
-                   "| uring:buffers=pinned | buffers=pinned |"):
+                   "| uring:buffers=pinned | depth=8, buffers=pinned, pin=True |"):
         assert needle in text, needle
     images = [line for line in text.splitlines() if line.startswith("![")]
     assert len(images) == len(PLOTS)

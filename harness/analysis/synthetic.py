@@ -50,6 +50,12 @@ def default_points() -> list[Point]:
     return points
 
 
+SETTING_DEFAULTS: dict[str, dict[str, Any]] = {
+    "uring": {"depth": 8, "buffers": "mapped", "pin": True},
+    "devfuse": {"threads": 1},
+}
+
+
 def fio_bin(ns: int) -> int:
     """fio's log-linear histogram: 64 buckets per power of two (6 significant bits)."""
     if ns < 128:
@@ -95,7 +101,9 @@ def make_run(point: Point, spec: str, factor: float, rng: numpy.random.Generator
              ) -> dict[str, Any]:
     """One result dict; throughput is base_iops * factor * lognormal(noise)."""
     name, _, rest = spec.partition(":")
-    settings = dict(s.split("=", 1) for s in rest.split(",") if s)
+    # Results record every setting, defaults included, as parse_spec fills them in.
+    settings = {**SETTING_DEFAULTS.get(name, {}),
+                **dict(s.split("=", 1) for s in rest.split(",") if s)}
     fio = point.fio
     bs = _bs_bytes(fio["bs"])
     concurrency = fio.get("iodepth", 1) * fio.get("numjobs", 1)
