@@ -146,3 +146,27 @@ def test_report_lists_plots_it_could_not_draw(tmp_path: Path) -> None:
     assert main(["report", str(path)]) == 0
     text = (path / "report.md").read_text()
     assert "Not drawn for this campaign:" in text and "no scenario sweeps iodepth" in text
+
+
+# -- latency from fio json+ ----------------------------------------------------------------
+def test_latency_bins_percentiles_and_the_total_latency_preference() -> None:
+    from harness.analysis import latency
+
+    clat = {"bins": {"1000": 50, "2000": 40, "8000": 10},
+            "percentile": {"50.000000": 1000, "90.000000": 2000, "99.000000": 8000,
+                           "99.900000": 8000, "99.990000": 8000}}
+    raw = {"jobs": [{"read": {"total_ios": 100, "clat_ns": clat}}]}
+    assert latency.kind(raw, "read") == "clat_ns"
+    assert latency.percentiles(raw, "read") == {"p50": 1000, "p90": 2000, "p99": 8000,
+                                                "p99.9": 8000, "p99.99": 8000}
+    x, y = latency.cdf(latency.bins(raw, "read"))
+    assert list(x) == [1000, 2000, 8000] and list(y) == pytest.approx([0.5, 0.9, 1.0])
+    # Two jobs without group reporting: bins add up, percentiles come from them.
+    two = {"jobs": [raw["jobs"][0], raw["jobs"][0]]}
+    assert latency.bins(two, "read")[1000] == 100
+    assert latency.percentiles(two, "read")["p90"] == 2000
+    # With lat_percentiles=1, total latency (slat + clat) is what the figures show.
+    lat = {"bins": {"3000": 100}, "percentile": {k: 3000 for k in clat["percentile"]}}
+    raw["jobs"][0]["read"]["lat_ns"] = lat
+    assert latency.kind(raw, "read") == "lat_ns"
+    assert latency.percentiles(raw, "read")["p50"] == 3000
