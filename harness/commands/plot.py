@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from pathlib import Path
 
 from harness.analysis.campaign import CampaignError, load_campaign
@@ -16,9 +17,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "plot",
         help="draw the campaign's figures (PNG and SVG) into CAMPAIGN/plots/",
-        description="Draw figures from a campaign's results: throughput, ratios to the "
-        "baseline, latency percentiles and CDFs, context switches and server CPU per I/O, "
-        "pinned against mapped buffers, and sweeps.\n\nPlots:\n" + names,
+        description=textwrap.fill(
+            "Draw figures from a campaign's results into CAMPAIGN/plots (PNG and SVG), "
+            "each with units, a legend, and host, kernel and campaign in its footer. A "
+            "plot that does not apply (no sweep, no pinned/mapped pair) is skipped and "
+            "says why.", 79) + "\n\nPlots:\n" + names,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("campaign", metavar="CAMPAIGN",
