@@ -22,7 +22,9 @@ PERCENTILES = {
     "90.000000": "p90",
     "99.000000": "p99",
     "99.900000": "p99.9",
+    "99.990000": "p99.99",
 }
+LATENCIES = ("clat_ns", "lat_ns")  # completion latency, and total (submission + completion)
 
 
 class FioError(RuntimeError):
@@ -58,6 +60,10 @@ def job_file(point: ScenarioPoint, filename: str, export_size: int) -> str:
         # Jobs as threads of one fio process: killing fio (an aborted run) ends every
         # job; forked jobs start their own sessions and would outlive it.
         "thread=1",
+        # Total latency as well as completion latency: with libaio on FUSE much of an
+        # I/O's time is spent in submission, which clat leaves out.
+        "clat_percentiles=1",
+        "lat_percentiles=1",
         "",
         f"[{point.slug}]",
     ]
@@ -108,18 +114,21 @@ def parse_output(text: str) -> dict[str, Any]:
         raise FioError(f"fio's JSON output cannot be parsed: {e}") from None
 
 
-def _direction(stats: dict[str, Any]) -> dict[str, Any]:
-    clat = stats.get("clat_ns", {})
-    pct = clat.get("percentile", {})
+def _latency(block: dict[str, Any]) -> dict[str, Any]:
+    pct = block.get("percentile", {})
     latency = {ours: pct.get(theirs) for theirs, ours in PERCENTILES.items()}
-    latency.update(min=clat.get("min"), mean=clat.get("mean"), max=clat.get("max"))
+    latency.update(min=block.get("min"), mean=block.get("mean"), max=block.get("max"))
+    return latency
+
+
+def _direction(stats: dict[str, Any]) -> dict[str, Any]:
     return {
         "iops": stats["iops"],
         "bw_bytes": stats["bw_bytes"],
         "io_bytes": stats["io_bytes"],
         "total_ios": stats["total_ios"],
         "runtime_ms": stats["runtime"],
-        "clat_ns": latency,
+        **{kind: _latency(stats.get(kind, {})) for kind in LATENCIES},
     }
 
 
@@ -159,7 +168,6 @@ def _merge(stats: list[dict[str, Any]]) -> dict[str, Any]:
         key: sum(p[key] for p in parts) for key in ("iops", "bw_bytes", "io_bytes", "total_ios")
     }
     merged["runtime_ms"] = max(p["runtime_ms"] for p in parts)
-    merged["clat_ns"] = {
-        key: max((p["clat_ns"][key] or 0) for p in parts) for key in parts[0]["clat_ns"]
-    }
+    for kind in LATENCIES:
+        merged[kind] = {key: max((p[kind][key] or 0) for p in parts) for key in parts[0][kind]}
     return merged

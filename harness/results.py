@@ -165,8 +165,9 @@ def rows(data: dict[str, Any], source: str = "") -> list[dict[str, Any]]:
             ios=d["total_ios"],
             runtime_ms=d["runtime_ms"],
         )
-        for name, value in d["clat_ns"].items():
-            row[f"clat_{name}_us"] = None if value is None else value / 1000
+        for kind, prefix in (("clat_ns", "clat"), ("lat_ns", "lat")):
+            for name, value in d.get(kind, {}).items():
+                row[f"{prefix}_{name}_us"] = None if value is None else value / 1000
         out.append(row)
     return out
 

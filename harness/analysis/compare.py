@@ -161,6 +161,14 @@ def throughput_metric(bs: Any) -> str:
     return "bw_mib_s" if big else "iops"
 
 
+def latency_column(group: pandas.DataFrame, name: str) -> str:
+    """Total I/O latency (fio lat) where the runs recorded it, else completion latency."""
+    column = f"lat_{name}_us"
+    if column in group and group[column].notna().any():
+        return column
+    return f"clat_{name}_us"
+
+
 def _median(series: pandas.Series) -> float:
     values = series.dropna()
     return float(values.median()) if len(values) else math.nan
@@ -268,8 +276,8 @@ def compare(campaign: Campaign, baseline: str | None = None) -> Comparison:
             rows.append(Row(
                 point=point, direction=direction, transport=spec, label=labels[spec],
                 n=len(values), metric=metric, value=_median(group[metric]),
-                p50_us=_median(_column(group, "clat_p50_us")),
-                p99_us=_median(_column(group, "clat_p99_us")),
+                p50_us=_median(_column(group, latency_column(group, "p50"))),
+                p99_us=_median(_column(group, latency_column(group, "p99"))),
                 server_ctxsw_per_io=_median(_column(group, "server_ctxsw_per_io")),
                 client_ctxsw_per_io=_median(_column(group, "client_ctxsw_per_io")),
                 server_cpu_us_per_io=_median(_column(group, "server_cpu_us_per_io")),

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 CONFIDENCE = 0.95
 METHOD = (
     "ratio = geometric mean over repetitions / the baseline's; 95% CI by Welch's "
-    "t-interval on log values; 'not significant' when the CI contains 1.0"
+    "t-interval on log values; 'not significant' when the CI contains 1.0; "
+    "p50/p99: fio's total I/O latency (submission + completion) where recorded"
 )
 
 
