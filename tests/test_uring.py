@@ -194,6 +194,8 @@ def test_statistics_report_effective_settings(tmp_path):
     assert stats["transport"] == "uring"
     assert stats["settings"]["depth"] == 4
     assert stats["settings"]["pin"] == "off"
+    assert stats["settings"]["sched"] == "normal"
+    assert {q["sched"] for q in stats["per_queue"]} == {"normal"}
     assert stats["settings"]["buffers"] == "mapped"
     assert stats["settings"]["queues"] == queues == len(stats["per_queue"])
     assert stats["settings"]["negotiated"]["uring"] is True
@@ -210,13 +212,29 @@ def test_statistics_report_effective_settings(tmp_path):
 
 
 def test_spec_options_are_validated():
-    assert parse_spec("uring").settings == {"depth": 8, "buffers": "mapped", "pin": True}
+    assert parse_spec("uring").settings == {
+        "depth": 8, "buffers": "mapped", "pin": True, "sched": "normal"
+    }
     with pytest.raises(SpecError, match="positive"):
         parse_spec("uring:depth=0")
     with pytest.raises(SpecError, match="mapped, pinned"):
         parse_spec("uring:buffers=huge")
     with pytest.raises(SpecError, match="on or off"):
         parse_spec("uring:pin=maybe")
+    with pytest.raises(SpecError, match="normal, idle"):
+        parse_spec("uring:sched=fifo")
+
+
+def test_sched_idle_applies_to_queue_threads(tmp_path):
+    path = tmp_path / "disk.img"
+    with serving(path, "uring:sched=idle") as server:
+        with open(path, "rb") as f:
+            assert f.read(4096) == bytes(4096)
+        stats = server.stats()
+    server.wait_returned()
+    assert stats["settings"]["sched"] == "idle"
+    assert {q["sched"] for q in stats["per_queue"]} == {"idle"}
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # only the queue threads changed
 
 
 # -- pinned memory --------------------------------------------------------------------------
