@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from transports import abi, mounting
-from transports.base import Option, Transport, positive_int
+from transports.base import Option, Transport, name_os_thread, positive_int
 from transports.codec import Codec, merge_counters
 from transports.export import Export
 
@@ -175,6 +175,7 @@ class DevFuseTransport(Transport):
         return not self._stopping and all(t.is_alive() for t in threads)
 
     def _worker(self, fd: int, codec: Codec) -> None:
+        name_os_thread()
         try:
             self._loop(fd, codec)
         except BaseException as e:  # report, and take the mount down so serve() returns

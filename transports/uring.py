@@ -41,7 +41,14 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from transports import abi, mounting
-from transports.base import Option, Transport, TransportUnavailable, on_off, positive_int
+from transports.base import (
+    Option,
+    Transport,
+    TransportUnavailable,
+    name_os_thread,
+    on_off,
+    positive_int,
+)
 from transports.codec import Codec, merge_counters
 from transports.export import Export
 from transports.uring_ring import (
@@ -419,6 +426,7 @@ class UringTransport(Transport):
 
     # -- workers --------------------------------------------------------------------------
     def _queue_worker(self, q: _Queue, fd: int) -> None:
+        name_os_thread()
         try:
             if self._pin:
                 try:
@@ -498,6 +506,7 @@ class UringTransport(Transport):
             raise UringError(f"queue {q.qid}: waiting for completions failed: {res}")
 
     def _devfuse_worker(self, fd: int, codec: Codec) -> None:
+        name_os_thread()
         try:
             _devfuse_loop(fd, codec)
         except BaseException as e:
