@@ -8,23 +8,15 @@ connection is gone (unmounted from outside, or stop()), which ends the worker.
 
 from __future__ import annotations
 
-import errno
-import io
 import os
 import threading
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from transports import abi, mounting
+from transports import fusedev, mounting
 from transports.base import Option, Transport, name_os_thread, positive_int
 from transports.codec import Codec, merge_counters
 from transports.export import Export
-
-MAX_WRITE = 1 << 20
-_IN_BUFFER = MAX_WRITE + 4096  # header + write_in + the largest write, rounded up a page
-_OUT_BUFFER = abi.OUT_HEADER.size + MAX_WRITE + 4096
-_GONE = (errno.ENODEV, errno.ECONNABORTED)  # connection aborted or unmounted
-_RETRY = (errno.EINTR, errno.EAGAIN, errno.ENOENT)  # ENOENT: request was interrupted
 
 
 class DevFuseError(RuntimeError):
@@ -51,16 +43,18 @@ class DevFuseTransport(Transport):
     # -- life cycle -----------------------------------------------------------------------
     def serve(self, export: Export, mountpoint: str, on_ready: Callable[[], None]) -> None:
         mountpoint = os.path.abspath(mountpoint)
-        fd = mounting.mount_devfuse(mountpoint, max_read=MAX_WRITE)
+        fd = mounting.mount_devfuse(mountpoint, max_read=fusedev.MAX_WRITE)
         with self._lock:
             self._mountpoint = mountpoint
             entry = mounting.find_mount(mountpoint)
             self._conn_minor = entry.minor if entry is not None else None
         threads: list[threading.Thread] = []
         try:
-            codecs = [Codec(export, max_write=MAX_WRITE) for _ in range(self._threads_wanted)]
+            codecs = [
+                Codec(export, max_write=fusedev.MAX_WRITE) for _ in range(self._threads_wanted)
+            ]
             self._codecs = codecs
-            if self._stopping or not self._answer_init(fd, codecs[0]):
+            if self._stopping or not fusedev.answer_init(fd, codecs[0]):
                 return
             for codec in codecs[1:]:
                 codec.adopt(codecs[0].negotiated)
@@ -96,7 +90,7 @@ class DevFuseTransport(Transport):
             "transport": self.name,
             "settings": {
                 "threads": self._threads_wanted,
-                "max_write": MAX_WRITE,
+                "max_write": fusedev.MAX_WRITE,
                 "negotiated": negotiated.as_dict() if negotiated else None,
             },
             "requests": total["requests"],
@@ -110,57 +104,9 @@ class DevFuseTransport(Transport):
 
     # -- internals ------------------------------------------------------------------------
     def _unmount_ours(self) -> None:
-        """Lazily unmount our connection's mount; never someone else's on the same path."""
         with self._lock:
             path, minor = self._mountpoint, self._conn_minor
-        if path is None:
-            return
-        for _ in range(8):
-            entry = mounting.find_mount(path)
-            if entry is None or not entry.fstype.startswith("fuse"):
-                return
-            if minor is not None and entry.minor != minor:
-                return
-            try:
-                mounting.unmount(path, lazy=True)
-            except OSError:
-                return
-
-    def _answer_init(self, fd: int, codec: Codec) -> bool:
-        """Read and answer FUSE_INIT; False when the connection went away first."""
-        inbuf = memoryview(bytearray(_IN_BUFFER))
-        outbuf = memoryview(bytearray(_OUT_BUFFER))
-        while True:
-            try:
-                n = os.readv(fd, [inbuf])
-            except OSError as e:
-                if e.errno in _RETRY:
-                    continue
-                if e.errno in _GONE:
-                    return False
-                raise
-            hdr, op_in, payload = codec.split(inbuf, n)
-            result = codec.handle(hdr, op_in, payload, outbuf[abi.OUT_HEADER.size :])
-            if result is None:
-                continue
-            length = result if result > 0 else 0
-            codec.pack_out_header(outbuf, codec.last_unique, min(result, 0), length)
-            self._send(fd, outbuf[: abi.OUT_HEADER.size + length])
-            if codec.last_opcode == abi.INIT:
-                if codec.negotiated is None:
-                    raise DevFuseError(f"the kernel's FUSE_INIT was refused ({result})")
-                return True
-
-    @staticmethod
-    def _send(fd: int, data: memoryview) -> bool:
-        try:
-            os.write(fd, data)
-        except OSError as e:
-            if e.errno in _GONE:
-                return False
-            if e.errno not in _RETRY:
-                raise
-        return True
+        mounting.unmount_connection(path, minor)
 
     def _wait_answering(self, mountpoint: str, threads: list[threading.Thread]) -> bool:
         # The first stat of the root goes to the server (GETATTR), so a successful stat
@@ -177,50 +123,7 @@ class DevFuseTransport(Transport):
     def _worker(self, fd: int, codec: Codec) -> None:
         name_os_thread()
         try:
-            self._loop(fd, codec)
+            fusedev.serve_requests(fd, codec)
         except BaseException as e:  # report, and take the mount down so serve() returns
             self._failure = e
             self._unmount_ours()
-
-    @staticmethod
-    def _loop(fd: int, codec: Codec) -> None:
-        inmv = memoryview(bytearray(_IN_BUFFER))
-        outmv = memoryview(bytearray(_OUT_BUFFER))
-        out = outmv[abi.OUT_HEADER.size :]
-        header_size = abi.OUT_HEADER.size
-        # FileIO.readinto is read(2) into our buffer with the GIL released, and cheaper
-        # per call than os.readv; closefd=False leaves the fd to serve().
-        readinto = io.FileIO(fd, "rb", closefd=False).readinto
-        write = os.write
-        split = codec.split
-        handle = codec.handle
-        pack_header = abi.OUT_HEADER.pack_into
-        reply, reply_len = outmv[:header_size], header_size
-        while True:
-            try:
-                n = readinto(inmv)
-            except OSError as e:
-                if e.errno in _RETRY:
-                    continue
-                if e.errno in _GONE:
-                    return
-                raise
-            hdr, op_in, payload = split(inmv, n)
-            result = handle(hdr, op_in, payload, out)
-            if result is None:
-                continue
-            if result < 0:
-                pack_header(outmv, 0, header_size, result, codec.last_unique)
-                length = header_size
-            else:
-                length = header_size + result
-                pack_header(outmv, 0, length, 0, codec.last_unique)
-            if length != reply_len:  # fixed-size workloads reuse one view
-                reply, reply_len = outmv[:length], length
-            try:
-                write(fd, reply)
-            except OSError as e:
-                if e.errno in _GONE:
-                    return
-                if e.errno not in _RETRY:
-                    raise

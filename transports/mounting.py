@@ -113,6 +113,25 @@ def unmount_if_mounted(path: str) -> bool:
     return did
 
 
+def unmount_connection(path: str | None, minor: int | None) -> None:
+    """Lazily unmount `path` while it is our connection's mount (fuse minor `minor`).
+
+    Never someone else's: a later server may already have mounted on the same path.
+    """
+    if path is None:
+        return
+    for _ in range(8):
+        entry = find_mount(path)
+        if entry is None or not entry.fstype.startswith("fuse"):
+            return
+        if minor is not None and entry.minor != minor:
+            return
+        try:
+            unmount(path, lazy=True)
+        except OSError:
+            return
+
+
 def prepare_mountpoint(path: str, log=print) -> str:
     """Return the absolute mountpoint, a regular file, free to mount on.
 

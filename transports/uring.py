@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from transports import abi, mounting
+from transports import abi, fusedev, mounting
 from transports.base import (
     Option,
     Transport,
@@ -68,11 +68,7 @@ from transports.uring_ring import (
     possible_cpus,
 )
 
-MAX_WRITE = 1 << 20
-_DEVFUSE_IN = MAX_WRITE + 4096  # header + write_in + the largest write, rounded up a page
-_DEVFUSE_OUT = abi.OUT_HEADER.size + MAX_WRITE + 4096
-_GONE = (errno.ENODEV, errno.ECONNABORTED)
-_RETRY = (errno.EINTR, errno.EAGAIN, errno.ENOENT)  # ENOENT: the request was interrupted
+MAX_WRITE = fusedev.MAX_WRITE
 # Entry completions that mean the connection is going away, not a bug.
 _TEARDOWN = (-errno.ENOTCONN, -errno.ECONNABORTED, -errno.ECANCELED, -errno.ENODEV)
 _IDX_MASK = (1 << 16) - 1
@@ -344,7 +340,7 @@ class UringTransport(Transport):
     ) -> None:
         codec = self._devfuse_codec
         assert codec is not None
-        if self._stopping or not self._answer_init(fd, codec):
+        if self._stopping or not fusedev.answer_init(fd, codec, _SETUP_TIMEOUT):
             return
         neg = codec.negotiated
         assert neg is not None
@@ -385,34 +381,6 @@ class UringTransport(Transport):
             return
         on_ready()
         self._wait_threads()
-
-    def _answer_init(self, fd: int, codec: Codec) -> bool:
-        """Read and answer FUSE_INIT; False when the connection went away first."""
-        inbuf = memoryview(bytearray(_DEVFUSE_IN))
-        outbuf = memoryview(bytearray(_DEVFUSE_OUT))
-        deadline = time.monotonic() + _SETUP_TIMEOUT
-        while time.monotonic() < deadline:
-            try:
-                n = os.readv(fd, [inbuf])
-            except OSError as e:
-                if e.errno in _RETRY:
-                    continue
-                if e.errno in _GONE:
-                    return False
-                raise
-            hdr, op_in, payload = codec.split(inbuf, n)
-            result = codec.handle(hdr, op_in, payload, outbuf[abi.OUT_HEADER.size :])
-            if result is None:
-                continue
-            length = max(result, 0)
-            codec.pack_out_header(outbuf, codec.last_unique, min(result, 0), length)
-            if not _send(fd, outbuf[: abi.OUT_HEADER.size + length]):
-                return False
-            if codec.last_opcode == abi.INIT:
-                if codec.negotiated is None:
-                    raise UringError(f"the kernel's FUSE_INIT was refused ({result})")
-                return True
-        raise UringError(f"no FUSE_INIT within {_SETUP_TIMEOUT}s")
 
     def _answering(self, mountpoint: str) -> bool:
         # statfs always reaches the server; from this thread it lands on this CPU's queue.
@@ -508,7 +476,7 @@ class UringTransport(Transport):
     def _devfuse_worker(self, fd: int, codec: Codec) -> None:
         name_os_thread()
         try:
-            _devfuse_loop(fd, codec)
+            fusedev.serve_requests(fd, codec)
         except BaseException as e:
             self._devfuse_failure = e
             self._unmount_ours()
@@ -591,21 +559,9 @@ class UringTransport(Transport):
                     pass
 
     def _unmount_ours(self) -> None:
-        """Lazily unmount our connection's mount; never someone else's on the same path."""
         with self._lock:
             path, minor = self._mountpoint, self._conn_minor
-        if path is None:
-            return
-        for _ in range(8):
-            entry = mounting.find_mount(path)
-            if entry is None or not entry.fstype.startswith("fuse"):
-                return
-            if minor is not None and entry.minor != minor:
-                return
-            try:
-                mounting.unmount(path, lazy=True)
-            except OSError:
-                return
+        mounting.unmount_connection(path, minor)
 
 
 def _read_int(path: str) -> int | None:
@@ -614,41 +570,3 @@ def _read_int(path: str) -> int | None:
             return int(f.read().strip())
     except (OSError, ValueError):
         return None
-
-
-def _send(fd: int, data: memoryview) -> bool:
-    try:
-        os.write(fd, data)
-    except OSError as e:
-        if e.errno in _GONE:
-            return False
-        if e.errno not in _RETRY:
-            raise
-    return True
-
-
-def _devfuse_loop(fd: int, codec: Codec) -> None:
-    """The /dev/fuse side: requests before the ring is ready, interrupts, forgets."""
-    inmv = memoryview(bytearray(_DEVFUSE_IN))
-    bufs = [inmv]
-    outmv = memoryview(bytearray(_DEVFUSE_OUT))
-    out = outmv[abi.OUT_HEADER.size :]
-    header = abi.OUT_HEADER.size
-    pack = abi.OUT_HEADER.pack_into
-    while True:
-        try:
-            n = os.readv(fd, bufs)
-        except OSError as e:
-            if e.errno in _RETRY:
-                continue
-            if e.errno in _GONE:
-                return
-            raise
-        hdr, op_in, payload = codec.split(inmv, n)
-        result = codec.handle(hdr, op_in, payload, out)
-        if result is None:
-            continue
-        length = max(result, 0)
-        pack(outmv, 0, header + length, min(result, 0), codec.last_unique)
-        if not _send(fd, outmv[: header + length]):
-            return
