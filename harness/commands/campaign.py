@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 from harness import fio
 from harness.campaign import (
@@ -18,9 +16,9 @@ from harness.campaign import (
     load_suite,
     plan,
 )
-from harness.commands.run import DEFAULT_OUT, overrides
+from harness.commands.run import DEFAULT_OUT, interrupt_on_termination, overrides, run_options
 from harness.commands.serve import add_export_arguments, parse_cpu_list
-from harness.runner import RunOptions, preflight_backing
+from harness.runner import preflight_backing
 from harness.scenarios import ScenarioError
 from transports.backing import BackingError
 from transports.base import SpecError, TransportSpec, TransportUnavailable, parse_spec
@@ -44,23 +42,52 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def add_campaign_arguments(p: argparse.ArgumentParser, with_targets: bool = True) -> None:
     if with_targets:
-        p.add_argument("targets", nargs="+", metavar="SUITE|SCENARIO",
-                       help="a suite name, or scenario files / names")
-    p.add_argument("--transport", "-t", action="append", metavar="SPEC",
-                   help="transport spec (repeatable); default: every available one of "
-                   + ", ".join(DEFAULT_TRANSPORTS))
-    p.add_argument("--reps", type=int, help="measured repetitions per point and transport "
-                   "(default: the suite's, else 3)")
-    p.add_argument("--warmup", type=int, default=1,
-                   help="warmup runs per point and transport, kept but flagged (default: 1)")
+        p.add_argument(
+            "targets",
+            nargs="+",
+            metavar="SUITE|SCENARIO",
+            help="a suite name, or scenario files / names",
+        )
+    p.add_argument(
+        "--transport",
+        "-t",
+        action="append",
+        metavar="SPEC",
+        help="transport spec (repeatable); default: every available one of "
+        + ", ".join(DEFAULT_TRANSPORTS),
+    )
+    p.add_argument(
+        "--reps",
+        type=int,
+        help="measured repetitions per point and transport (default: the suite's, else 3)",
+    )
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=1,
+        help="warmup runs per point and transport, kept but flagged (default: 1)",
+    )
     add_export_arguments(p)
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                   help="parent directory of the campaign directory (default: %(default)s)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help="parent directory of the campaign directory (default: %(default)s)",
+    )
     p.add_argument("--id", dest="campaign_id", help="campaign id (default: LABEL-DATE-TIME)")
-    p.add_argument("--runtime", type=int, metavar="SECONDS",
-                   help="override every scenario's runtime (default: the suite's, if any)")
-    p.add_argument("--fio", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one fio option in every scenario (repeatable)")
+    p.add_argument(
+        "--runtime",
+        type=int,
+        metavar="SECONDS",
+        help="override every scenario's runtime (default: the suite's, if any)",
+    )
+    p.add_argument(
+        "--fio",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one fio option in every scenario (repeatable)",
+    )
     p.add_argument("--server-cpus", help="CPU list for the server processes, e.g. 1")
     p.add_argument("--fio-cpus", help="CPU list for fio (its cpus_allowed), e.g. 0")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -82,10 +109,6 @@ def available_transports(log=print) -> list[TransportSpec]:
             continue
         specs.append(spec)
     return specs
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def build(args: argparse.Namespace) -> Campaign:
@@ -115,17 +138,7 @@ def build(args: argparse.Namespace) -> Campaign:
     for cpus in (args.server_cpus, args.fio_cpus):
         if cpus:
             parse_cpu_list(cpus)
-    options = RunOptions(
-        transport=specs[0],
-        out=args.out,
-        backing=args.backing,
-        size=args.size,
-        read_only=args.read_only,
-        growable=args.growable,
-        cache=args.cache,
-        attr_timeout=args.attr_timeout,
-        server_cpus=args.server_cpus,
-    )
+    options = run_options(args, specs[0], server_cpus=args.server_cpus)
     preflight_backing(options)
     label = suite.name if suite else "-".join(s.name for s in scenarios[:2])
     cid = args.campaign_id or campaign_id(label)
@@ -152,19 +165,26 @@ def run_campaign_error(e: Exception) -> int:
 
 
 def execute(campaign: Campaign, progress: bool) -> int:
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _interrupt)
-    print(f"ringside: campaign {campaign.id}: {len(campaign.runs)} runs into "
-          f"{campaign.directory}", file=sys.stderr)
+    interrupt_on_termination()
+    print(
+        f"ringside: campaign {campaign.id}: {len(campaign.runs)} runs into {campaign.directory}",
+        file=sys.stderr,
+    )
     try:
         manifest = campaign.execute(progress=progress)
     except KeyboardInterrupt:
         done = sum(1 for p in campaign.directory.glob("*.json") if p.name != "campaign.json")
-        print(f"ringside: campaign interrupted; {done} finished runs kept in "
-              f"{campaign.directory} (see campaign.json)", file=sys.stderr)
+        print(
+            f"ringside: campaign interrupted; {done} finished runs kept in "
+            f"{campaign.directory} (see campaign.json)",
+            file=sys.stderr,
+        )
         return 130
     counts = {s: sum(r["status"] == s for r in manifest["runs"]) for s in ("done", "failed")}
-    print(f"ringside: campaign {campaign.id} {manifest['status']}: {counts['done']} runs "
-          f"done, {counts['failed']} failed", file=sys.stderr)
+    print(
+        f"ringside: campaign {campaign.id} {manifest['status']}: {counts['done']} runs "
+        f"done, {counts['failed']} failed",
+        file=sys.stderr,
+    )
     print(campaign.directory)
     return 0 if manifest["status"] == "done" else 1

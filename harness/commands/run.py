@@ -17,7 +17,7 @@ from harness.commands.serve import add_export_arguments
 from harness.runner import CheckError, RunError, RunOptions, options_for, run_point
 from harness.scenarios import ScenarioError, check_fio_option, load_scenario
 from transports.backing import BackingError
-from transports.base import SpecError, TransportUnavailable, parse_spec
+from transports.base import SpecError, TransportSpec, TransportUnavailable, parse_spec
 from transports.mounting import MountError
 
 DEFAULT_OUT = Path("results")
@@ -57,6 +57,28 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="seconds to wait for the server's mount (default: %(default)s)",
     )
     p.set_defaults(func=run_run)
+
+
+def run_options(args: argparse.Namespace, spec: TransportSpec, **more: Any) -> RunOptions:
+    """RunOptions from the export arguments every measuring command takes."""
+    return RunOptions(
+        transport=spec,
+        out=args.out,
+        backing=args.backing,
+        size=args.size,
+        read_only=args.read_only,
+        growable=args.growable,
+        cache=args.cache,
+        attr_timeout=args.attr_timeout,
+        **more,
+    )
+
+
+def interrupt_on_termination() -> None:
+    """SIGTERM/SIGHUP (a CI timeout, a closed terminal) unwind like Ctrl-C, so the
+    runner's cleanup stops the server and unmounts."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -102,22 +124,8 @@ def run_run(args: argparse.Namespace) -> int:
         return _fail(str(e), 2)
     except (TransportUnavailable, fio.FioError) as e:
         return _fail(str(e), 1)
-    opts = RunOptions(
-        transport=spec,
-        out=args.out,
-        backing=args.backing,
-        size=args.size,
-        read_only=args.read_only,
-        growable=args.growable,
-        cache=args.cache,
-        attr_timeout=args.attr_timeout,
-        mountpoint=args.mountpoint,
-        ready_timeout=args.ready_timeout,
-    )
-    # SIGTERM/SIGHUP (a CI timeout, a closed terminal) unwind like Ctrl-C, so the runner's
-    # cleanup stops the server and unmounts.
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _interrupt)
+    opts = run_options(args, spec, mountpoint=args.mountpoint, ready_timeout=args.ready_timeout)
+    interrupt_on_termination()
     opts = options_for(scenario, opts)
     meta = {"name": scenario.name, "description": scenario.description, "file": scenario.path}
     for n, point in enumerate(points, 1):
