@@ -9,6 +9,8 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from transports import sysinfo
+
 DEFAULT_DEPTH = 8
 DEFAULT_MAX_WRITE = 1 << 20
 URING_MIN_KERNEL = (6, 14)
@@ -21,14 +23,6 @@ class Capability:
     state: str
     fix: str = ""
     required: bool = True  # the default suite cannot run without it
-
-
-def _read(path: str) -> str | None:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return None
 
 
 def _version(cmd: list[str]) -> str | None:
@@ -81,7 +75,7 @@ def _kernel_version() -> tuple[int, int]:
 
 
 def check_enable_uring() -> Capability:
-    state = _read("/sys/module/fuse/parameters/enable_uring")
+    state = sysinfo.enable_uring()
     if state is None:
         k = ".".join(map(str, URING_MIN_KERNEL))
         return Capability(
@@ -101,7 +95,7 @@ def check_enable_uring() -> Capability:
 
 
 def check_io_uring_disabled() -> Capability:
-    value = _read("/proc/sys/kernel/io_uring_disabled")
+    value = sysinfo.read_text(sysinfo.IO_URING_DISABLED)
     if value is None or value == "0":
         return Capability("kernel.io_uring_disabled", True, value or "absent (io_uring allowed)")
     if value == "1" and os.geteuid() == 0:
@@ -132,11 +126,8 @@ def check_fio() -> Capability:
 
 
 def check_cpus() -> Capability:
-    text = _read("/sys/devices/system/cpu/possible") or ""
-    count = 0
-    for part in filter(None, text.split(",")):
-        lo, _, hi = part.partition("-")
-        count += int(hi or lo) - int(lo) + 1
+    text = sysinfo.read_text(sysinfo.POSSIBLE_CPUS) or ""
+    count = len(sysinfo.possible_cpus())
     return Capability(
         "possible CPUs", count > 0, f"{count} ({text}) = io_uring queues", required=False
     )
@@ -144,13 +135,13 @@ def check_cpus() -> Capability:
 
 def check_memlock() -> Capability:
     try:
-        from transports.uring_ring import HEADER_BUFFER, memlock_check, payload_size, possible_cpus
+        from transports.uring_ring import HEADER_BUFFER, memlock_check, payload_size
     except ImportError:
         return Capability(
             "RLIMIT_MEMLOCK", False, "unknown: liburing binding not built", "`make setup`"
         )
     per_entry = HEADER_BUFFER + payload_size(DEFAULT_MAX_WRITE, DEFAULT_MAX_WRITE // 4096)
-    needed = len(possible_cpus()) * DEFAULT_DEPTH * per_entry
+    needed = len(sysinfo.possible_cpus()) * DEFAULT_DEPTH * per_entry
     check = memlock_check(needed)
     limit = "unlimited" if check.limit < 0 else f"{check.limit} bytes"
     state = f"{limit}; uring:buffers=pinned at depth {DEFAULT_DEPTH} locks {needed} bytes"

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from transports.sysinfo import read_text
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 REPO_DIR = Path(__file__).resolve().parent.parent
 
@@ -172,7 +174,7 @@ def _params(directory: str) -> dict[str, str | None]:
         names = sorted(os.listdir(directory))
     except OSError:
         return {}
-    return {name: _param(os.path.join(directory, name)) for name in names}
+    return {name: read_text(os.path.join(directory, name)) for name in names}
 
 
 def _meminfo_kib(field: str) -> int | None:
@@ -193,7 +195,7 @@ def host() -> dict[str, Any]:
         {
             g
             for cpu in range(os.cpu_count() or 0)
-            if (g := _param(f"/sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_governor"))
+            if (g := read_text(f"/sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_governor"))
         }
     )
     fuse_params = _params("/sys/module/fuse/parameters")
@@ -201,17 +203,17 @@ def host() -> dict[str, Any]:
         "hostname": uname.nodename,
         "kernel": uname.release,
         "kernel_version": uname.version,
-        "kernel_cmdline": _param("/proc/cmdline"),
+        "kernel_cmdline": read_text("/proc/cmdline"),
         "machine": uname.machine,
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
-        "cpus_possible": _param("/sys/devices/system/cpu/possible"),
+        "cpus_possible": read_text("/sys/devices/system/cpu/possible"),
         "cpu_governor": ",".join(governors) or None,
         "mem_total_kib": _meminfo_kib("MemTotal"),
         "fuse_enable_uring": fuse_params.get("enable_uring"),
         "fuse_parameters": fuse_params,
         "io_uring_sysctls": {
-            name: _param(f"/proc/sys/kernel/{name}")
+            name: read_text(f"/proc/sys/kernel/{name}")
             for name in ("io_uring_disabled", "io_uring_group")
         },
         "rlimit_memlock": {
@@ -219,13 +221,6 @@ def host() -> dict[str, Any]:
             "hard": None if hard == resource.RLIM_INFINITY else hard,
         },
     }
-
-
-def _param(path: str) -> str | None:
-    try:
-        return _read(path).strip()
-    except OSError:
-        return None
 
 
 def libfuse_version() -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -71,6 +72,8 @@ def test_interrupted_campaign_keeps_finished_runs_and_leaves_nothing(tmp_path):
          "--reps", "20", "--warmup", "0", "--runtime", "1", "--backing", "memory:64M",
          "--out", str(tmp_path), "--id", "cut", "--no-progress"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # Run directories (and so mountpoints) below tmp_path: what is left is ours alone.
+        env=dict(os.environ, TMPDIR=str(tmp_path)),
     )
     directory = tmp_path / "cut"
     try:
@@ -94,8 +97,8 @@ def test_interrupted_campaign_keeps_finished_runs_and_leaves_nothing(tmp_path):
     assert done >= 2
     assert statuses.count("interrupted") <= 1
     assert len(load(directory)) == done
-    assert not [m for m in mounting.fuse_mounts() if "ringside-run-" in m.path]
-    leftover = subprocess.run(["pgrep", "-f", "harness serve .*ringside-run-"],
+    assert not [m for m in mounting.fuse_mounts() if m.path.startswith(str(tmp_path))]
+    leftover = subprocess.run(["pgrep", "-f", f"harness serve {tmp_path}"],
                               capture_output=True, text=True)
     assert leftover.stdout.strip() == ""
 

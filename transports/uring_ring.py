@@ -15,6 +15,12 @@ import threading
 from dataclasses import dataclass
 
 from transports._uring_cffi import ffi, lib
+from transports.sysinfo import (  # noqa: F401  (re-exported for the transport)
+    enable_uring,
+    io_uring_disabled,
+    parse_cpu_list,
+    possible_cpus,
+)
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 # One page per header: >= the 288-byte fuse_uring_req_header, and page aligned, which
@@ -22,10 +28,7 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 HEADER_BUFFER = max(PAGE_SIZE, lib.RS_HEADER_SIZE)
 MIN_PAYLOAD = 8192  # FUSE_MIN_READ_BUFFER: the kernel's floor for the payload buffer
 
-ENABLE_URING = "/sys/module/fuse/parameters/enable_uring"
-IO_URING_DISABLED = "/proc/sys/kernel/io_uring_disabled"
 IO_URING_GROUP = "/proc/sys/kernel/io_uring_group"
-POSSIBLE_CPUS = "/sys/devices/system/cpu/possible"
 CAP_IPC_LOCK = 14
 CAP_SYS_ADMIN = 21
 
@@ -33,45 +36,6 @@ PINNING_USERSPACE = (
     "user-space mlock (kernel 6.18 has no kernel-side long-term pinning of FUSE ring buffers)"
 )
 PINNING_NONE = "none (buffers=mapped: ordinary pageable allocations)"
-
-
-def _read(path: str) -> str | None:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
-
-def enable_uring() -> str | None:
-    """The fuse module's enable_uring parameter ("Y"/"N"), None if it has none."""
-    return _read(ENABLE_URING)
-
-
-def io_uring_disabled() -> int:
-    """kernel.io_uring_disabled: 0 all may use io_uring, 1 restricted, 2 nobody."""
-    raw = _read(IO_URING_DISABLED)
-    return int(raw) if raw and raw.isdigit() else 0
-
-
-def parse_cpu_list(text: str) -> list[int]:
-    """Parse a sysfs CPU list such as "0-3,8,10-11"."""
-    cpus: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        lo, _, hi = part.partition("-")
-        cpus.extend(range(int(lo), int(hi or lo) + 1))
-    return cpus
-
-
-def possible_cpus() -> list[int]:
-    """The kernel makes one FUSE ring queue per possible CPU, indexed by CPU number."""
-    raw = _read(POSSIBLE_CPUS)
-    if raw:
-        return parse_cpu_list(raw)
-    return list(range(os.cpu_count() or 1))
 
 
 def _status_field(name: str) -> str | None:

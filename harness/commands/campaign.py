@@ -17,9 +17,10 @@ from harness.campaign import (
     plan,
 )
 from harness.commands.run import DEFAULT_OUT, interrupt_on_termination, overrides, run_options
-from harness.commands.serve import add_export_arguments, parse_cpu_list
+from harness.commands.serve import add_export_arguments
 from harness.runner import preflight_backing
 from harness.scenarios import ScenarioError
+from transports import sysinfo
 from transports.backing import BackingError
 from transports.base import SpecError, TransportSpec, TransportUnavailable, parse_spec
 
@@ -137,7 +138,7 @@ def build(args: argparse.Namespace) -> Campaign:
     fio.fio_path()
     for cpus in (args.server_cpus, args.fio_cpus):
         if cpus:
-            parse_cpu_list(cpus)
+            sysinfo.parse_cpu_list(cpus)
     options = run_options(args, specs[0], server_cpus=args.server_cpus)
     preflight_backing(options)
     label = suite.name if suite else "-".join(s.name for s in scenarios[:2])

@@ -9,7 +9,7 @@ import signal
 import sys
 from typing import Any
 
-from transports import mounting
+from transports import mounting, sysinfo
 from transports.backing import BackingError, parse_backing, parse_size
 from transports.base import SpecError, TransportUnavailable, parse_spec
 from transports.export import Export, ExportOptions
@@ -86,7 +86,7 @@ def export_options(args: argparse.Namespace) -> ExportOptions:
 def run_serve(args: argparse.Namespace) -> int:
     try:
         if args.cpus:
-            os.sched_setaffinity(0, parse_cpu_list(args.cpus))
+            os.sched_setaffinity(0, sysinfo.parse_cpu_list(args.cpus))
         spec = parse_spec(args.transport)
         size = parse_size(args.size) if args.size else None
         backing = parse_backing(args.backing, size)
@@ -136,18 +136,6 @@ def run_serve(args: argparse.Namespace) -> int:
     if code == 0:
         print(f"ringside: stopped; {mountpoint} is unmounted", flush=True)
     return code
-
-
-def parse_cpu_list(text: str) -> set[int]:
-    """`0-2,5` -> {0, 1, 2, 5}, as in /sys/devices/system/cpu/possible and taskset -c."""
-    cpus: set[int] = set()
-    try:
-        for part in text.split(","):
-            lo, _, hi = part.strip().partition("-")
-            cpus.update(range(int(lo), int(hi or lo) + 1))
-    except ValueError:
-        raise ValueError(f"bad CPU list {text!r}: use e.g. 1 or 0-1 or 0,2") from None
-    return cpus
 
 
 def _log(message: str) -> None:
