@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,10 @@ LATENCIES = ("clat_ns", "lat_ns")  # completion latency, and total (submission +
 
 class FioError(RuntimeError):
     """fio is missing, failed, or wrote output that cannot be read."""
+
+
+class FioStopped(FioError):
+    """fio was stopped because the run cannot go on; the message says why."""
 
 
 def fio_path() -> str:
@@ -76,25 +81,48 @@ def run_fio(
     output: str,
     timeout: float,
     preexec_fn: Callable[[], None] | None = None,
+    watch: Callable[[], str | None] | None = None,
+    watch_interval: float = 0.5,
 ) -> tuple[dict[str, Any], str]:
-    """Run fio on `jobfile`; return its parsed JSON and anything it printed besides."""
+    """Run fio on `jobfile`; return its parsed JSON and anything it printed besides.
+
+    `watch` is called every `watch_interval` s while fio runs; when it returns a reason,
+    fio is killed and FioStopped raised with that reason. fio is never left running.
+    """
     cmd = [fio_path(), "--output-format=json+", f"--output={output}", jobfile]
+    deadline = time.monotonic() + timeout
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=preexec_fn,
+    )
     try:
-        proc = subprocess.run(
-            cmd,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            preexec_fn=preexec_fn,
-        )
-    except subprocess.TimeoutExpired:
-        raise FioError(f"fio did not finish within {timeout:.0f} s: {' '.join(cmd)}") from None
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                stdout, stderr = proc.communicate(
+                    timeout=max(0.0, min(left, watch_interval) if watch else left)
+                )
+                break
+            except subprocess.TimeoutExpired:
+                if time.monotonic() >= deadline:
+                    raise FioError(
+                        f"fio did not finish within {timeout:.0f} s: {' '.join(cmd)}"
+                    ) from None
+                reason = watch() if watch else None
+                if reason:
+                    raise FioStopped(reason) from None
+    finally:
+        if proc.returncode is None:  # stopped, timed out or interrupted: fio goes too
+            proc.kill()
+            proc.communicate()
     text = ""
     if os.path.exists(output):
         with open(output) as f:
             text = f.read()
-    messages = (proc.stderr + proc.stdout).strip()
+    messages = (stderr + stdout).strip()
     if proc.returncode != 0:
         raise FioError(
             f"fio failed with exit code {proc.returncode}: {' '.join(cmd)}\n"

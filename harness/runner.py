@@ -31,9 +31,10 @@ from harness.results import result_stem, unique_stem, write_result
 from harness.scenarios import Scenario, ScenarioPoint
 from transports.backing import open_backing, parse_backing, parse_size
 from transports.base import TransportSpec
-from transports.mounting import find_mount, prepare_mountpoint, unmount_if_mounted
+from transports.mounting import find_mount, is_stale, prepare_mountpoint, unmount_if_mounted
 
 READY_PREFIX = "ringside: ready"
+EXIT_GRACE_S = 2.0  # after fio lost the export: how long a server may take to exit
 PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 RING_MIN_SHARE = 0.99
@@ -350,6 +351,52 @@ def _now() -> datetime:
     return datetime.now().astimezone()
 
 
+def exit_text(code: int | None) -> str:
+    if code is not None and code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
+
+
+def _mount_gone(mountpoint: str, mount_id: int) -> str | None:
+    entry = find_mount(mountpoint)
+    if entry is None or entry.mount_id != mount_id:
+        return (
+            f"the mount on {mountpoint} was removed during the run (unmounted from outside, "
+            "e.g. by `umount` or `fusermount3 -u`): the run is void"
+        )
+    return None
+
+
+def export_lost(server: Server, mountpoint: str, mount_id: int) -> str | None:
+    """Why fio lost the export, when it did: the server ended, or the mount went or died.
+
+    None while the server runs and its mount answers: fio failed for its own reasons.
+    """
+    if not server.exited():
+        gone = _mount_gone(mountpoint, mount_id)
+        if gone is None and not is_stale(mountpoint):
+            return None
+        # The mount is gone or dead: give a server that is on its way out time to go, so
+        # the message can say how it ended.
+        deadline = time.monotonic() + EXIT_GRACE_S
+        while not server.exited() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not server.exited():
+            return gone or (
+                f"the FUSE connection on {mountpoint} was aborted during the run (e.g. "
+                "through /sys/fs/fuse/connections/N/abort): the mount answers ENOTCONN"
+            )
+    server.stop(0)
+    if server.exit_code == 0:
+        # Nobody asked it to stop: its connection ended under it.
+        return (
+            "the server exited during the run (exit code 0) without being asked to stop: "
+            "its FUSE connection was aborted (e.g. through /sys/fs/fuse/connections) or "
+            "its mount was removed from outside"
+        )
+    return f"the server died during the run ({exit_text(server.exit_code)})"
+
+
 def fio_timeout(point: ScenarioPoint) -> float:
     params = point.fio
     if params.get("time_based") and "runtime" in params:
@@ -383,6 +430,7 @@ def run_point(
         entry = find_mount(mountpoint)
         if entry is None or not entry.fstype.startswith("fuse"):
             raise RunError(f"the server said it was ready but no FUSE mount is on {mountpoint}")
+        mount_id = entry.mount_id
         export_size = os.stat(mountpoint).st_size
         if export_size <= 0:
             raise RunError(f"the export on {mountpoint} has size 0: give a backing with a size")
@@ -398,16 +446,21 @@ def run_point(
                 os.path.join(workdir, "fio.json"),
                 fio_timeout(point),
                 preexec_fn=die_with_parent(),
+                # fio would go on for its whole runtime on a detached mount.
+                watch=lambda: _mount_gone(mountpoint, mount_id),
             )
+        except fio.FioStopped as e:
+            raise RunError(str(e)) from None
         except fio.FioError as e:
-            if server.exited():
-                server.stop(0)
-                raise RunError(
-                    f"the server died during fio (exit code {server.exit_code}):\n"
-                    f"{server.stderr_tail()}\nfio: {e}"
-                ) from None
+            lost = export_lost(server, mountpoint, mount_id)
+            if lost is not None:
+                tail = server.stderr_tail() if server.exited() else ""
+                raise RunError("\n".join(filter(None, [f"{lost}:", tail, f"fio: {e}"]))) from None
             raise
         ctxt1 = metrics.system_ctxt()
+        gone = _mount_gone(mountpoint, mount_id)
+        if gone is not None:  # fio finished before the watch saw it
+            raise RunError(gone)
         try:
             after = metrics.snapshot_many(pids)
         except ProcessLookupError:
@@ -415,7 +468,7 @@ def run_point(
         if after is None or server.exited():
             server.stop(0)
             raise RunError(
-                f"the server exited during the run (exit code {server.exit_code}):\n"
+                f"the server exited during the run ({exit_text(server.exit_code)}):\n"
                 + server.stderr_tail()
             )
         summary = fio.summarize(raw)
