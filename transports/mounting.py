@@ -157,9 +157,17 @@ def prepare_mountpoint(path: str, log=print) -> str:
             raise MountError(
                 f"cannot create mountpoint {path}: directory {parent} does not exist"
             ) from None
-        fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            raise MountError(
+                f"cannot create mountpoint {path}: {e.strerror}; name a file in a directory "
+                "you can write"
+            ) from None
         os.close(fd)
         return path
+    except OSError as e:
+        raise MountError(f"cannot use mountpoint {path}: {e.strerror}") from None
     if stat.S_ISDIR(st.st_mode):
         raise MountError(
             f"mountpoint {path} is a directory: Ringside exports one image as a regular file "
@@ -231,7 +239,7 @@ def _mount_with_fusermount(mountpoint: str, rootmode: int, max_read: int, subtyp
         if proc.returncode != 0:
             raise MountError(
                 f"fusermount3 could not mount {mountpoint}: {proc.stderr.strip()} "
-                "(an unprivileged mount needs a file you own and /dev/fuse readable by you)"
+                "(a user mounts through fusermount3, on a file it owns and can write)"
             )
         _, fds, _, _ = socket.recv_fds(ours, 1, 1)
         if not fds:
