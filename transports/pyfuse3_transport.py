@@ -144,7 +144,16 @@ class Pyfuse3Transport(Transport):
         self._mountpoint = mountpoint
         options = set(pyfuse3.default_options)
         options |= {"fsname=ringside", "subtype=ringside"}
-        pyfuse3.init(self._ops, mountpoint, options)
+        try:
+            pyfuse3.init(self._ops, mountpoint, options)
+        except RuntimeError as e:
+            # libfuse has already printed the reason it got (fusermount3's, as a user).
+            fix = "" if os.geteuid() == 0 else (
+                ": a user mounts through fusermount3, on a file it owns and can write"
+            )
+            raise mounting.MountError(
+                f"libfuse could not mount {mountpoint} ({e}; the reason is above){fix}"
+            ) from None
         try:
             trio.run(self._main, on_ready)
         finally:
