@@ -1,0 +1,377 @@
+"""`ringside serve` and `ringside run` as a user without privileges, through fusermount3.
+
+The test creates a user (removed afterwards) and runs the harness as it (setpriv: its
+uid and gid, no capabilities) with the venv's python. Every transport mounts through
+fusermount3 (setuid) there; FUSE-over-io_uring needs no privilege beyond an io_uring
+the sysctl allows. What the kernel refuses a user
+for a good reason (locking more memory than RLIMIT_MEMLOCK, mounting on a file it
+cannot write, a backing it cannot open) must fail with a message naming cause and fix.
+A FUSE mount without allow_other is only reachable by its owner, so the I/O runs as the
+user too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from test_faults import (
+    FUSECTL,
+    assert_nothing_left,
+    fusectl,  # noqa: F401 (a fixture, used by name)
+    kill_leftovers,
+    serve_processes,
+    wait_for,
+)
+from test_run import processes_mentioning
+
+from conftest import ON_CI, PEER_TRANSPORTS, READY_PREFIX, REPO, SERVED_TRANSPORTS, require
+from transports import mounting
+from transports.uring_ring import HEADER_BUFFER, payload_size, possible_cpus
+
+USER_PATH = "/usr/local/bin:/usr/bin:/bin"
+MEMLOCK_DEFAULT = 8 << 20  # Linux's default RLIMIT_MEMLOCK since 5.16
+# Pinned at the default depth needs more than that; depth=1 fits, so pinned still runs.
+USER_TRANSPORTS = [
+    t for t in SERVED_TRANSPORTS if t != "uring:buffers=pinned"
+] + ["uring:buffers=pinned,depth=1"] + PEER_TRANSPORTS
+
+
+@dataclass
+class User:
+    name: str
+    uid: int
+    gid: int
+    home: Path  # a directory of its own, outside pytest's (root-only) temp dir
+
+    def command(self, *argv: str) -> list[str]:
+        # Every step execs (none forks, unlike runuser), so a signal to the child reaches
+        # the harness itself. The memlock limit is the one a fresh login gets, set while
+        # still root so it may exceed the test runner's own hard limit.
+        return [
+            "prlimit", f"--memlock={MEMLOCK_DEFAULT}:{MEMLOCK_DEFAULT}",
+            "setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups",
+            "env", "-i", f"HOME={self.home}", f"TMPDIR={self.home}", "LANG=C.UTF-8",
+            f"USER={self.name}", f"PATH={USER_PATH}",
+            *argv,
+        ]
+
+    def run(self, *argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run(self.command(*argv), cwd=REPO, capture_output=True,
+                              text=True, timeout=timeout)
+
+    def ringside(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return self.run(sys.executable, "-m", "harness", *args, timeout=timeout)
+
+    def processes(self) -> list[int]:
+        pids = []
+        for entry in os.listdir("/proc"):
+            try:
+                if entry.isdigit() and os.stat(f"/proc/{entry}").st_uid == self.uid:
+                    pids.append(int(entry))
+            except OSError:
+                continue
+        return pids
+
+
+def _grant_traversal(paths: list[Path]) -> list[tuple[Path, int]]:
+    """Let others search every directory above `paths` (e.g. a python under /root);
+    returns the (directory, old mode) pairs to restore."""
+    changed = []
+    for path in paths:
+        for parent in [path, *path.parents]:
+            if not parent.is_dir():
+                continue
+            mode = parent.stat().st_mode
+            if not mode & stat.S_IXOTH and (parent, mode) not in changed:
+                os.chmod(parent, stat.S_IMODE(mode) | stat.S_IXOTH)
+                changed.append((parent, mode))
+    return changed
+
+
+def _cleanup_user(user: User) -> None:
+    for pid in user.processes():
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for m in mounting.fuse_mounts():
+        if m.path.startswith(str(user.home)):
+            subprocess.run(["fusermount3", "-u", "-z", m.path], capture_output=True)
+            mounting.unmount_if_mounted(m.path)
+
+
+@pytest.fixture(scope="module")
+def user() -> Iterator[User]:
+    if os.geteuid() != 0:
+        if ON_CI:
+            pytest.fail("CI runs as root: the unprivileged tests must create their user")
+        pytest.skip("creating a test user needs root")
+    for tool in ("useradd", "userdel", "setpriv", "prlimit", "fusermount3"):
+        if shutil.which(tool) is None:
+            require(f"{tool} is missing")
+    name = f"rs{os.getpid() % 100000}u"
+    subprocess.run(["useradd", "-M", "-U", "-s", "/usr/sbin/nologin", name], check=True)
+    entry = pwd.getpwnam(name)
+    home = Path(tempfile.mkdtemp(prefix="ringside-unpriv-"))
+    os.chown(home, entry.pw_uid, entry.pw_gid)
+    restore = _grant_traversal([Path(sys.executable).resolve(), Path(sys.executable), REPO,
+                                home])
+    u = User(name, entry.pw_uid, entry.pw_gid, home)
+    try:
+        probe = u.run(sys.executable, "-c", "import harness.cli, transports.uring, pyfuse3")
+        if probe.returncode != 0:
+            pytest.fail(f"user {name} cannot run the harness: {probe.stderr.strip()}")
+        yield u
+    finally:
+        _cleanup_user(u)
+        for path, mode in reversed(restore):
+            os.chmod(path, stat.S_IMODE(mode))
+        subprocess.run(["userdel", name], check=False, capture_output=True)
+        subprocess.run(["groupdel", name], check=False, capture_output=True)
+        shutil.rmtree(home, ignore_errors=True)
+    left = [m.path for m in mounting.fuse_mounts() if m.path.startswith(str(home))]
+    assert not left, f"the user's mounts were left: {left}"
+
+
+@pytest.fixture
+def userdir(user: User, request) -> Iterator[Path]:
+    """A fresh directory of the user's for one test; nothing of it may stay mounted."""
+    path = user.home / request.node.name.replace("/", "_").replace(":", "_")[:80]
+    path.mkdir()
+    os.chown(path, user.uid, user.gid)
+    yield path
+    left = [m.path for m in mounting.fuse_mounts() if m.path.startswith(str(path))]
+    _cleanup_user(user)
+    assert not left, f"left mounted: {left}"
+
+
+@pytest.fixture(params=USER_TRANSPORTS)
+def user_transport(request) -> str:
+    return request.param
+
+
+def _serve(user: User, mountpoint: Path, spec: str, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        user.command(sys.executable, "-m", "harness", "serve", str(mountpoint), "-t", spec,
+                     *extra),
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def _wait_ready(proc: subprocess.Popen, timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    lines = []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if line.startswith(READY_PREFIX):
+            return "".join(lines)
+    proc.kill()
+    out = "".join(lines) + proc.communicate()[0]
+    pytest.fail(f"not ready as a user:\n{out}")
+
+
+def test_serve_as_a_user(user, userdir, user_transport):
+    mountpoint, stats = userdir / "disk.img", userdir / "stats.json"
+    proc = _serve(user, mountpoint, user_transport, "--backing", "memory:32M",
+                  "--stats-out", str(stats))
+    try:
+        _wait_ready(proc)
+        entry = mounting.find_mount(str(mountpoint))
+        assert entry is not None and entry.fstype.startswith("fuse")
+        # fio as the user: the mount is its own (no allow_other), as a real user's is.
+        # One I/O at a time: concurrency is test_integrity's, where qsd's bug is recorded.
+        fio = user.run("fio", "--name=u", f"--filename={mountpoint}", "--rw=randwrite",
+                       "--bs=4k", "--size=8M", "--direct=1", "--ioengine=psync",
+                       "--verify=crc32c", "--do_verify=1", "--verify_fatal=1",
+                       "--verify_state_save=0", "--output-format=json")
+        assert fio.returncode == 0, fio.stdout[-2000:] + fio.stderr
+        job = json.loads(fio.stdout[fio.stdout.index("{"):])["jobs"][0]
+        assert job["error"] == 0 and job["read"]["io_bytes"] == 8 << 20
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, out
+    assert mounting.find_mount(str(mountpoint)) is None
+    data = json.loads(stats.read_text())
+    if user_transport not in PEER_TRANSPORTS:
+        assert data["requests"] > 0
+    if user_transport.startswith("uring"):
+        # The ring itself, not a fallback to /dev/fuse.
+        assert data["requests_ring"] > 0.9 * data["requests"], data
+        if "pinned" in user_transport:
+            assert data["locked_bytes"] >= data["memlock"]["needed_bytes"] > 0
+
+
+def test_run_as_a_user(user, userdir, user_transport):
+    out = userdir / "results"
+    proc = user.ringside("run", "randread-4k-qd1", "-t", user_transport, "--runtime", "1",
+                         "--backing", "memory:64M", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    (result,) = out.glob("*.json")
+    assert result.stat().st_uid == user.uid
+    data = json.loads(result.read_text())
+    assert data["summary"]["total_ios"] > 0
+    assert all(c["ok"] for c in data["checks"])  # ring share, and the lock for pinned
+    assert not [m for m in mounting.fuse_mounts() if m.path.startswith(str(user.home))]
+    assert not [p for p in user.processes() if p], "the run left a process of the user's"
+
+
+def _pinned_needs(depth: int = 8) -> int:
+    from transports.fusedev import MAX_WRITE
+
+    page = os.sysconf("SC_PAGE_SIZE")
+    return len(possible_cpus()) * depth * (HEADER_BUFFER + payload_size(MAX_WRITE,
+                                                                        MAX_WRITE // page))
+
+
+@pytest.mark.parametrize("command", ["serve", "run"])
+def test_pinned_under_the_default_memlock_limit_names_the_bytes(user, userdir, command):
+    needed = _pinned_needs()
+    assert needed > MEMLOCK_DEFAULT, "pinned would fit: this test shows nothing here"
+    if command == "serve":
+        proc = user.ringside("serve", str(userdir / "disk.img"), "-t", "uring:buffers=pinned",
+                             "--backing", "memory:16M", timeout=60)
+    else:
+        proc = user.ringside("run", "randread-4k-qd1", "-t", "uring:buffers=pinned",
+                             "--runtime", "1", "--backing", "memory:16M", "--out",
+                             str(userdir / "o"), timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    msg = proc.stderr
+    assert f"buffers=pinned needs {needed} bytes of locked memory" in msg
+    assert f"RLIMIT_MEMLOCK is {MEMLOCK_DEFAULT} bytes" in msg
+    assert f"ulimit -l {-(-needed // 1024)}" in msg and "buffers=mapped" in msg
+    assert "Traceback" not in msg
+    assert mounting.find_mount(str(userdir / "disk.img")) is None
+
+
+# -- what a user may not do, and the messages that say so ----------------------------------
+@pytest.mark.parametrize("spec", ["pyfuse3", "devfuse", "uring", "qsd"])
+def test_no_permission_to_mount_on_a_file_of_roots(user, userdir, spec):
+    target = userdir / "roots.img"
+    target.touch(mode=0o644)  # owned by root, only readable by the user
+    proc = user.ringside("serve", str(target), "-t", spec, "--backing", "memory:1M", timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    assert "Permission denied" in proc.stderr  # fusermount3's own reason
+    assert "Traceback" not in proc.stderr
+    if spec != "qsd":  # qsd's message is the daemon's; ours name the fix
+        assert "own" in proc.stderr and "write" in proc.stderr
+    assert mounting.find_mount(str(target)) is None
+
+
+@pytest.mark.parametrize("command", ["serve", "run"])
+def test_mountpoint_in_a_directory_the_user_cannot_write(user, userdir, command):
+    roots = user.home / f"roots-{command}"
+    roots.mkdir(mode=0o755)  # root's, readable by all
+    target = roots / "disk.img"
+    if command == "serve":
+        proc = user.ringside("serve", str(target), "-t", "devfuse", "--backing", "memory:1M")
+    else:
+        proc = user.ringside("run", "randread-4k-qd1", "-t", "devfuse", "--runtime", "1",
+                             "--mountpoint", str(target), "--out", str(userdir / "o"))
+    assert proc.returncode == 2, proc.stderr
+    assert f"cannot create mountpoint {target}: Permission denied" in proc.stderr
+    assert "directory you can write" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_backing_the_user_cannot_open(user, userdir):
+    roots = user.home / "roots-images"
+    roots.mkdir(mode=0o755)
+    image = roots / "image.raw"
+    with open(image, "wb") as f:
+        f.truncate(1 << 20)
+    image.chmod(0o644)  # readable, not writable, by the user
+    mountpoint = userdir / "disk.img"
+    proc = user.ringside("serve", str(mountpoint), "-t", "devfuse", "--backing", f"file:{image}")
+    assert proc.returncode == 2, proc.stderr
+    assert f"cannot open backing file {image}: Permission denied" in proc.stderr
+    assert "--read-only" in proc.stderr  # the fix it names works:
+    served = _serve(user, mountpoint, "devfuse", "--backing", f"file:{image}", "--read-only")
+    try:
+        _wait_ready(served)
+        read = user.run("dd", f"if={mountpoint}", "bs=4096", "count=1", "status=none")
+        assert read.returncode == 0 and len(read.stdout) == 4096
+    finally:
+        served.send_signal(signal.SIGTERM)
+        served.communicate(timeout=30)
+    assert served.returncode == 0
+    image.chmod(0o600)  # not even readable: --read-only cannot help, permissions can
+    proc = user.ringside("serve", str(mountpoint), "-t", "devfuse", "--backing", f"file:{image}",
+                         "--read-only")
+    assert proc.returncode == 2
+    assert "Permission denied" in proc.stderr and "check its permissions" in proc.stderr
+
+
+# -- faults during a user's run ---------------------------------------------------------------
+def _user_kill(user: User, mountpoint: Path) -> None:
+    (pid,) = serve_processes(mountpoint)
+    assert user.run("kill", "-KILL", str(pid)).returncode == 0
+
+
+def _user_abort(user: User, mountpoint: Path) -> None:
+    # fusectl's abort file belongs to the connection's owner: the user may abort its own.
+    entry = mounting.find_mount(str(mountpoint))
+    proc = user.run("sh", "-c", f"echo 1 > {FUSECTL}/{entry.minor}/abort")
+    assert proc.returncode == 0, proc.stderr
+
+
+def _user_unmount(user: User, mountpoint: Path) -> None:
+    proc = user.run("fusermount3", "-u", "-z", str(mountpoint))
+    assert proc.returncode == 0, proc.stderr
+
+
+USER_FAULTS = {
+    "sigkill": (_user_kill, "killed by SIGKILL"),
+    "fusectl-abort": (_user_abort, "aborted"),
+    "fusermount3-unmount": (_user_unmount, "from outside"),
+}
+
+
+@pytest.mark.usefixtures("fusectl")
+@pytest.mark.parametrize("fault", sorted(USER_FAULTS))
+def test_fault_during_a_users_run(user, userdir, user_transport, fault):
+    mountpoint, out = userdir / "disk.img", userdir / "out"
+    jobs = f"{out}/"
+    inject, expected = USER_FAULTS[fault]
+    proc = subprocess.Popen(
+        user.command(sys.executable, "-m", "harness", "run", "randrw-4k-qd16-2jobs", "-t",
+                     user_transport, "--runtime", "30", "--backing", "memory:64M",
+                     "--mountpoint", str(mountpoint), "--out", str(out)),
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        wait_for(lambda: processes_mentioning(jobs), 30, "fio start", proc)
+        time.sleep(0.5)
+        inject(user, mountpoint)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        kill_leftovers(jobs, str(mountpoint))
+    assert proc.returncode == 1, err
+    assert expected in err and "Traceback" not in err, err
+    assert_nothing_left(mountpoint, jobs)
+    again = user.ringside("run", "randread-4k-qd1", "-t", user_transport, "--runtime", "1",
+                          "--backing", "memory:64M", "--mountpoint", str(mountpoint),
+                          "--out", str(out))
+    assert again.returncode == 0, again.stderr
+    assert_nothing_left(mountpoint, jobs)
