@@ -113,6 +113,14 @@ def _cleanup_user(user: User) -> None:
             mounting.unmount_if_mounted(m.path)
 
 
+def _user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
 @pytest.fixture(scope="module")
 def user() -> Iterator[User]:
     if os.geteuid() != 0:
@@ -122,7 +130,8 @@ def user() -> Iterator[User]:
     for tool in ("useradd", "userdel", "setpriv", "prlimit", "fusermount3"):
         if shutil.which(tool) is None:
             require(f"{tool} is missing")
-    name = f"rs{os.getpid() % 100000}u"
+    name = next(n for n in (f"rs{os.getpid() % 100000}u{i}" for i in range(100))
+                if not _user_exists(n))
     subprocess.run(["useradd", "-M", "-U", "-s", "/usr/sbin/nologin", name], check=True)
     entry = pwd.getpwnam(name)
     home = Path(tempfile.mkdtemp(prefix="ringside-unpriv-"))
@@ -323,7 +332,8 @@ def test_backing_the_user_cannot_open(user, userdir):
 # -- faults during a user's run ---------------------------------------------------------------
 def _user_kill(user: User, mountpoint: Path) -> None:
     (pid,) = serve_processes(mountpoint)
-    assert user.run("kill", "-KILL", str(pid)).returncode == 0
+    kill = f"import os, signal; os.kill({pid}, signal.SIGKILL)"
+    assert user.run(sys.executable, "-c", kill).returncode == 0
 
 
 def _user_abort(user: User, mountpoint: Path) -> None:
