@@ -32,6 +32,7 @@ class ThreadStat:
     nonvoluntary: int
     utime_s: float
     stime_s: float
+    migrations: int | None = None  # se.nr_migrations, where the kernel exposes sched stats
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,18 @@ def thread_stat(pid: int, tid: int) -> ThreadStat:
     # The name in field 2 may hold spaces and parentheses: split after the last ')'.
     fields = stat[stat.rindex(")") + 2 :].split()
     utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of stat(5)
-    return ThreadStat(tid, name, vol, nonvol, utime / CLOCK_TICKS, stime / CLOCK_TICKS)
+    return ThreadStat(
+        tid, name, vol, nonvol, utime / CLOCK_TICKS, stime / CLOCK_TICKS, _migrations(base)
+    )
+
+
+def _migrations(base: str) -> int | None:
+    # /proc/.../sched exists with CONFIG_SCHED_DEBUG only: absent means "not measurable".
+    try:
+        m = re.search(r"^se\.nr_migrations\s*:\s*(\d+)", _read(f"{base}/sched"), re.M)
+    except OSError:
+        return None
+    return int(m.group(1)) if m else None
 
 
 def snapshot(pid: int) -> ProcessSnapshot:
@@ -99,6 +111,9 @@ def delta(before: ProcessSnapshot, after: ProcessSnapshot) -> dict[str, Any]:
                 "nonvoluntary": a.nonvoluntary - (b.nonvoluntary if b else 0),
                 "utime_s": round(a.utime_s - (b.utime_s if b else 0.0), 6),
                 "stime_s": round(a.stime_s - (b.stime_s if b else 0.0), 6),
+                "migrations": None
+                if a.migrations is None
+                else a.migrations - ((b.migrations or 0) if b else 0),
                 "new": b is None,
             }
         )
@@ -114,6 +129,9 @@ def delta(before: ProcessSnapshot, after: ProcessSnapshot) -> dict[str, Any]:
         "utime_s": round(utime, 6),
         "stime_s": round(stime, 6),
         "cpu_s": round(utime + stime, 6),
+        "cpu_migrations": None
+        if any(t["migrations"] is None for t in threads)
+        else sum(t["migrations"] for t in threads),
         "threads_exited": len(set(before.threads) - set(after.threads)),
         "threads": threads,
     }

@@ -137,6 +137,7 @@ def rows(data: dict[str, Any], source: str = "") -> list[dict[str, Any]]:
         "server_voluntary_ctxsw": server.get("voluntary_ctxt_switches"),
         "server_nonvoluntary_ctxsw": server.get("nonvoluntary_ctxt_switches"),
         "server_cpu_s": server.get("cpu_s"),
+        "server_cpu_migrations": server.get("cpu_migrations"),
         "server_utime_s": server.get("utime_s"),
         "server_stime_s": server.get("stime_s"),
         "system_ctxsw": data.get("system", {}).get("ctxt_delta"),
