@@ -94,6 +94,14 @@ def _email_value(value: float, metric: str) -> str:
     return compact(value)
 
 
+def _email_small(value: float, width: int = 5) -> str:
+    """A per-I/O figure in `width` characters: 0.00426 becomes 0.004, never wider."""
+    text = sig(value)
+    if len(text) <= width or value is None or math.isnan(value) or abs(value) >= 1:
+        return text
+    return f"{value:.{width - 2}f}"
+
+
 def _email_latency(value: float) -> str:
     return sig(value) if math.isnan(value) or value < 99999.5 else compact(value)
 
@@ -167,7 +175,7 @@ def main_cells(c: Comparison) -> Cells:
             cells.rows.append([
                 f"{point} {direction}" if i == 0 else "", r.label, str(r.n),
                 f"{grouped(r.value)} {UNITS[r.metric]}", sig(r.p50_us), sig(r.p99_us),
-                sig(r.server_ctxsw_per_io), sig(r.server_cpu_us_per_io),
+                _email_small(r.server_ctxsw_per_io), _email_small(r.server_cpu_us_per_io),
                 "—" if r.ratio is None else f"{ratio_text(r.ratio)} {ci_text(r.ratio)}",
                 r.verdict(),
             ])
@@ -308,7 +316,7 @@ def email(c: Comparison) -> str:
             lines.append(_email_line([
                 names[r.transport][:EMAIL_COLUMNS[0]], _email_value(r.value, r.metric),
                 _email_latency(r.p50_us), _email_latency(r.p99_us),
-                sig(r.server_ctxsw_per_io), sig(r.server_cpu_us_per_io),
+                _email_small(r.server_ctxsw_per_io), _email_small(r.server_cpu_us_per_io),
                 r.verdict(), ci_text(r.ratio, sep=","),
             ]))
         lines.append("")
