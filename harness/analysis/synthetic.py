@@ -8,7 +8,6 @@ known throughput factor per transport so a comparison's answer is known in advan
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,22 +15,14 @@ from typing import Any
 import numpy
 
 from harness.results import write_result
+from harness.scenarios import ScenarioPoint
 
 FIO_PERCENTILES = (1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 99, 99.5, 99.9, 99.95, 99.99)
 SUMMARY_PERCENTILES = {50: "p50", 90: "p90", 99: "p99", 99.9: "p99.9"}
 
 
-@dataclass(frozen=True)
-class Point:
-    scenario: str
-    fio: dict[str, Any]
-    sweep: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def label(self) -> str:
-        if not self.sweep:
-            return self.scenario
-        return self.scenario + "@" + ",".join(f"{k}={v}" for k, v in self.sweep.items())
+# Synthetic points are real scenario points, so labels match what the runner writes.
+Point = ScenarioPoint
 
 
 def default_points() -> list[Point]:
