@@ -111,6 +111,7 @@ _REGISTRY: dict[str, str] = {
     "devfuse": "transports.devfuse:DevFuseTransport",
     "uring": "transports.uring:UringTransport",
     "qsd": "transports.qsd:QsdTransport",
+    "external": "transports.external:ExternalTransport",
 }
 
 
@@ -159,7 +160,11 @@ def parse_spec(text: str) -> TransportSpec:
     name, _, rest = text.strip().partition(":")
     cls = transport_class(name)
     settings = {key: opt.default for key, opt in cls.options.items()}
-    if rest:
+    raw_key = getattr(cls, "raw_option", None)
+    if raw_key is not None:
+        # One free-form option takes the whole remainder (a command may hold ',' and '=').
+        settings[raw_key] = cls.options[raw_key].convert(name, raw_key, rest)
+    elif rest:
         for item in rest.split(","):
             key, eq, raw = item.partition("=")
             key = key.strip()

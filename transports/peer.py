@@ -1,0 +1,150 @@
+"""Peer transports: another program serves the image on the mountpoint; we watch it.
+
+The program is started with the image's path, must mount it on the mountpoint within
+the start timeout, and is stopped with SIGTERM (SIGKILL after 10 s) when we are stopped
+or when its mount vanishes: qemu-storage-daemon 7.2, for one, does not exit when its
+mount is removed from outside (it stays, spinning a CPU). It is always reaped before
+serve() returns, and dies with its parent. A memory backing becomes a sparse image on
+tmpfs. Requests never pass through Ringside: peers have no request counters.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from transports import mounting
+from transports.base import Transport, TransportUnavailable
+from transports.export import Export
+
+_POLL_S = 0.1
+_PR_SET_PDEATHSIG = 1
+_START_TIMEOUT_S = 20.0
+
+
+class PeerTransport(Transport):
+    """Base of transports whose serving is done by a program of someone else's."""
+
+    program = "peer"  # for messages
+
+    def __init__(self, settings: dict[str, Any]):
+        super().__init__(settings)
+        self._proc: subprocess.Popen | None = None
+        self._stop = threading.Event()
+        self._mountpoint: str | None = None
+        self._image: str | None = None
+        self._version = ""
+
+    def _image_path(self, export: Export) -> tuple[str, bool]:
+        """The image file the daemon opens, and whether it is ours to delete."""
+        if export.backing.kind == "file":
+            return export.backing.path, False
+        tmpdir = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+        fd, path = tempfile.mkstemp(prefix=f"ringside-{self.name}-", suffix=".img", dir=tmpdir)
+        os.ftruncate(fd, export.size)
+        os.close(fd)
+        return path, True
+
+    def command(self, image: str, mountpoint: str, export: Export) -> list[str]:
+        raise NotImplementedError
+
+    def version(self) -> str:
+        return "unknown"
+
+    def serve(self, export: Export, mountpoint: str, on_ready: Callable[[], None]) -> None:
+        self._mountpoint = mountpoint
+        self._version = self.version()
+        image, ours = self._image_path(export)
+        self._image = image
+        try:
+            self._proc = subprocess.Popen(
+                self.command(image, mountpoint, export),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                preexec_fn=_die_with_parent,
+                start_new_session=True,  # so stopping it reaches anything it started
+            )
+            self._wait_for_mount()
+            if ours:
+                # The daemon holds the image open: unlinking now means a killed run
+                # cannot leave a tmpfs image behind.
+                os.unlink(image)
+                ours = False
+            on_ready()
+            while not self._stop.is_set() and self._proc.poll() is None:
+                if mounting.find_mount(mountpoint) is None:
+                    break  # unmounted from outside: the daemon would not notice
+                self._stop.wait(_POLL_S)
+        finally:
+            self._terminate()
+            mounting.unmount_if_mounted(mountpoint)
+            if ours:
+                os.unlink(image)
+
+    def _wait_for_mount(self) -> None:
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                out = self._proc.stdout.read() if self._proc.stdout else ""
+                raise TransportUnavailable(
+                    f"{self.program} exited with {self._proc.returncode} before mounting "
+                    f"{self._mountpoint}: {out.strip() or '(no output)'}"
+                )
+            if mounting.find_mount(self._mountpoint) is not None:
+                os.stat(self._mountpoint)
+                return
+            time.sleep(_POLL_S / 4)
+        raise TransportUnavailable(
+            f"{self.program} did not mount {self._mountpoint} within {_START_TIMEOUT_S:.0f} s"
+        )
+
+    def _terminate(self) -> None:
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return
+        _signal_group(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            _signal_group(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def server_pids(self) -> list[int]:
+        if self._proc is not None and self._proc.poll() is None:
+            return [self._proc.pid]
+        return []
+
+    def statistics(self) -> dict[str, Any]:
+        return {
+            "transport": self.name,
+            "settings": dict(self.settings),
+            "requests": None,  # counted by nobody: the daemon keeps no request counters
+            "version": self._version,
+            "image": self._image,
+            "exit_code": self._proc.returncode if self._proc else None,
+        }
+
+
+def _die_with_parent() -> None:
+    # A SIGKILLed `ringside serve` must not leave the daemon (and its mount) behind.
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
