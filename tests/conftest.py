@@ -106,6 +106,20 @@ def serve_command(spec: str, path: Path, backing: str, *extra: str) -> list[str]
     ]
 
 
+def read_until_ready(proc: subprocess.Popen, timeout: float) -> tuple[str | None, list[str]]:
+    """Read a serving child's output up to its ready line: (that line or None, all lines)."""
+    deadline = time.monotonic() + timeout
+    lines: list[str] = []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if line.startswith(READY_PREFIX):
+            return line, lines
+    return None, lines
+
+
 @contextmanager
 def served(
     spec: str, path: Path, backing: str = "memory:64M", *extra: str, timeout: float = 30
@@ -121,17 +135,8 @@ def served(
     )
     server = Served(proc, path, stats_path, "")
     try:
-        deadline = time.monotonic() + timeout
-        lines = []
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if line.startswith(READY_PREFIX):
-                server.ready_line = line
-                server.output = "".join(lines)
-                break
+        ready, lines = read_until_ready(proc, timeout)
+        server.ready_line, server.output = ready or "", "".join(lines)
         if not server.ready_line:
             server.stop(signal.SIGKILL, timeout=5)
             pytest.fail(

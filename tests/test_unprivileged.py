@@ -37,7 +37,14 @@ from test_faults import (
 )
 from test_run import processes_mentioning
 
-from conftest import ON_CI, PEER_TRANSPORTS, READY_PREFIX, REPO, SERVED_TRANSPORTS, require
+from conftest import (
+    ON_CI,
+    PEER_TRANSPORTS,
+    REPO,
+    SERVED_TRANSPORTS,
+    read_until_ready,
+    require,
+)
 from transports import mounting
 from transports.uring_ring import HEADER_BUFFER, payload_size, possible_cpus
 
@@ -181,15 +188,9 @@ def _serve(user: User, mountpoint: Path, spec: str, *extra: str) -> subprocess.P
 
 
 def _wait_ready(proc: subprocess.Popen, timeout: float = 30) -> str:
-    deadline = time.monotonic() + timeout
-    lines = []
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if line.startswith(READY_PREFIX):
-            return "".join(lines)
+    ready, lines = read_until_ready(proc, timeout)
+    if ready:
+        return "".join(lines)
     proc.kill()
     out = "".join(lines) + proc.communicate()[0]
     pytest.fail(f"not ready as a user:\n{out}")
