@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -218,20 +219,26 @@ def test_sigint_mid_campaign_keeps_finished_runs_and_marks_the_cut_one(
     assert not processes_mentioning(str(tmp_path)), "a server or fio outlived the campaign"
 
 
-# -- a full backing filesystem --------------------------------------------------------------
-@pytest.fixture
-def small_fs(tmp_path) -> Iterator[Path]:
-    """An 8 MiB tmpfs of our own, always unmounted after the test."""
+@contextmanager
+def _tmpfs(path: Path, options: str) -> Iterator[Path]:
+    """A tmpfs of our own on `path`, always unmounted afterwards."""
     if os.geteuid() != 0:
         require("mounting a tmpfs needs root")
-    path = tmp_path / "small"
     path.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8M,mode=0755", "ringside-test", str(path)],
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "ringside-test", str(path)],
                    check=True)
     try:
         yield path
     finally:
         mounting.unmount(str(path), lazy=True)
+
+
+# -- a full backing filesystem --------------------------------------------------------------
+@pytest.fixture
+def small_fs(tmp_path) -> Iterator[Path]:
+    """An 8 MiB tmpfs of our own, always unmounted after the test."""
+    with _tmpfs(tmp_path / "small", "size=8M,mode=0755") as path:
+        yield path
 
 
 def _aligned(size: int) -> mmap.mmap:
@@ -427,19 +434,11 @@ def test_transport_spec_typos_name_the_known_keys(command, spec, expected, tmp_p
 @pytest.fixture
 def read_only_fs(tmp_path) -> Iterator[Path]:
     """A tmpfs holding one image, remounted read-only: opening it for writing gives EROFS."""
-    if os.geteuid() != 0:
-        require("mounting a tmpfs needs root")
-    path = tmp_path / "ro"
-    path.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4M", "ringside-test", str(path)],
-                   check=True)
-    try:
+    with _tmpfs(tmp_path / "ro", "size=4M") as path:
         with open(path / "image.raw", "wb") as f:
             f.truncate(MiB)
         subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True)
         yield path
-    finally:
-        mounting.unmount(str(path), lazy=True)
 
 
 @pytest.mark.parametrize("command", ["serve", "run", "campaign"])
