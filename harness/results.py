@@ -126,6 +126,9 @@ def rows(data: dict[str, Any], source: str = "") -> list[dict[str, Any]]:
         "transport_spec": transport.get("spec"),
         "backing": data.get("export", {}).get("backing"),
         "export_size": data.get("export", {}).get("size"),
+        # Files from before `fill` existed were all served from sparse images.
+        "backing_fill": data.get("export", {}).get("fill", "none"),
+        "cache": data.get("export", {}).get("cache"),
         "start": data.get("start"),
         "end": data.get("end"),
         "git_commit": data.get("git", {}).get("commit"),

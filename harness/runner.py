@@ -60,6 +60,7 @@ class RunOptions:
     growable: bool = False
     cache: str | None = None
     attr_timeout: float | None = None
+    fill: str = "data"  # what a backing the run creates holds: "data" or "none" (sparse)
     server_cpus: str | None = None  # serve --cpus: CPU affinity of the server process
     mountpoint: str | None = None
     ready_timeout: float = 30.0
@@ -315,7 +316,10 @@ def preflight_backing(opts: RunOptions) -> None:
     """Open the backing as the server will, so a bad one is reported before anything runs."""
     size = parse_size(opts.size) if opts.size is not None else None
     spec = parse_backing(opts.backing, size)
-    os.close(open_backing(spec, opts.read_only))
+    # A new image file is created (and filled) once here for the whole campaign; a memory
+    # backing is made afresh by every run's server, so there is nothing to fill yet.
+    fill = opts.fill == "data" and spec.kind == "file"
+    os.close(open_backing(spec, opts.read_only, fill=fill))
 
 
 def server_argv(opts: RunOptions, mountpoint: str, stats_path: str) -> list[str]:
@@ -331,6 +335,8 @@ def server_argv(opts: RunOptions, mountpoint: str, stats_path: str) -> list[str]
         opts.backing,
         "--stats-out",
         stats_path,
+        "--fill",
+        opts.fill,
     ]
     if opts.size is not None:
         argv += ["--size", opts.size]
@@ -509,6 +515,7 @@ def run_point(
                 "read_only": opts.read_only,
                 "growable": opts.growable,
                 "cache": opts.cache,
+                "fill": opts.fill,
                 **(stats.get("export") if isinstance(stats.get("export"), dict) else {}),
             },
             "start": start.isoformat(),

@@ -107,3 +107,34 @@ def test_existing_file_size_mismatch_is_an_error(tmp_path):
     image.write_bytes(b"x" * 4096)
     with pytest.raises(BackingError, match="qemu-img resize"):
         Export(parse_backing(f"file:{image}", 8192))
+
+
+def _allocated(fd: int) -> int:
+    return os.fstat(fd).st_blocks * 512
+
+
+@pytest.mark.parametrize("kind", ["memory", "file"])
+def test_fill_writes_data_over_a_created_backing(tmp_path, kind):
+    spec = "memory:3M" if kind == "memory" else f"file:{tmp_path / 'new.img'}"
+    size = None if kind == "memory" else 3 << 20
+    with Export(parse_backing(spec, size), ExportOptions(fill=True)) as e:
+        assert _allocated(e.fd) >= 3 << 20
+        blocks = [e.read(off, 4096) for off in range(0, 3 << 20, 4096)]
+        assert all(block.count(0) < 64 for block in blocks)  # pseudo-random, no zero pages
+        assert e.describe()["fill"] == "data"
+    with Export(parse_backing("memory:3M"), ExportOptions(fill=True)) as again:
+        assert again.read(12345, 100) == blocks[3][12345 - 3 * 4096 : 12345 - 3 * 4096 + 100]
+
+
+def test_without_fill_a_created_backing_stays_sparse(tmp_path):
+    with Export(parse_backing("memory:3M")) as e:
+        assert _allocated(e.fd) == 0
+        assert e.read(0, 4096) == bytes(4096)
+        assert e.describe()["fill"] == "none"
+
+
+def test_fill_never_writes_an_existing_image(tmp_path):
+    image = tmp_path / "mine.img"
+    image.write_bytes(b"\x07" * 8192)
+    with Export(parse_backing(f"file:{image}"), ExportOptions(fill=True)) as e:
+        assert e.read(0, 8192) == b"\x07" * 8192

@@ -87,6 +87,7 @@ def test_run_writes_a_valid_result(tmp_path: Path) -> None:
     assert data["scenario"]["fio"]["runtime"] == 2
     assert data["transport"]["spec"] == "pyfuse3"
     assert data["export"]["size"] == 256 << 20
+    assert data["export"]["fill"] == "data"  # a benchmark reads real data, not holes
     assert data["fio_raw"]["jobs"][0]["job options"]["rw"] == "randread"
     assert data["fio_jobfile"] == jobfile.name
     assert "size=268435456" in jobfile.read_text()

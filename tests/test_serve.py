@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 import signal
 import subprocess
@@ -12,6 +13,8 @@ import pytest
 
 from conftest import PEER_TRANSPORTS, REPO, served
 from transports import mounting
+from transports.backing import parse_backing
+from transports.export import Export, ExportOptions
 
 
 def ringside(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -45,6 +48,21 @@ def test_serve_exits_cleanly_on_signal(any_transport_spec, mountfile, sig):
     if transport_spec not in PEER_TRANSPORTS:
         assert stats["requests"] > 0
     assert stats["export"]["size"] == 16 << 20
+
+
+def test_every_transport_serves_the_filled_image(any_transport_spec, mountfile):
+    # Peers get the export's own memfd: the same bytes as ours, not a copy or a hole.
+    with Export(parse_backing("memory:8M"), ExportOptions(fill=True)) as reference:
+        expected = reference.read(5 << 20, 64 << 10)
+    assert expected.count(0) < len(expected) // 64
+    with served(any_transport_spec, mountfile, "memory:8M", "--fill", "data"):
+        fd = os.open(mountfile, os.O_RDONLY | os.O_DIRECT)
+        try:
+            buf = mmap.mmap(-1, 64 << 10)
+            assert os.preadv(fd, [buf], 5 << 20) == 64 << 10
+            assert bytes(buf) == expected
+        finally:
+            os.close(fd)
 
 
 def test_serve_stops_when_unmounted_from_outside(any_transport_spec, mountfile):

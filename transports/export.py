@@ -79,6 +79,7 @@ class ExportOptions:
     growable: bool = False
     cache: str = "pagecache"  # for opens without O_DIRECT: "pagecache" or "direct"
     attr_timeout: float = 1.0
+    fill: bool = False  # a backing created for this export is written full of data
 
     def __post_init__(self) -> None:
         if self.cache not in ("pagecache", "direct"):
@@ -91,7 +92,7 @@ class Export:
     def __init__(self, backing: BackingSpec, options: ExportOptions = ExportOptions()):
         self.backing = backing
         self.options = options
-        self.fd = open_backing(backing, options.read_only)
+        self.fd = open_backing(backing, options.read_only, fill=options.fill)
         st = os.fstat(self.fd)
         self._size = st.st_size
         self._resize_lock = threading.Lock()
@@ -136,6 +137,7 @@ class Export:
             "read_only": self.options.read_only,
             "growable": self.options.growable,
             "cache": self.options.cache,
+            "fill": "data" if self.options.fill else "none",
         }
 
     # -- requests ---------------------------------------------------------------------

@@ -4,8 +4,8 @@ The program is started with the image's path, must mount it on the mountpoint wi
 the start timeout, and is stopped with SIGTERM (SIGKILL after 10 s) when we are stopped
 or when its mount vanishes: qemu-storage-daemon 7.2, for one, does not exit when its
 mount is removed from outside (it stays, spinning a CPU). It is always reaped before
-serve() returns, and dies with its parent. A memory backing becomes a sparse image on
-tmpfs. Requests never pass through Ringside: peers have no request counters.
+serve() returns, and dies with its parent. Requests never pass through Ringside: peers
+have no request counters.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import ctypes
 import os
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -42,15 +41,17 @@ class PeerTransport(Transport):
         self._image: str | None = None
         self._version = ""
 
-    def _image_path(self, export: Export) -> tuple[str, bool]:
-        """The image file the daemon opens, and whether it is ours to delete."""
+    def _image_path(self, export: Export) -> str:
+        """The image file the daemon opens: the backing file, or the export's own memfd.
+
+        A memory backing is handed over as /proc/PID/fd/N: the daemon opens the very
+        memfd our transports would serve (filled or sparse alike), and nothing is left
+        behind on any filesystem when either process dies.
+        """
         if export.backing.kind == "file":
-            return export.backing.path, False
-        tmpdir = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
-        fd, path = tempfile.mkstemp(prefix=f"ringside-{self.name}-", suffix=".img", dir=tmpdir)
-        os.ftruncate(fd, export.size)
-        os.close(fd)
-        return path, True
+            assert export.backing.path is not None
+            return export.backing.path
+        return f"/proc/{os.getpid()}/fd/{export.fd}"
 
     def command(self, image: str, mountpoint: str, export: Export) -> list[str]:
         raise NotImplementedError
@@ -61,7 +62,7 @@ class PeerTransport(Transport):
     def serve(self, export: Export, mountpoint: str, on_ready: Callable[[], None]) -> None:
         self._mountpoint = mountpoint
         self._version = self.version()
-        image, ours = self._image_path(export)
+        image = self._image_path(export)
         self._image = image
         try:
             self._proc = subprocess.Popen(
@@ -74,11 +75,6 @@ class PeerTransport(Transport):
                 start_new_session=True,  # so stopping it reaches anything it started
             )
             self._wait_for_mount()
-            if ours:
-                # The daemon holds the image open: unlinking now means a killed run
-                # cannot leave a tmpfs image behind.
-                os.unlink(image)
-                ours = False
             on_ready()
             while not self._stop.is_set() and self._proc.poll() is None:
                 if mounting.find_mount(mountpoint) is None:
@@ -87,8 +83,6 @@ class PeerTransport(Transport):
         finally:
             self._terminate()
             mounting.unmount_if_mounted(mountpoint)
-            if ours:
-                os.unlink(image)
 
     def _wait_for_mount(self) -> None:
         deadline = time.monotonic() + _START_TIMEOUT_S

@@ -116,7 +116,7 @@ def metadata(campaign: Campaign) -> Cells:
         ("Ringside commit", commit + (f" ({dirty} runs with uncommitted changes)"
                                       if dirty else "")),
         ("Backing", f"{campaign.common('backing')}, export {size}, "
-         f"cache {campaign.common('cache')}"),
+         f"filled with: {campaign.common('backing_fill')}, cache {campaign.common('cache')}"),
         ("fio", campaign.common("fio_version")),
         ("libfuse / liburing", f"{campaign.common('libfuse_version')} / "
          f"{campaign.common('liburing_version')}"),

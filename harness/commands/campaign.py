@@ -68,7 +68,7 @@ def add_campaign_arguments(p: argparse.ArgumentParser, with_targets: bool = True
         default=1,
         help="warmup runs per point and transport, kept but flagged (default: 1)",
     )
-    add_export_arguments(p)
+    add_export_arguments(p, fill="data")
     p.add_argument(
         "--out",
         type=Path,

@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--transport", "-t", default="pyfuse3", help="transport spec NAME[:key=value,...]"
     )
-    add_export_arguments(p)
+    add_export_arguments(p, fill="data")
     p.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help="result directory (default: %(default)s)"
     )
@@ -70,6 +70,7 @@ def run_options(args: argparse.Namespace, spec: TransportSpec, **more: Any) -> R
         growable=args.growable,
         cache=args.cache,
         attr_timeout=args.attr_timeout,
+        fill=args.fill,
         **more,
     )
 

@@ -10,15 +10,15 @@ import sys
 from typing import Any
 
 from transports import mounting, sysinfo
-from transports.backing import BackingError, parse_backing, parse_size
+from transports.backing import FILL_CHOICES, BackingError, parse_backing, parse_size
 from transports.base import SpecError, TransportUnavailable, parse_spec
 from transports.export import Export, ExportOptions
 
 READY_PREFIX = "ringside: ready"
 
 
-def add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options shared by every command that serves the export."""
+def add_export_arguments(parser: argparse.ArgumentParser, fill: str = "none") -> None:
+    """Options shared by every command that serves the export; `fill` is its default."""
     parser.add_argument(
         "--backing",
         default="memory:1G",
@@ -26,6 +26,15 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: %(default)s)",
     )
     parser.add_argument("--size", help="size of a new image file, e.g. 1G")
+    parser.add_argument(
+        "--fill",
+        choices=FILL_CHOICES,
+        default=fill,
+        help="what a backing created here holds (a memory backing, a new image file): data "
+        "(written full of pseudo-random bytes, so reads copy real memory) or none (sparse: "
+        "reads of holes only copy the zero page); an existing image is never written "
+        "(default: %(default)s)",
+    )
     parser.add_argument("--read-only", action="store_true", help="refuse writes (EROFS)")
     parser.add_argument(
         "--growable", action="store_true", help="writes past the end extend the image"
@@ -80,6 +89,7 @@ def export_options(args: argparse.Namespace) -> ExportOptions:
         growable=args.growable,
         cache=args.cache,
         attr_timeout=args.attr_timeout,
+        fill=args.fill == "data",
     )
 
 
