@@ -138,3 +138,26 @@ def test_fill_never_writes_an_existing_image(tmp_path):
     image.write_bytes(b"\x07" * 8192)
     with Export(parse_backing(f"file:{image}"), ExportOptions(fill=True)) as e:
         assert e.read(0, 8192) == b"\x07" * 8192
+
+
+def test_filled_memory_image_reads_through_its_mapping_until_a_hole_is_punched():
+    size = 3 << 20
+    with Export(parse_backing(f"memory:{size}"), ExportOptions(fill=True)) as e:
+        assert e.describe()["read_path"] == "mmap"
+        for offset, length in [(0, 4096), (123, 5000), (1 << 20, 1 << 20), (size - 700, 4096),
+                               (size - (512 << 10), 1 << 20), (size, 10)]:
+            expected = os.pread(e.fd, length, offset)
+            assert e.read(offset, length) == expected
+            out = bytearray(length)
+            assert e.read_into(offset, memoryview(out)) == len(expected)
+            assert bytes(out[: len(expected)]) == expected
+        e.fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 1 << 20, 1 << 20)
+        assert e.describe()["read_path"] == "pread"
+        assert e.read(1 << 20, 4096) == bytes(4096)
+        assert e.lseek(1 << 20, os.SEEK_DATA) == 2 << 20  # reading did not fill the hole
+
+
+@pytest.mark.parametrize("options", [ExportOptions(), ExportOptions(fill=True, growable=True)])
+def test_sparse_or_growable_images_read_with_pread(options):
+    with Export(parse_backing("memory:1M"), options) as e:
+        assert e.describe()["read_path"] == "pread"
