@@ -34,6 +34,14 @@ def test_shipped_baseline_is_the_issue_scenario() -> None:
     assert point.fio["runtime"] == 10
     assert point.fio["time_based"] == 1
     assert point.label == "randread-4k-qd1"
+    assert point.fio["cpus_allowed"] == "0"
+
+
+def test_floating_qd1_differs_from_the_baseline_only_in_client_placement() -> None:
+    (pinned,) = load_scenario("randread-4k-qd1").points()
+    (floating,) = load_scenario("randread-4k-qd1-floating").points()
+    assert "cpus_allowed" not in floating.fio
+    assert {k: v for k, v in pinned.fio.items() if k != "cpus_allowed"} == floating.fio
 
 
 @pytest.mark.parametrize("path", sorted(SCENARIO_DIR.glob("*.toml")), ids=lambda p: p.stem)
