@@ -77,13 +77,22 @@ def fuse_mounts() -> list[MountEntry]:
     return [m for m in mounts() if m.fstype.startswith("fuse")]
 
 
+_STALE_PROBES = 3
+
+
 def is_stale(path: str) -> bool:
     """True when a FUSE mount on `path` has no server behind it any more."""
-    try:
-        # statfs always reaches the server; stat may be answered from cached attributes.
-        os.statvfs(path)
-    except OSError as e:
-        return e.errno in (errno.ENOTCONN, errno.ECONNABORTED)
+    for _ in range(_STALE_PROBES):
+        try:
+            # statfs always reaches the server; stat may be answered from cached attributes.
+            os.statvfs(path)
+        except OSError as e:
+            if e.errno in (errno.ECANCELED, errno.EINTR):
+                # A request caught in the teardown of a dead server's io_uring fails with
+                # ECANCELED; the next one sees the aborted connection.
+                continue
+            return e.errno in (errno.ENOTCONN, errno.ECONNABORTED)
+        return False
     return False
 
 
