@@ -137,6 +137,7 @@ def test_fio_verify(tmp_path, threads: int) -> None:
                 "--verify=crc32c",
                 "--do_verify=1",
                 "--verify_fatal=1",
+                "--verify_state_save=0",  # no state file in the working directory
             ],
             capture_output=True,
             text=True,

@@ -180,6 +180,7 @@ def test_fio_verify_crc32c(transport_spec, mountfile):
                 "--verify=crc32c",
                 "--do_verify=1",
                 "--verify_fatal=1",
+                "--verify_state_save=0",  # no state file in the working directory
                 "--output-format=json",
             ],
             capture_output=True,
