@@ -115,6 +115,7 @@ def rows(data: dict[str, Any], source: str = "") -> list[dict[str, Any]]:
     """The tidy rows of one result: one per direction that did I/O."""
     scenario = data.get("scenario", {})
     transport = data.get("transport", {})
+    export = data.get("export", {})
     summary = data.get("summary", {})
     server = data.get("server", {}).get("window", {})
     derived = data.get("derived", {})
@@ -124,11 +125,11 @@ def rows(data: dict[str, Any], source: str = "") -> list[dict[str, Any]]:
         "point": scenario.get("point"),
         "transport": transport.get("name"),
         "transport_spec": transport.get("spec"),
-        "backing": data.get("export", {}).get("backing"),
-        "export_size": data.get("export", {}).get("size"),
+        "backing": export.get("backing"),
+        "export_size": export.get("size"),
         # Files from before `fill` existed were all served from sparse images.
-        "backing_fill": data.get("export", {}).get("fill", "none"),
-        "cache": data.get("export", {}).get("cache"),
+        "backing_fill": export.get("fill", "none"),
+        "cache": export.get("cache"),
         "start": data.get("start"),
         "end": data.get("end"),
         "git_commit": data.get("git", {}).get("commit"),
