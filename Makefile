@@ -4,6 +4,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := fuse3 libfuse3-dev pkg-config fio liburing-dev qemu-system-common qemu-utils \
+                kmod passwd util-linux \
                 gcc python3-dev
 SUITE ?= quick
 BENCH_ARGS ?=
@@ -11,9 +12,9 @@ BENCH_ARGS ?=
 .PHONY: setup bench test lint clean-mounts
 
 setup: $(VENV)/.installed
-	@bash .ci/enable-uring.sh
+	@bash .ci/host-setup.sh
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:" $$missing; \

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,9 +42,32 @@ def check_dev_fuse() -> Capability:
             "/dev/fuse",
             False,
             "not read/writable by this user",
-            "run as root, or `chmod 666 /dev/fuse`",
+            "run as root, or `chmod 0666 /dev/fuse` as root (`make setup` does it)",
         )
     return Capability("/dev/fuse", True, "present, read/writable")
+
+
+def check_dev_fuse_for_users() -> Capability:
+    """Whether an ordinary user can open /dev/fuse: fusermount3 and every unprivileged
+    server need it. Debian leaves the 0666 mode to a udev rule, so a machine without udev
+    keeps the kernel's 0600."""
+    name = "/dev/fuse for users"
+    try:
+        st = os.stat("/dev/fuse")
+    except OSError:
+        return Capability(name, False, "missing", "load the module: `modprobe fuse`", False)
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o006 == 0o006:
+        return Capability(name, True, f"mode {mode:04o}: ordinary users can open it", False)
+    return Capability(
+        name,
+        False,
+        f"mode {mode:04o}: only {'root' if st.st_uid == 0 else 'its owner'} can open it "
+        "(no udev rule applied)",
+        "`make setup` (sets 0666 when no udev runs, as Debian's rule would) "
+        "or `chmod 0666 /dev/fuse` as root",
+        required=False,
+    )
 
 
 def check_mount_permission() -> Capability:
@@ -176,13 +200,31 @@ def check_fusectl() -> Capability:
         "fusectl",
         False,
         "not mounted (no per-connection abort/waiting files)",
-        f"`mount -t fusectl none {path}`",
+        f"`make setup`, or `mount -t fusectl none {path}` as root",
         required=False,
     )
 
 
+USER_TOOLS = ("useradd", "userdel", "setpriv", "prlimit")
+
+
+def check_user_tools() -> Capability:
+    """The unprivileged tests create a user and run the harness as it."""
+    missing = [tool for tool in USER_TOOLS if shutil.which(tool) is None]
+    if missing:
+        return Capability(
+            "user tools",
+            False,
+            f"missing: {', '.join(missing)} (the unprivileged tests need them)",
+            "`apt-get install passwd util-linux` (`make setup` does it)",
+            required=False,
+        )
+    return Capability("user tools", True, ", ".join(USER_TOOLS), required=False)
+
+
 CHECKS: tuple[Callable[[], Capability], ...] = (
     check_dev_fuse,
+    check_dev_fuse_for_users,
     check_mount_permission,
     check_fusermount,
     check_enable_uring,
@@ -193,6 +235,7 @@ CHECKS: tuple[Callable[[], Capability], ...] = (
     check_memlock,
     check_qsd,
     check_fusectl,
+    check_user_tools,
 )
 
 

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from preconditions import apply as apply_preconditions
 
 from transports import mounting
 
@@ -41,6 +42,16 @@ def fuse_usable() -> str | None:
     if os.geteuid() != 0 and not os.access("/dev/fuse", os.R_OK | os.W_OK):
         return "/dev/fuse is not accessible to this user"
     return None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "needs(*names): machine preconditions a test relies on (tests/preconditions.py)"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    apply_preconditions(config, items)
 
 
 def require(reason: str | None) -> None:

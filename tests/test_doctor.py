@@ -23,6 +23,8 @@ def test_doctor_reports_every_capability():
     proc = doctor()
     for name in (
         "/dev/fuse",
+        "/dev/fuse for users",
+        "user tools",
         "enable_uring",
         "fio",
         "liburing binding",

@@ -265,6 +265,7 @@ print("served")
 """
 
 
+@pytest.mark.needs("user_tools")
 def test_pinned_fails_under_a_lowered_memlock_limit(tmp_path):
     path = tmp_path / "disk.img"
     path.touch()
@@ -272,8 +273,6 @@ def test_pinned_fails_under_a_lowered_memlock_limit(tmp_path):
     if os.geteuid() == 0:
         # root's CAP_IPC_LOCK lifts the limit; drop it so the limit applies as it does
         # for an unprivileged user.
-        if shutil.which("setpriv") is None:
-            require("setpriv (util-linux) is missing")
         cmd = ["setpriv", "--inh-caps=-ipc_lock", "--bounding-set=-ipc_lock", *cmd]
     limit = 1 << 20
     proc = subprocess.run(

@@ -1,0 +1,105 @@
+"""Preconditions of the machine that tests rely on: checked once, reported once.
+
+A test declares what it needs with `@pytest.mark.needs("name", ...)` (or a module's
+`pytestmark`); tests parametrized with a uring transport need `fuse_over_io_uring`
+without saying so. When a needed precondition is unmet, the tests that need it are
+skipped with a pointer, and `test_machine_preconditions[name]` fails once with the cause
+and the fix, so a machine that lacks e.g. an open /dev/fuse reads as one failure, not as
+34 symptoms. The checks are `ringside doctor`'s, so both say the same thing.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+
+import pytest
+
+from harness import doctor
+from transports import sysinfo
+
+
+def _capability(check: Callable[[], doctor.Capability]) -> Callable[[], str | None]:
+    def unmet() -> str | None:
+        cap = check()
+        if cap.ok:
+            return None
+        return f"{cap.name}: {cap.state}; fix: {cap.fix}" if cap.fix else f"{cap.name}: {cap.state}"
+
+    return unmet
+
+
+def _io_uring_for_users() -> str | None:
+    value = sysinfo.io_uring_disabled()
+    if value == 0:
+        return None
+    return (
+        f"kernel.io_uring_disabled is {value}: ordinary users cannot create an io_uring; "
+        "fix: `sysctl kernel.io_uring_disabled=0` as root"
+    )
+
+
+def _fuse_over_io_uring() -> str | None:
+    state = sysinfo.enable_uring()
+    if state is None:
+        return (
+            f"the fuse module has no enable_uring parameter (kernel {os.uname().release}); "
+            "fix: a kernel >= 6.14 with CONFIG_FUSE_IO_URING"
+        )
+    if state != "Y" and not os.access(sysinfo.ENABLE_URING, os.W_OK):
+        return f"enable_uring is {state}; fix: `echo Y > {sysinfo.ENABLE_URING}` as root"
+    if sysinfo.io_uring_disabled() == 2:
+        return "kernel.io_uring_disabled is 2; fix: `sysctl kernel.io_uring_disabled=0` as root"
+    return None
+
+
+PRECONDITIONS: dict[str, Callable[[], str | None]] = {
+    "dev_fuse_for_users": _capability(doctor.check_dev_fuse_for_users),
+    "user_tools": _capability(doctor.check_user_tools),
+    "io_uring_for_users": _io_uring_for_users,
+    "fuse_over_io_uring": _fuse_over_io_uring,
+}
+CHECK_TEST = "test_machine_preconditions"
+
+
+@functools.cache
+def unmet(name: str) -> str | None:
+    """Why precondition `name` is not met here (None when it is); checked once a session."""
+    return PRECONDITIONS[name]()
+
+
+def needs_of(item: pytest.Item) -> set[str]:
+    names = {name for mark in item.iter_markers("needs") for name in mark.args}
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    if any(isinstance(v, str) and v.startswith("uring") for v in params.values()):
+        names.add("fuse_over_io_uring")
+    unknown = names - PRECONDITIONS.keys()
+    if unknown:
+        raise pytest.UsageError(
+            f"{item.nodeid} needs unknown preconditions {sorted(unknown)}; "
+            f"known: {sorted(PRECONDITIONS)}"
+        )
+    return names
+
+
+def apply(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip the tests whose preconditions are unmet, and keep one check per needed one."""
+    checks = [i for i in items if i.originalname == CHECK_TEST]
+    needed: set[str] = set()
+    for item in items:
+        if item.originalname == CHECK_TEST:
+            continue
+        wants = needs_of(item)
+        needed |= wants
+        for name in sorted(wants):
+            if reason := unmet(name):
+                item.add_marker(
+                    pytest.mark.skip(reason=f"machine precondition {name!r} unmet "
+                                     f"(failed once in {CHECK_TEST}[{name}]): {reason}")
+                )
+                break
+    unneeded = [i for i in checks if i.callspec.params["precondition"] not in needed]
+    if unneeded:
+        config.hook.pytest_deselected(items=unneeded)
+        items[:] = [i for i in items if i not in unneeded]
