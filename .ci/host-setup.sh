@@ -6,8 +6,9 @@ set -u
 param=/sys/module/fuse/parameters/enable_uring
 root=$([ "$(id -u)" = 0 ] && echo yes || echo no)
 
-udev_running() {
-  [ -S /run/udev/control ] || pgrep -x 'systemd-udevd|udevd' >/dev/null 2>&1
+udev_running() {  # its control socket, or the daemon itself (procps may be missing)
+  [ -S /run/udev/control ] && return 0
+  grep -qxE 'systemd-udevd|udevd' /proc/[0-9]*/comm 2>/dev/null
 }
 
 # 1. The fuse module and its device node (devtmpfs makes the node; udev sets its mode).

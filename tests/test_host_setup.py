@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -19,8 +20,13 @@ HOST_SETUP = REPO / ".ci" / "host-setup.sh"
 def udev_running() -> bool:
     if os.path.exists("/run/udev/control"):
         return True
-    return subprocess.run(["pgrep", "-x", "systemd-udevd|udevd"],
-                          capture_output=True).returncode == 0
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().strip() in ("systemd-udevd", "udevd"):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 @contextmanager
