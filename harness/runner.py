@@ -34,7 +34,8 @@ from transports.base import TransportSpec
 from transports.mounting import find_mount, is_stale, prepare_mountpoint, unmount_if_mounted
 
 READY_PREFIX = "ringside: ready"
-EXIT_GRACE_S = 2.0  # after fio lost the export: how long a server may take to exit
+EXIT_GRACE_S = 10.0  # after fio lost the export: how long a server may take to exit
+# (a user's server unmounts through fusermount3 first; on a loaded machine that took > 2 s)
 PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 RING_MIN_SHARE = 0.99

@@ -339,29 +339,37 @@ def test_server_never_ready_times_out(tmp_path: Path) -> None:
 
 # -- metrics ------------------------------------------------------------------------------------
 def test_thread_snapshot_and_delta(tmp_path: Path) -> None:
+    # The spinner burns 0.5 s of its own CPU time between the two snapshots, however
+    # loaded the machine is (a wall-clock spin gets less CPU under load).
     code = (
         "import threading, time, sys\n"
         "def spin():\n"
-        "    end = time.monotonic() + 0.5\n"
-        "    while time.monotonic() < end: pass\n"
+        "    sys.stdin.readline()\n"
+        "    end = time.thread_time() + 0.5\n"
+        "    while time.thread_time() < end: pass\n"
+        "    print('spun', flush=True)\n"
         "    time.sleep(60)\n"
         "threading.Thread(target=spin, name='spinner', daemon=True).start()\n"
-        "sys.stdin.read()\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
     try:
-        time.sleep(0.1)
+        assert proc.stdout.readline() == "ready\n"
         before = metrics.snapshot(proc.pid)
-        time.sleep(0.8)
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline() == "spun\n"
         after = metrics.snapshot(proc.pid)
     finally:
         proc.kill()
         proc.wait()
     assert len(after.threads) == 2
     d = metrics.delta(before, after)
-    assert d["cpu_s"] > 0.2
+    assert d["cpu_s"] >= 0.45  # 0.5 s of the spinner's, less clock-tick rounding
     assert d["ctxt_switches"] == d["voluntary_ctxt_switches"] + d["nonvoluntary_ctxt_switches"]
-    assert max(t["utime_s"] + t["stime_s"] for t in d["threads"]) > 0.2
+    assert max(t["utime_s"] + t["stime_s"] for t in d["threads"]) >= 0.45
     assert all(t["name"] for t in d["threads"]) and not any(t["new"] for t in d["threads"])
     with pytest.raises(ProcessLookupError):
         metrics.snapshot(proc.pid)
