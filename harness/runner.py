@@ -29,11 +29,11 @@ from typing import Any
 from harness import fio, metrics
 from harness.results import result_stem, unique_stem, write_result
 from harness.scenarios import Scenario, ScenarioPoint
+from harness.serving import READY_PREFIX, connection_end_in
 from transports.backing import open_backing, parse_backing, parse_size
 from transports.base import TransportSpec
 from transports.mounting import find_mount, is_stale, prepare_mountpoint, unmount_if_mounted
 
-READY_PREFIX = "ringside: ready"
 EXIT_GRACE_S = 10.0  # after fio lost the export: how long a server may take to exit
 # (a user's server unmounts through fusermount3 first; on a loaded machine that took > 2 s)
 PR_SET_PDEATHSIG = 1
@@ -234,6 +234,10 @@ class Server:
             if line.startswith(READY_PREFIX):
                 self._ready.set()
 
+    def connection_end(self) -> str | None:
+        """How the server's FUSE connection ended under it, as the server said."""
+        return connection_end_in(self.stderr_tail())
+
     def stderr_tail(self, limit: int = 4000) -> str:
         try:
             with open(self.stderr_path) as f:
@@ -395,7 +399,9 @@ def export_lost(server: Server, mountpoint: str, mount_id: int) -> str | None:
             )
     server.stop(0)
     if server.exit_code == 0:
-        # Nobody asked it to stop: its connection ended under it.
+        # Nobody asked it to stop: its connection ended under it, and it said how.
+        if ended := server.connection_end():
+            return f"{ended}: the run is void"
         return (
             "the server exited during the run (exit code 0) without being asked to stop: "
             "its FUSE connection was aborted (e.g. through /sys/fs/fuse/connections) or "
@@ -457,7 +463,9 @@ def run_point(
                 watch=lambda: _mount_gone(mountpoint, mount_id),
             )
         except fio.FioStopped as e:
-            raise RunError(str(e)) from None
+            # The watch saw the mount go; the server, once it has exited, knows whether
+            # it was unmounted or its connection aborted (it unmounts either way).
+            raise RunError(export_lost(server, mountpoint, mount_id) or str(e)) from None
         except fio.FioError as e:
             lost = export_lost(server, mountpoint, mount_id)
             if lost is not None:

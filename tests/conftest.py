@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from preconditions import apply as apply_preconditions
 
+from harness.serving import READY_PREFIX
 from transports import mounting
 
 REPO = Path(__file__).resolve().parent.parent
 ON_CI = os.environ.get("CI") == "true"
-READY_PREFIX = "ringside: ready"
 
 # Every transport the semantics suite runs on. A transport listed here that cannot run is a
 # failure on CI (never a silent skip); elsewhere it is skipped with the reason.

@@ -95,6 +95,11 @@ class Transport(abc.ABC):
     def statistics(self) -> dict[str, Any]:
         """Effective settings and counters: at least `requests` (all requests served)."""
 
+    def connection_end(self) -> str | None:
+        """How the kernel ended the connection under the server ("aborted" or
+        "unmounted"), once it has; None when it has not or this transport cannot tell."""
+        return None
+
     def server_pids(self) -> list[int]:
         """The processes that do the serving, whose CPU time and context switches count."""
         return [os.getpid()]

@@ -38,6 +38,7 @@ class DevFuseTransport(Transport):
         self._conn_minor: int | None = None
         self._stopping = False
         self._failure: BaseException | None = None
+        self._connection_end: str | None = None
         self._lock = threading.Lock()
 
     # -- life cycle -----------------------------------------------------------------------
@@ -82,6 +83,9 @@ class DevFuseTransport(Transport):
         self._stopping = True
         self._unmount_ours()
 
+    def connection_end(self) -> str | None:
+        return self._connection_end
+
     def statistics(self) -> dict[str, Any]:
         per_thread = [c.counters() for c in self._codecs]
         total = merge_counters(per_thread)
@@ -124,6 +128,11 @@ class DevFuseTransport(Transport):
         name_os_thread()
         try:
             fusedev.serve_requests(fd, codec)
+            with self._lock:
+                if self._connection_end is None and not self._stopping:
+                    self._connection_end = mounting.connection_end(
+                        self._mountpoint, self._conn_minor
+                    )
         except BaseException as e:  # report, and take the mount down so serve() returns
             self._failure = e
             self._unmount_ours()

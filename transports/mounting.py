@@ -96,6 +96,17 @@ def is_stale(path: str) -> bool:
     return False
 
 
+def connection_end(path: str, minor: int | None) -> str:
+    """How the kernel ended our connection, asked the moment /dev/fuse said so (ENODEV)
+    and before we unmount: "aborted" (fusectl; the mount stays, answering ENOTCONN) or
+    "unmounted" (from outside). The kernel only tells them apart by errno for servers
+    that negotiated FUSE_ABORT_ERROR, which would change what clients see."""
+    entry = find_mount(path)
+    if entry is not None and (minor is None or entry.minor == minor):
+        return "aborted"
+    return "unmounted"
+
+
 def unmount(path: str, lazy: bool = True) -> None:
     """Unmount `path` (lazily by default, so a busy or dead mount still goes away)."""
     if os.geteuid() == 0:

@@ -177,6 +177,7 @@ class UringTransport(Transport):
         self._enable_uring: str | None = None
         self._ready_via_ring: bool | None = None
         self._aborted_via_fusectl = False
+        self._connection_end: str | None = None
         self._forced_wake = False
         self._teardown: dict[str, Any] = {}
 
@@ -271,6 +272,11 @@ class UringTransport(Transport):
             self._stop_time = time.monotonic()
         self._stopping = True
         self._unmount_ours()
+
+    def connection_end(self) -> str | None:
+        # Our own fusectl abort (stop() with a client holding the file) is no connection
+        # ending under us.
+        return None if self._aborted_via_fusectl else self._connection_end
 
     def statistics(self) -> dict[str, Any]:
         per_queue = [q.stats() for q in self._queues]
@@ -479,6 +485,11 @@ class UringTransport(Transport):
         name_os_thread()
         try:
             fusedev.serve_requests(fd, codec)
+            with self._lock:
+                if not self._stopping:
+                    self._connection_end = mounting.connection_end(
+                        self._mountpoint, self._conn_minor
+                    )
         except BaseException as e:
             self._devfuse_failure = e
             self._unmount_ours()

@@ -9,12 +9,11 @@ import signal
 import sys
 from typing import Any
 
+from harness.serving import READY_PREFIX, describe_connection_end
 from transports import mounting, sysinfo
 from transports.backing import FILL_CHOICES, BackingError, parse_backing, parse_size
 from transports.base import SpecError, TransportUnavailable, parse_spec
 from transports.export import Export, ExportOptions
-
-READY_PREFIX = "ringside: ready"
 
 
 def add_export_arguments(parser: argparse.ArgumentParser, fill: str = "none") -> None:
@@ -115,7 +114,11 @@ def run_serve(args: argparse.Namespace) -> int:
         export.close()
         return _fail(str(e))
 
+    asked_to_stop = False
+
     def on_signal(signum: int, frame: Any) -> None:
+        nonlocal asked_to_stop
+        asked_to_stop = True
         transport.stop()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -136,6 +139,9 @@ def run_serve(args: argparse.Namespace) -> int:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        end = None if asked_to_stop else transport.connection_end()
+        if end is not None:  # the runner quotes it: the mount is gone either way
+            _log(describe_connection_end(end, mountpoint))
         mounting.unmount_if_mounted(mountpoint)
         export_info = export.describe()
         export.close()
