@@ -73,11 +73,6 @@ from transports.uring_ring import (
 MAX_WRITE = fusedev.MAX_WRITE
 # Entry completions that mean the connection is going away, not a bug.
 _TEARDOWN = (-errno.ENOTCONN, -errno.ECONNABORTED, -errno.ECANCELED, -errno.ENODEV)
-_IDX_MASK = (1 << 16) - 1
-_IDX_BITS = 16
-_ENTRY_ERROR = -1
-_WAIT_ERROR = -2
-_WOKEN = -3
 _SETUP_TIMEOUT = 10.0  # seconds for INIT and for every queue to register
 _STOP_GRACE = 5.0  # after stop(): how long open files may keep the connection alive
 _JOIN_TIMEOUT = 5.0
@@ -431,6 +426,9 @@ class UringTransport(Transport):
     def _ring_loop(self, q: _Queue, ring: Ring) -> None:
         from transports._uring_cffi import lib
 
+        idx_bits = lib.RS_IDX_BITS
+        idx_mask = (1 << idx_bits) - 1
+        entry_error, woken = lib.RS_ENTRY_ERROR, lib.RS_WOKEN
         rq = ring.q
         reply_next = lib.rs_reply_next
         handle = q.codec.handle
@@ -445,8 +443,8 @@ class UringTransport(Transport):
         v = lib.rs_next(rq)
         while True:
             if v >= 0:
-                idx = v & _IDX_MASK
-                n = v >> _IDX_BITS
+                idx = v & idx_mask
+                n = v >> idx_bits
                 out = payloads[idx]
                 result = handle(in_headers[idx], op_ins[idx], out[:n] if n else empty, out)
                 if result is None:
@@ -456,7 +454,7 @@ class UringTransport(Transport):
                     result = eio
                 v = reply_next(rq, idx, result)
                 continue
-            if v == _ENTRY_ERROR:
+            if v == entry_error:
                 res = rq.last_res
                 name = errno.errorcode.get(-res, str(res))
                 q.entry_errors[name] = q.entry_errors.get(name, 0) + 1
@@ -470,7 +468,7 @@ class UringTransport(Transport):
                     return
                 v = lib.rs_next(rq)
                 continue
-            if v == _WOKEN:
+            if v == woken:
                 return
             res = rq.last_res
             raise UringError(f"queue {q.qid}: waiting for completions failed: {res}")
