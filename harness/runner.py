@@ -30,7 +30,7 @@ from harness import fio, metrics
 from harness.results import result_stem, unique_stem, write_result
 from harness.scenarios import Scenario, ScenarioPoint
 from transports.backing import open_backing, parse_backing, parse_size
-from transports.base import TransportSpec
+from transports.base import TransportSpec, TransportStatistics
 from transports.mounting import find_mount, is_stale, prepare_mountpoint, unmount_if_mounted
 
 READY_PREFIX = "ringside: ready"
@@ -74,38 +74,17 @@ def options_for(scenario: Scenario, opts: RunOptions) -> RunOptions:
 
 
 # -- checks on transport statistics ------------------------------------------------------
-def _counters(stats: dict[str, Any], key: str) -> dict[str, Any] | None:
-    """The (possibly nested one level) dict of `stats` that holds `key`."""
-    if key in stats:
-        return stats
-    for value in stats.values():
-        if isinstance(value, dict) and key in value:
-            return value
-    return None
+def ring_share_check(stats: TransportStatistics) -> dict[str, Any] | None:
+    """A transport with a ring must have carried >= 99% of the data requests on it.
 
-
-def ring_share_check(stats: dict[str, Any]) -> dict[str, Any] | None:
-    """A transport that uses a ring must have carried >= 99% of data requests on it.
-
-    A transport claims ring use when it reports `ops_ring` (opcode name -> count carried
-    by the ring; present even when the ring carried nothing, so a silent fallback to
-    /dev/fuse is caught) or a nonzero `requests_ring`; a `requests_ring` of 0 alone, as a
-    /dev/fuse transport reports, claims nothing. Data requests are READ+WRITE from
-    `ops` / `ops_ring` when reported, else all requests (`requests` / `requests_ring`).
+    A transport has a ring when it counts `ops_ring` (zero counts too, so a silent
+    fallback to /dev/fuse is caught); data requests are READ+WRITE.
     """
-    counters = _counters(stats, "ops_ring") or _counters(stats, "requests_ring")
-    if counters is None:
+    ring = stats.data_requests(DATA_OPS, ring=True)
+    if ring is None:
         return None
-    if "ops_ring" not in counters and not counters.get("requests_ring"):
-        return None
-    ops, ring_ops = counters.get("ops"), counters.get("ops_ring")
-    if isinstance(ops, dict) and isinstance(ring_ops, dict):
-        basis = "+".join(DATA_OPS)
-        total, ring = _data_ops(ops), _data_ops(ring_ops)
-    else:
-        basis = "all requests"
-        total = int(counters.get("requests", 0))
-        ring = int(counters.get("requests_ring", 0))
+    total = stats.data_requests(DATA_OPS) or 0
+    basis = "+".join(DATA_OPS)
     share = ring / total if total else 0.0
     ok = total > 0 and share >= RING_MIN_SHARE
     reason = (
@@ -123,32 +102,28 @@ def ring_share_check(stats: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def _data_ops(ops: dict[str, Any], names: tuple[str, ...] = DATA_OPS) -> int:
-    # Transports name opcodes "READ" or "read"; either counts.
-    return sum(int(n) for op, n in ops.items() if op.upper() in names)
-
-
-
-def pinned_check(stats: dict[str, Any]) -> dict[str, Any] | None:
+def pinned_check(stats: TransportStatistics) -> dict[str, Any] | None:
     """A run labelled buffers=pinned must show its ring buffers locked (VmLck >= needed)."""
-    settings = stats.get("settings") or {}
-    if settings.get("buffers") != "pinned":
+    if stats.settings.get("buffers") != "pinned":
         return None
-    locked = int(stats.get("locked_bytes") or 0)
-    needed = int((stats.get("memlock") or {}).get("needed_bytes") or 0)
+    locked = int(stats.detail.get("locked_bytes") or 0)
+    needed = int((stats.detail.get("memlock") or {}).get("needed_bytes") or 0)
     ok = needed > 0 and locked >= needed
     reason = (
         f"the server had {locked} bytes locked (VmLck) for {needed} bytes of ring buffers"
         + ("" if ok else "; a pinned result needs every buffer locked")
     )
     return {"name": "pinned", "ok": ok, "locked_bytes": locked, "needed_bytes": needed,
-            "pinning": stats.get("pinning"), "reason": reason}
+            "pinning": stats.detail.get("pinning"), "reason": reason}
 
 
-CHECKS: list[Callable[[dict[str, Any]], dict[str, Any] | None]] = [ring_share_check, pinned_check]
+CHECKS: list[Callable[[TransportStatistics], dict[str, Any] | None]] = [
+    ring_share_check,
+    pinned_check,
+]
 
 
-def check_statistics(stats: dict[str, Any]) -> list[dict[str, Any]]:
+def check_statistics(stats: TransportStatistics) -> list[dict[str, Any]]:
     """Run every check that applies; raise CheckError naming each failed one."""
     results = [r for r in (check(stats) for check in CHECKS) if r is not None]
     failed = [r for r in results if not r["ok"]]
@@ -175,18 +150,17 @@ def die_with_parent() -> Callable[[], None]:
 
 
 def request_coverage(
-    stats: dict[str, Any], ios: int, names: tuple[str, ...] = DATA_OPS
+    stats: TransportStatistics, ios: int, names: tuple[str, ...] = DATA_OPS
 ) -> dict[str, Any]:
     """Data requests the server saw against I/Os fio issued.
 
     With O_DIRECT every I/O up to max_write is one request. Far fewer requests than I/Os
     means the client's page cache answered and the run measured no transport.
     """
-    counters = _counters(stats, "ops")
-    if counters is None or not isinstance(counters.get("ops"), dict):
+    data = stats.data_requests(names)
+    if data is None:
         return {"data_requests": None, "fio_ios": ios, "requests_per_io": None,
                 "warning": "the transport counts no requests (a peer server): coverage unknown"}
-    data = _data_ops(counters["ops"], names)
     ratio = data / ios if ios else None
     warning = None
     if ratio is not None and ratio < COVERAGE_MIN:
@@ -492,7 +466,8 @@ def run_point(
                 stats = json.load(f)
         except (OSError, json.JSONDecodeError) as e:
             raise RunError(f"the server wrote no readable statistics ({stats_path}): {e}") from e
-        checks = check_statistics(stats)
+        typed_stats = TransportStatistics.from_dict(stats)
+        checks = check_statistics(typed_stats)
 
         window = metrics.delta(before, after)
         client = summary["client"]
@@ -535,7 +510,7 @@ def run_point(
             "derived": metrics.per_io(window, client, ctxt1 - ctxt0, summary["total_ios"]),
             "transport_stats": stats,
             "checks": checks,
-            "coverage": request_coverage(stats, summary["total_ios"]),
+            "coverage": request_coverage(typed_stats, summary["total_ios"]),
             "fio_jobfile": jobfile.name,
             "fio_messages": fio_messages,
             "host": metrics.host(),

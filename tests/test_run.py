@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,6 +26,7 @@ from harness.runner import (
 )
 from harness.scenarios import parse_scenario
 from transports import mounting
+from transports.base import TransportStatistics
 
 SCENARIO = str(REPO / "scenarios" / "randread-4k-qd1.toml")
 RINGSIDE = Path(sys.executable).parent / "ringside"
@@ -451,38 +453,50 @@ def test_parse_output_skips_warnings() -> None:
 
 
 # -- the ring check -----------------------------------------------------------------------------
+def _stats(**fields: Any) -> TransportStatistics:
+    fields.setdefault("requests", 10)
+    return TransportStatistics(transport="t", settings=fields.pop("settings", {}), **fields)
+
+
 def test_ring_check_ignores_transports_without_a_ring() -> None:
-    assert ring_share_check({"requests": 10, "requests_devfuse": 10}) is None
-    # devfuse reports requests_ring = 0 without ops_ring: no claim to check.
-    assert ring_share_check({"requests": 10, "requests_ring": 0, "ops": {"READ": 9}}) is None
-    assert check_statistics({"requests": 10}) == []
+    assert ring_share_check(_stats(requests_devfuse=10)) is None
+    assert ring_share_check(_stats(ops={"READ": 9}, ops_devfuse={"READ": 9})) is None
+    assert check_statistics(_stats()) == []
+    assert check_statistics(_stats(requests=None)) == []  # a peer counts nothing
 
 
-def test_ring_check_uses_data_ops_when_reported() -> None:
-    stats = {
-        "requests": 1010,
-        "requests_ring": 995,
-        "requests_devfuse": 15,
-        "ops": {"INIT": 1, "GETATTR": 9, "READ": 900, "WRITE": 100},
-        "ops_ring": {"READ": 895, "write": 100},
-    }
+def test_ring_check_counts_data_ops() -> None:
+    stats = _stats(
+        requests=1010,
+        requests_ring=995,
+        requests_devfuse=15,
+        ops={"INIT": 1, "GETATTR": 9, "READ": 900, "WRITE": 100},
+        ops_ring={"READ": 895, "WRITE": 100},
+    )
     (result,) = check_statistics(stats)
     assert result["ok"] and result["basis"] == "READ+WRITE"
     assert result["share"] == pytest.approx(0.995)
-    stats["ops_ring"] = {"READ": 800, "WRITE": 100}
+    stats.ops_ring = {"READ": 800, "WRITE": 100}
     with pytest.raises(CheckError, match=r"ring carried 900 of 1000 READ\+WRITE requests"):
         check_statistics(stats)
 
 
-def test_ring_check_falls_back_to_all_requests_and_nested_stats() -> None:
-    assert ring_share_check({"requests": 1000, "requests_ring": 995})["ok"]
+def test_ring_check_catches_a_silent_fallback() -> None:
     with pytest.raises(CheckError, match="0 of 0 READ"):
-        check_statistics({"transport": {"ops": {}, "ops_ring": {}, "requests_ring": 0}})
-    # A ring transport that silently fell back to /dev/fuse entirely.
-    fallback = {"requests": 500, "requests_ring": 0, "ops": {"READ": 490}, "ops_ring": {}}
+        check_statistics(_stats(requests=0, ops={}, ops_ring={}, requests_ring=0))
+    # A ring transport that served everything through /dev/fuse.
+    fallback = _stats(requests=500, requests_ring=0, ops={"READ": 490}, ops_ring={})
     with pytest.raises(CheckError, match=r"ring carried 0 of 490 READ\+WRITE requests \(0.00%\)"):
         check_statistics(fallback)
-    assert not ring_share_check({"requests": 100, "requests_ring": 50})["ok"]
+
+
+def test_statistics_round_trip_through_json() -> None:
+    stats = _stats(ops={"READ": 3}, ops_ring={"READ": 3}, requests_ring=3, detail={"q": [1]})
+    data = json.loads(json.dumps({"spec": "uring", **stats.as_dict()}))
+    assert "errors" not in data and data["q"] == [1]  # uncounted fields are left out
+    back = TransportStatistics.from_dict(data)
+    assert back.ops_ring == {"READ": 3} and back.detail == {"q": [1], "spec": "uring"}
+    assert TransportStatistics.from_dict(_stats(requests=None).as_dict()).requests is None
 
 
 def test_per_io_figures() -> None:
@@ -501,11 +515,13 @@ def test_per_io_figures() -> None:
 def test_pinned_check_demands_locked_buffers() -> None:
     from harness.runner import CheckError, check_statistics, pinned_check
 
-    assert pinned_check({"settings": {"buffers": "mapped"}, "locked_bytes": 0}) is None
-    good = {"settings": {"buffers": "pinned"}, "locked_bytes": 5 << 20,
-            "memlock": {"needed_bytes": 4 << 20}}
+    assert pinned_check(_stats(settings={"buffers": "mapped"}, detail={"locked_bytes": 0})) is None
+    memlock = {"needed_bytes": 4 << 20}
+    good = _stats(settings={"buffers": "pinned"},
+                  detail={"locked_bytes": 5 << 20, "memlock": memlock})
     assert pinned_check(good)["ok"]
-    bad = dict(good, locked_bytes=1 << 20)
+    bad = _stats(settings={"buffers": "pinned"},
+                 detail={"locked_bytes": 1 << 20, "memlock": memlock})
     assert not pinned_check(bad)["ok"]
     with pytest.raises(CheckError, match="pinned check failed"):
         check_statistics(bad)

@@ -77,7 +77,7 @@ class Server:
             self.ready.set()
 
     def stats(self) -> dict:
-        return self.transport.statistics()
+        return self.transport.statistics().as_dict()
 
     def wait_returned(self, timeout: float = 30) -> None:
         self.thread.join(timeout)
@@ -379,7 +379,7 @@ def test_init_without_uring_unmounts_and_names_the_cause(tmp_path):
         mounting.unmount_if_mounted(str(path))
     assert mounting.find_mount(str(path)) is None
     assert _uring_threads() == []
-    assert t.statistics()["settings"]["negotiated"]["uring_offered"] is False
+    assert t.statistics().settings["negotiated"]["uring_offered"] is False
 
 
 def test_refused_register_fails_serve_cleanly(tmp_path, monkeypatch):

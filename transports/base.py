@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import ctypes
+import dataclasses
 import difflib
 import importlib
 import os
@@ -68,6 +69,58 @@ def on_off(raw: str) -> bool:
     raise ValueError("use on or off")
 
 
+@dataclass
+class TransportStatistics:
+    """What every transport's `statistics()` returns: one shape, filled by each transport.
+
+    Opcodes are named as in transports.abi.OPCODE_NAMES (upper case). None means "not
+    counted": a peer counts nothing, and only a transport with a ring fills the ring
+    fields, even with zero counts, so a silent fallback to /dev/fuse is caught. What is
+    particular to one transport (its queues, locked memory, teardown) goes in `detail`.
+    In JSON (`as_dict`, the result's transport_stats) the fields are flat, None ones left
+    out, detail merged in.
+    """
+
+    transport: str
+    settings: dict[str, Any]
+    requests: int | None  # every request served
+    ops: dict[str, int] | None = None  # opcode name -> requests served
+    errors: int | None = None  # error replies
+    exceptions: int | None = None  # requests the export raised on (answered EIO)
+    requests_devfuse: int | None = None  # of `requests`, read from /dev/fuse
+    ops_devfuse: dict[str, int] | None = None
+    requests_ring: int | None = None  # of `requests`, carried by the ring
+    ops_ring: dict[str, int] | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name != "detail" and getattr(self, f.name) is not None
+        }
+        out["requests"] = self.requests  # kept when None: "counted by nobody"
+        return {**out, **self.detail}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TransportStatistics:
+        """Read back what as_dict wrote (other keys, such as serve's spec, go to detail)."""
+        names = {f.name for f in dataclasses.fields(cls)} - {"detail"}
+        known = {k: v for k, v in data.items() if k in names}
+        known.setdefault("settings", {})
+        known.setdefault("requests", None)
+        return cls(
+            transport=str(data.get("transport", "")),
+            **{k: v for k, v in known.items() if k != "transport"},
+            detail={k: v for k, v in data.items() if k not in names},
+        )
+
+    def data_requests(self, names: tuple[str, ...], ring: bool = False) -> int | None:
+        """Requests of the named opcodes (all paths, or the ring's); None if not counted."""
+        ops = self.ops_ring if ring else self.ops
+        return None if ops is None else sum(int(ops.get(name, 0)) for name in names)
+
+
 class Transport(abc.ABC):
     """Serves an export on a mountpoint until it is unmounted or asked to stop.
 
@@ -92,8 +145,8 @@ class Transport(abc.ABC):
     def stop(self) -> None: ...
 
     @abc.abstractmethod
-    def statistics(self) -> dict[str, Any]:
-        """Effective settings and counters: at least `requests` (all requests served)."""
+    def statistics(self) -> TransportStatistics:
+        """Effective settings and counters, at any time (also after `serve()` returned)."""
 
     def server_pids(self) -> list[int]:
         """The processes that do the serving, whose CPU time and context switches count."""

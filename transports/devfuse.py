@@ -14,7 +14,13 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from transports import fusedev, mounting
-from transports.base import Option, Transport, name_os_thread, positive_int
+from transports.base import (
+    Option,
+    Transport,
+    TransportStatistics,
+    name_os_thread,
+    positive_int,
+)
 from transports.codec import Codec, merge_counters
 from transports.export import Export
 
@@ -82,25 +88,25 @@ class DevFuseTransport(Transport):
         self._stopping = True
         self._unmount_ours()
 
-    def statistics(self) -> dict[str, Any]:
+    def statistics(self) -> TransportStatistics:
         per_thread = [c.counters() for c in self._codecs]
         total = merge_counters(per_thread)
         negotiated = self._codecs[0].negotiated if self._codecs else None
-        return {
-            "transport": self.name,
-            "settings": {
+        return TransportStatistics(
+            transport=self.name,
+            settings={
                 "threads": self._threads_wanted,
                 "max_write": fusedev.MAX_WRITE,
                 "negotiated": negotiated.as_dict() if negotiated else None,
             },
-            "requests": total["requests"],
-            "requests_devfuse": total["requests"],
-            "requests_ring": 0,
-            "errors": total["errors"],
-            "exceptions": total["exceptions"],
-            "ops": total["ops"],
-            "per_thread": per_thread,
-        }
+            requests=total["requests"],
+            requests_devfuse=total["requests"],
+            errors=total["errors"],
+            exceptions=total["exceptions"],
+            ops=total["ops"],
+            ops_devfuse=total["ops"],
+            detail={"per_thread": per_thread},
+        )
 
     # -- internals ------------------------------------------------------------------------
     def _unmount_ours(self) -> None:

@@ -46,6 +46,7 @@ from transports import abi, fusedev, mounting
 from transports.base import (
     Option,
     Transport,
+    TransportStatistics,
     TransportUnavailable,
     name_os_thread,
     on_off,
@@ -267,7 +268,7 @@ class UringTransport(Transport):
         self._stopping = True
         self._unmount_ours()
 
-    def statistics(self) -> dict[str, Any]:
+    def statistics(self) -> TransportStatistics:
         per_queue = [q.stats() for q in self._queues]
         ring_counts = [q.codec.counters() for q in self._queues]
         dev = self._devfuse_codec.counters() if self._devfuse_codec else None
@@ -275,9 +276,9 @@ class UringTransport(Transport):
         dev_total = merge_counters([dev] if dev else [])
         total = merge_counters(ring_counts + ([dev] if dev else []))
         negotiated = self._devfuse_codec.negotiated if self._devfuse_codec else None
-        return {
-            "transport": self.name,
-            "settings": {
+        return TransportStatistics(
+            transport=self.name,
+            settings={
                 "depth": self._depth,
                 "buffers": "pinned" if self._pinned else "mapped",
                 "pin": "on" if self._pin else "off",
@@ -289,22 +290,24 @@ class UringTransport(Transport):
                 "max_write": MAX_WRITE,
                 "negotiated": negotiated.as_dict() if negotiated else None,
             },
-            "requests": total["requests"],
-            "requests_ring": ring_total["requests"],
-            "requests_devfuse": dev_total["requests"],
-            "errors": total["errors"],
-            "exceptions": total["exceptions"],
-            "ops": total["ops"],
-            "ops_ring": ring_total["ops"],
-            "ops_devfuse": dev_total["ops"],
-            "per_queue": per_queue,
-            "locked_bytes": self._locked_bytes,
-            "memlock": self._memlock,
-            "pinning": PINNING_USERSPACE if self._pinned else PINNING_NONE,
-            "enable_uring": self._enable_uring,
-            "first_request_via_ring": self._ready_via_ring,
-            "teardown": dict(self._teardown),
-        }
+            requests=total["requests"],
+            requests_ring=ring_total["requests"],
+            requests_devfuse=dev_total["requests"],
+            errors=total["errors"],
+            exceptions=total["exceptions"],
+            ops=total["ops"],
+            ops_ring=ring_total["ops"],
+            ops_devfuse=dev_total["ops"],
+            detail={
+                "per_queue": per_queue,
+                "locked_bytes": self._locked_bytes,
+                "memlock": self._memlock,
+                "pinning": PINNING_USERSPACE if self._pinned else PINNING_NONE,
+                "enable_uring": self._enable_uring,
+                "first_request_via_ring": self._ready_via_ring,
+                "teardown": dict(self._teardown),
+            },
+        )
 
     # -- setup ----------------------------------------------------------------------------
     def _check_memlock(self, needed: int, queues: int) -> None:

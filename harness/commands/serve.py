@@ -140,7 +140,7 @@ def run_serve(args: argparse.Namespace) -> int:
         export_info = export.describe()
         export.close()
         if args.stats_out:
-            stats = {"spec": str(spec), "export": export_info, **transport.statistics()}
+            stats = {"spec": str(spec), "export": export_info, **transport.statistics().as_dict()}
             with open(args.stats_out, "w") as f:
                 json.dump(stats, f, indent=1, sort_keys=True)
     if code == 0:
