@@ -1,8 +1,12 @@
-"""Result files: one JSON document per run, and a tidy table over many of them.
+"""The result format: one JSON document per run, and a tidy table over many of them.
 
-A result keeps fio's JSON verbatim under "fio_raw" beside the parsed "summary", so a
-later analysis can recompute anything from the raw numbers. `format_version` changes
-whenever a field changes meaning; readers refuse versions they do not know.
+This module owns the format (harness/results.md describes it): `run_result` builds a
+document, `write_result` writes it, `read_result` reads one and upgrades it to the
+current FORMAT_VERSION, and `rows`/`load` turn documents into the tidy table. A result
+keeps fio's JSON verbatim under "fio_raw" beside the parsed "summary", so a later
+analysis can recompute anything from the raw numbers. FORMAT_VERSION changes whenever
+a field changes meaning; each change adds one step to `upgrade`, and readers refuse
+versions they do not know.
 """
 
 from __future__ import annotations
@@ -18,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas
 
-FORMAT_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+FORMAT_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
 
 
 class ResultError(ValueError):
@@ -51,6 +55,85 @@ def unique_stem(directory: str | os.PathLike[str], stem: str) -> str:
 
 def glob_escape(text: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+def run_result(
+    *,
+    scenario: dict[str, Any],
+    transport: dict[str, Any],
+    export: dict[str, Any],
+    start: str,
+    end: str,
+    command: list[str],
+    summary: dict[str, Any],
+    server: dict[str, Any],
+    system: dict[str, Any],
+    derived: dict[str, Any],
+    transport_stats: dict[str, Any],
+    checks: list[dict[str, Any]],
+    coverage: dict[str, Any],
+    fio_jobfile: str,
+    fio_messages: list[str],
+    host: dict[str, Any],
+    versions: dict[str, Any],
+    git: dict[str, Any],
+    fio_raw: dict[str, Any],
+    campaign: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The document of one run, its sections in the order harness/results.md gives."""
+    data = {
+        "format_version": FORMAT_VERSION,
+        "kind": "run",
+        "scenario": scenario,
+        "transport": transport,
+        "export": export,
+        "start": start,
+        "end": end,
+        "command": command,
+        "summary": summary,
+        "server": server,
+        "system": system,
+        "derived": derived,
+        "transport_stats": transport_stats,
+        "checks": checks,
+        "coverage": coverage,
+        "fio_jobfile": fio_jobfile,
+        "fio_messages": fio_messages,
+        "host": host,
+        "versions": versions,
+        "git": git,
+        "fio_raw": fio_raw,
+    }
+    if campaign is not None:
+        data["campaign"] = campaign
+    return data
+
+
+def _upgrade_1_to_2(data: dict[str, Any]) -> None:
+    """Version 2: transport_stats has one shape for every transport (TransportStatistics:
+    upper-case opcode names, no ring counters from a transport without a ring), and
+    export.fill is always there (version 1 files without it were served sparse)."""
+    export = data.get("export")
+    if isinstance(export, dict):
+        export.setdefault("fill", "none")
+    stats = data.get("transport_stats")
+    if isinstance(stats, dict):
+        if "ops_ring" not in stats and stats.get("requests_ring") == 0:
+            del stats["requests_ring"]  # devfuse said 0 for "has no ring"
+        for key in ("ops", "ops_ring", "ops_devfuse"):
+            if isinstance(stats.get(key), dict):
+                stats[key] = {op.upper(): n for op, n in stats[key].items()}
+
+
+_UPGRADES = {1: _upgrade_1_to_2}  # version -> the step to the next version
+
+
+def upgrade(data: dict[str, Any]) -> dict[str, Any]:
+    """A document of any supported version in the current format (changed in place)."""
+    while data["format_version"] != FORMAT_VERSION:
+        _UPGRADES[data["format_version"]](data)
+        data["format_version"] += 1
+    return data
 
 
 def write_result(
@@ -98,7 +181,7 @@ def read_result(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"(it reads {', '.join(map(str, SUPPORTED_VERSIONS))}): use the Ringside "
             "version that wrote it, or update this one"
         )
-    return data
+    return upgrade(data)
 
 
 def result_files(path: str | os.PathLike[str]) -> list[Path]:
@@ -127,8 +210,7 @@ def rows(data: dict[str, Any], source: str = "") -> list[dict[str, Any]]:
         "transport_spec": transport.get("spec"),
         "backing": export.get("backing"),
         "export_size": export.get("size"),
-        # Files from before `fill` existed were all served from sparse images.
-        "backing_fill": export.get("fill", "none"),
+        "backing_fill": export.get("fill"),
         "cache": export.get("cache"),
         "start": data.get("start"),
         "end": data.get("end"),
@@ -175,6 +257,28 @@ def rows(data: dict[str, Any], source: str = "") -> list[dict[str, Any]]:
                 row[f"{prefix}_{name}_us"] = None if value is None else value / 1000
         out.append(row)
     return out
+
+
+# Per-run facts the analysis shows beside the table, by column name (section, key).
+METADATA_COLUMNS = {
+    "hostname": ("host", "hostname"),
+    "cpu_model": ("host", "cpu_model"),
+    "fuse_enable_uring": ("host", "fuse_enable_uring"),
+    "cache": ("export", "cache"),
+    "read_only": ("export", "read_only"),
+    "fio_version": ("versions", "fio"),
+    "libfuse_version": ("versions", "libfuse"),
+    "liburing_version": ("versions", "liburing"),
+    "python_version": ("versions", "python"),
+}
+
+
+def metadata_columns(data: dict[str, Any]) -> dict[str, Any]:
+    """The METADATA_COLUMNS of one result (None where a section or key is missing)."""
+    return {
+        column: (data.get(section) or {}).get(key)
+        for column, (section, key) in METADATA_COLUMNS.items()
+    }
 
 
 def load(path: str | os.PathLike[str]) -> pandas.DataFrame:

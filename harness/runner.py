@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import fio, metrics
-from harness.results import result_stem, unique_stem, write_result
+from harness.results import result_stem, run_result, unique_stem, write_result
 from harness.scenarios import Scenario, ScenarioPoint
 from transports.backing import open_backing, parse_backing, parse_size
 from transports.base import TransportSpec, TransportStatistics
@@ -471,20 +471,19 @@ def run_point(
 
         window = metrics.delta(before, after)
         client = summary["client"]
-        data = {
-            "kind": "run",
-            "scenario": {
+        data = run_result(
+            scenario={
                 **scenario_meta,
                 "point": point.label,
                 "sweep": point.sweep,
                 "fio": point.fio,
             },
-            "transport": {
+            transport={
                 "spec": str(opts.transport),
                 "name": opts.transport.name,
                 "settings": opts.transport.settings,
             },
-            "export": {
+            export={
                 "backing": opts.backing,
                 "size": export_size,
                 "read_only": opts.read_only,
@@ -493,11 +492,11 @@ def run_point(
                 "fill": opts.fill,
                 **(stats.get("export") if isinstance(stats.get("export"), dict) else {}),
             },
-            "start": start.isoformat(),
-            "end": end.isoformat(),
-            "command": sys.argv,
-            "summary": summary,
-            "server": {
+            start=start.isoformat(),
+            end=end.isoformat(),
+            command=sys.argv,
+            summary=summary,
+            server={
                 "pid": server.pid,
                 "measured_pids": pids,
                 "argv": server.argv,
@@ -506,19 +505,19 @@ def run_point(
                 "lifetime": metrics.rusage_dict(server.rusage),
                 "stderr_tail": server.stderr_tail(2000),
             },
-            "system": {"ctxt_delta": ctxt1 - ctxt0},
-            "derived": metrics.per_io(window, client, ctxt1 - ctxt0, summary["total_ios"]),
-            "transport_stats": stats,
-            "checks": checks,
-            "coverage": request_coverage(typed_stats, summary["total_ios"]),
-            "fio_jobfile": jobfile.name,
-            "fio_messages": fio_messages,
-            "host": metrics.host(),
-            "versions": metrics.versions(fio_version),
-            "git": metrics.git(),
-            "fio_raw": raw,
+            system={"ctxt_delta": ctxt1 - ctxt0},
+            derived=metrics.per_io(window, client, ctxt1 - ctxt0, summary["total_ios"]),
+            transport_stats=stats,
+            checks=checks,
+            coverage=request_coverage(typed_stats, summary["total_ios"]),
+            fio_jobfile=jobfile.name,
+            fio_messages=fio_messages,
+            host=metrics.host(),
+            versions=metrics.versions(fio_version),
+            git=metrics.git(),
+            fio_raw=raw,
             **(extra or {}),
-        }
+        )
         path = write_result(out, data, stem)
         written = True
         return path
