@@ -16,7 +16,7 @@ import pytest
 
 from conftest import REPO, fuse_usable, require
 from harness import fio, metrics
-from harness.results import load, read_result
+from harness.results import FORMAT_VERSION, load, read_result
 from harness.runner import (
     CheckError,
     RunError,
@@ -61,6 +61,7 @@ def fuse_mounts_under(path: Path) -> list[str]:
 
 
 # -- the whole run -------------------------------------------------------------------------
+@pytest.mark.mount
 def test_run_writes_a_valid_result(tmp_path: Path) -> None:
     require(fuse_usable())
     out = tmp_path / "results"
@@ -84,7 +85,7 @@ def test_run_writes_a_valid_result(tmp_path: Path) -> None:
     assert jobfile.stem == path.stem
     data = read_result(path)
 
-    assert data["format_version"] == 1
+    assert data["format_version"] == FORMAT_VERSION
     assert data["scenario"]["name"] == "randread-4k-qd1"
     assert data["scenario"]["fio"]["runtime"] == 2
     assert data["transport"]["spec"] == "pyfuse3"
@@ -180,6 +181,7 @@ def wait_gone(mountpoint: Path, *needles: str, timeout: float = 20) -> None:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.mount
 def test_interrupted_run_leaves_nothing(tmp_path: Path, sig: int) -> None:
     require(fuse_usable())
     mountpoint = tmp_path / "intr.img"
@@ -199,6 +201,7 @@ def test_interrupted_run_leaves_nothing(tmp_path: Path, sig: int) -> None:
     assert not list((tmp_path / "out").glob("*")), "no result or job file from a broken run"
 
 
+@pytest.mark.mount
 def test_killed_runner_takes_its_children_along(tmp_path: Path) -> None:
     require(fuse_usable())
     mountpoint = tmp_path / "killed.img"
@@ -244,6 +247,7 @@ def test_mountpoint_is_a_directory(tmp_path: Path) -> None:
     assert "is a directory" in proc.stderr and "name a file" in proc.stderr
 
 
+@pytest.mark.mount
 def test_mountpoint_in_use(tmp_path: Path) -> None:
     require(fuse_usable())
     from conftest import served
@@ -527,6 +531,7 @@ def test_pinned_check_demands_locked_buffers() -> None:
         check_statistics(bad)
 
 
+@pytest.mark.mount
 @pytest.mark.skipif(os.geteuid() != 0, reason="enable_uring and mlock as root")
 def test_pinned_uring_run_proves_its_lock(tmp_path: Path) -> None:
     proc = subprocess.run(
