@@ -17,7 +17,10 @@ from transports.base import SpecError, parse_spec
 from transports.devfuse import DevFuseTransport
 from transports.export import Export, ExportOptions
 
-pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse")
+pytestmark = [
+    pytest.mark.mount,
+    pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse"),
+]
 
 IMAGE_SIZE = 64 << 20
 

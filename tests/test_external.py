@@ -14,6 +14,8 @@ from conftest import REPO, fuse_usable, require, served
 from transports import mounting
 from transports.base import SpecError, parse_spec
 
+pytestmark = pytest.mark.mount
+
 FOREIGN = f"external:{sys.executable} -m harness serve {{mountpoint}} -t devfuse " \
           "--backing file:{image}"
 

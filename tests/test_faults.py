@@ -37,6 +37,8 @@ from transports.backing import parse_backing
 from transports.codec import Codec
 from transports.export import Export
 
+pytestmark = pytest.mark.mount
+
 MiB = 1 << 20
 FUSECTL = Path("/sys/fs/fuse/connections")
 # Reads and writes from two jobs, sixteen in flight each, when the fault hits.

@@ -14,12 +14,16 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from conftest import fuse_usable, require
 from harness.campaign import Campaign, PlannedRun, plan
 from harness.runner import RunOptions
 from harness.scenarios import load_scenario
 from transports import mounting
 from transports.base import parse_spec
+
+pytestmark = pytest.mark.mount
 
 RUNS = 50
 SETTLED_AFTER = 5

@@ -16,6 +16,8 @@ from transports import mounting
 from transports.backing import parse_backing
 from transports.export import Export, ExportOptions
 
+pytestmark = pytest.mark.mount
+
 
 def ringside(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(

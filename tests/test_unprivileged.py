@@ -48,6 +48,8 @@ from conftest import (
 from transports import mounting
 from transports.uring_ring import HEADER_BUFFER, payload_size, possible_cpus
 
+pytestmark = pytest.mark.mount
+
 USER_PATH = "/usr/local/bin:/usr/bin:/bin"
 MEMLOCK_DEFAULT = 8 << 20  # Linux's default RLIMIT_MEMLOCK since 5.16
 # Pinned at the default depth needs more than that; depth=1 fits, so pinned still runs.

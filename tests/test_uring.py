@@ -26,6 +26,8 @@ from transports.backing import parse_backing
 from transports.base import SpecError, TransportUnavailable, parse_spec
 from transports.export import Export, ExportOptions
 
+pytestmark = pytest.mark.mount
+
 ENABLE_URING = Path("/sys/module/fuse/parameters/enable_uring")
 EXPORT_SIZE = 64 << 20
 DATA_OPS = ("READ", "WRITE")
