@@ -29,8 +29,9 @@ from typing import Any
 from harness import fio, metrics
 from harness.results import result_stem, run_result, unique_stem, write_result
 from harness.scenarios import Scenario, ScenarioPoint
-from transports.backing import open_backing, parse_backing, parse_size
+from transports.backing import open_backing
 from transports.base import TransportSpec, TransportStatistics
+from transports.export_spec import ExportSpec
 from transports.mounting import find_mount, is_stale, prepare_mountpoint, unmount_if_mounted
 
 READY_PREFIX = "ringside: ready"
@@ -54,13 +55,8 @@ class CheckError(RunError):
 class RunOptions:
     transport: TransportSpec
     out: Path
-    backing: str = "memory:1G"
-    size: str | None = None  # --size for serve: the size of a new image file
-    read_only: bool = False
-    growable: bool = False
-    cache: str | None = None
-    attr_timeout: float | None = None
-    fill: str = "data"  # what a backing the run creates holds: "data" or "none" (sparse)
+    # A benchmark reads real data: a backing the run creates is filled unless told otherwise.
+    export: ExportSpec = ExportSpec(fill="data")
     server_cpus: str | None = None  # serve --cpus: CPU affinity of the server process
     mountpoint: str | None = None
     ready_timeout: float = 30.0
@@ -70,7 +66,7 @@ class RunOptions:
 
 def options_for(scenario: Scenario, opts: RunOptions) -> RunOptions:
     """The run options with the export settings the scenario itself asks for."""
-    return dataclasses.replace(opts, **scenario.export)
+    return dataclasses.replace(opts, export=opts.export.replace(**scenario.export))
 
 
 # -- checks on transport statistics ------------------------------------------------------
@@ -288,12 +284,11 @@ class Server:
 # -- one run -----------------------------------------------------------------------------
 def preflight_backing(opts: RunOptions) -> None:
     """Open the backing as the server will, so a bad one is reported before anything runs."""
-    size = parse_size(opts.size) if opts.size is not None else None
-    spec = parse_backing(opts.backing, size)
+    spec = opts.export.backing_spec()
     # A new image file is created (and filled) once here for the whole campaign; a memory
     # backing is made afresh by every run's server, so there is nothing to fill yet.
-    fill = opts.fill == "data" and spec.kind == "file"
-    os.close(open_backing(spec, opts.read_only, fill=fill))
+    fill = opts.export.fill == "data" and spec.kind == "file"
+    os.close(open_backing(spec, opts.export.read_only, fill=fill))
 
 
 def server_argv(opts: RunOptions, mountpoint: str, stats_path: str) -> list[str]:
@@ -305,23 +300,10 @@ def server_argv(opts: RunOptions, mountpoint: str, stats_path: str) -> list[str]
         mountpoint,
         "--transport",
         str(opts.transport),
-        "--backing",
-        opts.backing,
         "--stats-out",
         stats_path,
-        "--fill",
-        opts.fill,
+        *opts.export.argv(),
     ]
-    if opts.size is not None:
-        argv += ["--size", opts.size]
-    if opts.read_only:
-        argv.append("--read-only")
-    if opts.growable:
-        argv.append("--growable")
-    if opts.cache is not None:
-        argv += ["--cache", opts.cache]
-    if opts.attr_timeout is not None:
-        argv += ["--attr-timeout", str(opts.attr_timeout)]
     if opts.server_cpus is not None:
         argv += ["--cpus", opts.server_cpus]
     return argv
@@ -483,13 +465,10 @@ def run_point(
                 "name": opts.transport.name,
                 "settings": opts.transport.settings,
             },
+            # As asked for, then what the server found (it reports the effective export).
             export={
-                "backing": opts.backing,
+                **opts.export.describe(),
                 "size": export_size,
-                "read_only": opts.read_only,
-                "growable": opts.growable,
-                "cache": opts.cache,
-                "fill": opts.fill,
                 **(stats.get("export") if isinstance(stats.get("export"), dict) else {}),
             },
             start=start.isoformat(),
