@@ -345,20 +345,31 @@ def test_server_never_ready_times_out(tmp_path: Path) -> None:
 
 # -- metrics ------------------------------------------------------------------------------------
 def test_thread_snapshot_and_delta(tmp_path: Path) -> None:
+    # The spinner burns 0.5 s of its own CPU time (not of wall time, which a loaded machine
+    # stretches) after the first snapshot, and says when it is done.
     code = (
         "import threading, time, sys\n"
+        "go = threading.Event()\n"
         "def spin():\n"
-        "    end = time.monotonic() + 0.5\n"
-        "    while time.monotonic() < end: pass\n"
+        "    go.wait()\n"
+        "    end = time.thread_time() + 0.5\n"
+        "    while time.thread_time() < end: pass\n"
+        "    print('spun', flush=True)\n"
         "    time.sleep(60)\n"
         "threading.Thread(target=spin, name='spinner', daemon=True).start()\n"
+        "print('ready', flush=True)\n"
+        "sys.stdin.readline()\n"
+        "go.set()\n"
         "sys.stdin.read()\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
     try:
-        time.sleep(0.1)
+        assert proc.stdout.readline() == "ready\n"
         before = metrics.snapshot(proc.pid)
-        time.sleep(0.8)
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline() == "spun\n"
         after = metrics.snapshot(proc.pid)
     finally:
         proc.kill()
