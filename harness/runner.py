@@ -32,7 +32,7 @@ from harness.scenarios import Scenario, ScenarioPoint
 from transports.backing import open_backing
 from transports.base import TransportSpec, TransportStatistics
 from transports.export_spec import ExportSpec
-from transports.mounting import find_mount, is_stale, prepare_mountpoint, unmount_if_mounted
+from transports.fuse.mounting import find_mount, is_stale, prepare_mountpoint, unmount_if_mounted
 
 READY_PREFIX = "ringside: ready"
 EXIT_GRACE_S = 2.0  # after fio lost the export: how long a server may take to exit

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from transports import mounting
+from transports.fuse import mounting
 
 REPO = Path(__file__).resolve().parent.parent
 ON_CI = os.environ.get("CI") == "true"

@@ -15,8 +15,8 @@ from conftest import REPO, fuse_usable, require
 from harness.campaign import known_suites, load_suite, plan
 from harness.results import load
 from harness.scenarios import load_scenario
-from transports import mounting
 from transports.base import parse_spec
+from transports.fuse import mounting
 
 
 def test_plan_interleaves_and_alternates_order():

@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from transports import abi
 from transports.backing import parse_backing
-from transports.codec import Codec, Negotiated, merge_counters, pack_out_header
 from transports.export import Export, ExportOptions
+from transports.fuse import abi
+from transports.fuse.codec import Codec, Negotiated, merge_counters, pack_out_header
 
 # Sizes as stated in include/uapi/linux/fuse.h (protocol 7.42).
 KERNEL_SIZES = {

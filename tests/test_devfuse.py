@@ -11,11 +11,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from transports import mounting
 from transports.backing import parse_backing
 from transports.base import SpecError, parse_spec
 from transports.devfuse import DevFuseTransport
 from transports.export import Export, ExportOptions
+from transports.fuse import mounting
 
 pytestmark = [
     pytest.mark.mount,

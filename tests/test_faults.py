@@ -32,10 +32,10 @@ from test_run import processes_mentioning
 
 from conftest import REPO, fuse_usable, require, served
 from harness.results import load
-from transports import abi, fusedev, mounting
 from transports.backing import parse_backing
-from transports.codec import Codec
 from transports.export import Export
+from transports.fuse import abi, devloop, mounting
+from transports.fuse.codec import Codec
 
 pytestmark = pytest.mark.mount
 
@@ -319,7 +319,7 @@ class LiveLoop:
 
     def _run(self) -> None:
         try:
-            fusedev.serve_requests(self._theirs.fileno(), self.codec)
+            devloop.serve_requests(self._theirs.fileno(), self.codec)
         except BrokenPipeError:
             pass  # our end closed: the way this loop is stopped
         except BaseException as e:

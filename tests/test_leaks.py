@@ -20,9 +20,9 @@ from conftest import fuse_usable, require
 from harness.campaign import Campaign, PlannedRun, plan
 from harness.runner import RunOptions
 from harness.scenarios import load_scenario
-from transports import mounting
 from transports.base import parse_spec
 from transports.export_spec import ExportSpec
+from transports.fuse import mounting
 
 pytestmark = pytest.mark.mount
 

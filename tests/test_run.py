@@ -25,8 +25,8 @@ from harness.runner import (
     ring_share_check,
 )
 from harness.scenarios import parse_scenario
-from transports import mounting
 from transports.base import TransportStatistics
+from transports.fuse import mounting
 
 SCENARIO = str(REPO / "scenarios" / "randread-4k-qd1.toml")
 RINGSIDE = Path(sys.executable).parent / "ringside"

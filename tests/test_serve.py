@@ -12,9 +12,9 @@ import time
 import pytest
 
 from conftest import PEER_TRANSPORTS, REPO, served
-from transports import mounting
 from transports.backing import parse_backing
 from transports.export import Export, ExportOptions
+from transports.fuse import mounting
 
 pytestmark = pytest.mark.mount
 

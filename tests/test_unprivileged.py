@@ -45,7 +45,7 @@ from conftest import (
     read_until_ready,
     require,
 )
-from transports import mounting
+from transports.fuse import mounting
 from transports.uring_ring import HEADER_BUFFER, payload_size, possible_cpus
 
 pytestmark = pytest.mark.mount
@@ -248,7 +248,7 @@ def test_run_as_a_user(user, userdir, user_transport):
 
 
 def _pinned_needs(depth: int = 8) -> int:
-    from transports.fusedev import MAX_WRITE
+    from transports.fuse.devloop import MAX_WRITE
 
     page = os.sysconf("SC_PAGE_SIZE")
     return len(possible_cpus()) * depth * (HEADER_BUFFER + payload_size(MAX_WRITE,

@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 
 from conftest import ON_CI, REPO, fuse_usable, require
-from transports import mounting
 from transports.backing import parse_backing
 from transports.base import SpecError, TransportUnavailable, parse_spec
 from transports.export import Export, ExportOptions
+from transports.fuse import mounting
 
 pytestmark = pytest.mark.mount
 

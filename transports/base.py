@@ -73,7 +73,7 @@ def on_off(raw: str) -> bool:
 class TransportStatistics:
     """What every transport's `statistics()` returns: one shape, filled by each transport.
 
-    Opcodes are named as in transports.abi.OPCODE_NAMES (upper case). None means "not
+    Opcodes are named as in transports.fuse.abi.OPCODE_NAMES (upper case). None means "not
     counted": a peer counts nothing, and only a transport with a ring fills the ring
     fields, even with zero counts, so a silent fallback to /dev/fuse is caught. What is
     particular to one transport (its queues, locked memory, teardown) goes in `detail`.

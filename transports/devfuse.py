@@ -13,7 +13,6 @@ import threading
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from transports import fusedev, mounting
 from transports.base import (
     Option,
     Transport,
@@ -21,8 +20,9 @@ from transports.base import (
     name_os_thread,
     positive_int,
 )
-from transports.codec import Codec, merge_counters
 from transports.export import Export
+from transports.fuse import devloop, mounting
+from transports.fuse.codec import Codec, merge_counters
 
 
 class DevFuseError(RuntimeError):
@@ -49,7 +49,7 @@ class DevFuseTransport(Transport):
     # -- life cycle -----------------------------------------------------------------------
     def serve(self, export: Export, mountpoint: str, on_ready: Callable[[], None]) -> None:
         mountpoint = os.path.abspath(mountpoint)
-        fd = mounting.mount_devfuse(mountpoint, max_read=fusedev.MAX_WRITE)
+        fd = mounting.mount_devfuse(mountpoint, max_read=devloop.MAX_WRITE)
         with self._lock:
             self._mountpoint = mountpoint
             entry = mounting.find_mount(mountpoint)
@@ -57,10 +57,10 @@ class DevFuseTransport(Transport):
         threads: list[threading.Thread] = []
         try:
             codecs = [
-                Codec(export, max_write=fusedev.MAX_WRITE) for _ in range(self._threads_wanted)
+                Codec(export, max_write=devloop.MAX_WRITE) for _ in range(self._threads_wanted)
             ]
             self._codecs = codecs
-            if self._stopping or not fusedev.answer_init(fd, codecs[0]):
+            if self._stopping or not devloop.answer_init(fd, codecs[0]):
                 return
             for codec in codecs[1:]:
                 codec.adopt(codecs[0].negotiated)
@@ -96,7 +96,7 @@ class DevFuseTransport(Transport):
             transport=self.name,
             settings={
                 "threads": self._threads_wanted,
-                "max_write": fusedev.MAX_WRITE,
+                "max_write": devloop.MAX_WRITE,
                 "negotiated": negotiated.as_dict() if negotiated else None,
             },
             requests=total["requests"],
@@ -129,7 +129,7 @@ class DevFuseTransport(Transport):
     def _worker(self, fd: int, codec: Codec) -> None:
         name_os_thread()
         try:
-            fusedev.serve_requests(fd, codec)
+            devloop.serve_requests(fd, codec)
         except BaseException as e:  # report, and take the mount down so serve() returns
             self._failure = e
             self._unmount_ours()

@@ -19,9 +19,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from transports import mounting
 from transports.base import Transport, TransportStatistics, TransportUnavailable
 from transports.export import Export
+from transports.fuse import mounting
 
 _POLL_S = 0.1
 _PR_SET_PDEATHSIG = 1

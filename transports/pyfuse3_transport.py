@@ -18,9 +18,9 @@ from typing import Any
 import pyfuse3
 import trio
 
-from transports import mounting
 from transports.base import Transport, TransportStatistics
 from transports.export import ROOT_INODE, Attr, Export
+from transports.fuse import mounting
 
 
 def _entry(attr: Attr, timeout: float) -> pyfuse3.EntryAttributes:

@@ -42,7 +42,6 @@ import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from transports import abi, fusedev, mounting
 from transports.base import (
     Option,
     Transport,
@@ -52,8 +51,9 @@ from transports.base import (
     on_off,
     positive_int,
 )
-from transports.codec import Codec, merge_counters
 from transports.export import Export
+from transports.fuse import abi, devloop, mounting
+from transports.fuse.codec import Codec, merge_counters
 from transports.uring_ring import (
     CAP_SYS_ADMIN,
     HEADER_BUFFER,
@@ -71,7 +71,7 @@ from transports.uring_ring import (
     possible_cpus,
 )
 
-MAX_WRITE = fusedev.MAX_WRITE
+MAX_WRITE = devloop.MAX_WRITE
 # Entry completions that mean the connection is going away, not a bug.
 _TEARDOWN = (-errno.ENOTCONN, -errno.ECONNABORTED, -errno.ECANCELED, -errno.ENODEV)
 _SETUP_TIMEOUT = 10.0  # seconds for INIT and for every queue to register
@@ -340,7 +340,7 @@ class UringTransport(Transport):
     ) -> None:
         codec = self._devfuse_codec
         assert codec is not None
-        if self._stopping or not fusedev.answer_init(fd, codec, _SETUP_TIMEOUT):
+        if self._stopping or not devloop.answer_init(fd, codec, _SETUP_TIMEOUT):
             return
         neg = codec.negotiated
         assert neg is not None
@@ -479,7 +479,7 @@ class UringTransport(Transport):
     def _devfuse_worker(self, fd: int, codec: Codec) -> None:
         name_os_thread()
         try:
-            fusedev.serve_requests(fd, codec)
+            devloop.serve_requests(fd, codec)
         except BaseException as e:
             self._devfuse_failure = e
             self._unmount_ours()

@@ -18,7 +18,7 @@ from harness.scenarios import ScenarioError, check_fio_option, load_scenario
 from transports.backing import BackingError
 from transports.base import SpecError, TransportSpec, TransportUnavailable, parse_spec
 from transports.export_spec import ExportSpec
-from transports.mounting import MountError
+from transports.fuse.mounting import MountError
 
 DEFAULT_OUT = Path("results")
 

@@ -9,11 +9,12 @@ import signal
 import sys
 from typing import Any
 
-from transports import mounting, sysinfo
+from transports import sysinfo
 from transports.backing import BackingError
 from transports.base import SpecError, TransportUnavailable, parse_spec
 from transports.export import Export
 from transports.export_spec import ExportSpec
+from transports.fuse import mounting
 
 READY_PREFIX = "ringside: ready"
 

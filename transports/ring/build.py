@@ -2,7 +2,7 @@
 
 Compiled at install time (setup.py `cffi_modules`) into `transports._uring_cffi`:
 ring.c is the source, ring.h (the functions and the fields of a queue Python may read)
-and ../fuse_uring.h (the kernel's FUSE-over-io_uring ABI, which transports/abi.py reads
+and ../fuse/fuse_uring.h (the kernel's FUSE-over-io_uring ABI, which transports/fuse/abi.py reads
 too) are both the C headers and cffi's declarations, so C and Python read one text.
 cffi checks at build time that the compiler lays the ABI structs out as it parsed them.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
-ABI_HEADER = HERE.parent / "fuse_uring.h"
+ABI_HEADER = HERE.parent / "fuse" / "fuse_uring.h"
 
 
 def _pkg_config(*args: str) -> list[str]:

@@ -1,7 +1,7 @@
 /*
  * The part of the kernel's FUSE ABI that FUSE-over-io_uring needs (include/uapi/linux/
  * fuse.h, protocol 7.42; Debian 12's <linux/fuse.h> is 7.38 and has none of it), stated
- * once for both sides: transports/ring/ring.c includes it, and transports/abi.py parses
+ * once for both sides: transports/ring/ring.c includes it, and transports/fuse/abi.py parses
  * it with cffi (no compiler needed) and derives its sizes, offsets and struct formats
  * from it.
  *

@@ -8,7 +8,7 @@ matter against the numbers in that header (and against Debian's header where it 
 the struct).
 
 What the ring's C shares with Python (fuse_out_header and the io_uring structs) is
-written once, in transports/fuse_uring.h: the C includes it, and this module parses it
+written once, in transports/fuse/fuse_uring.h: the C includes it, and this module parses it
 with cffi (no compiler) and derives those sizes, offsets and struct formats from it.
 """
 
