@@ -46,7 +46,7 @@ from conftest import (
     require,
 )
 from transports.fuse import mounting
-from transports.uring_ring import HEADER_BUFFER, payload_size, possible_cpus
+from transports.ring.queue import HEADER_BUFFER, payload_size, possible_cpus
 
 pytestmark = pytest.mark.mount
 

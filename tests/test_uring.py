@@ -190,7 +190,7 @@ def test_statistics_report_effective_settings(tmp_path):
     server.wait_returned()
     stats = server.stats()
     cpus = Path("/sys/devices/system/cpu/possible").read_text().strip()
-    from transports.uring_ring import parse_cpu_list
+    from transports.ring.queue import parse_cpu_list
 
     queues = len(parse_cpu_list(cpus))
     assert stats["transport"] == "uring"

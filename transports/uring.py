@@ -54,7 +54,7 @@ from transports.base import (
 from transports.export import Export
 from transports.fuse import abi, devloop, mounting
 from transports.fuse.codec import Codec, merge_counters
-from transports.uring_ring import (
+from transports.ring.queue import (
     CAP_SYS_ADMIN,
     HEADER_BUFFER,
     IO_URING_GROUP,
