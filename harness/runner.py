@@ -29,9 +29,9 @@ from typing import Any
 from harness import fio, metrics
 from harness.results import result_stem, run_result, unique_stem, write_result
 from harness.scenarios import Scenario, ScenarioPoint
-from transports.backing import open_backing
 from transports.base import TransportSpec, TransportStatistics
-from transports.export_spec import ExportSpec
+from transports.export.backing import open_backing
+from transports.export.spec import ExportSpec
 from transports.fuse.mounting import find_mount, is_stale, prepare_mountpoint, unmount_if_mounted
 
 READY_PREFIX = "ringside: ready"

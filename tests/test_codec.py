@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from transports.backing import parse_backing
-from transports.export import Export, ExportOptions
+from transports.export.backing import parse_backing
+from transports.export.image import Export, ExportOptions
 from transports.fuse import abi
 from transports.fuse.codec import Codec, Negotiated, merge_counters, pack_out_header
 

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from transports.backing import parse_backing
 from transports.base import SpecError, parse_spec
 from transports.devfuse import DevFuseTransport
-from transports.export import Export, ExportOptions
+from transports.export.backing import parse_backing
+from transports.export.image import Export, ExportOptions
 from transports.fuse import mounting
 
 pytestmark = [

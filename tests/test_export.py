@@ -8,15 +8,15 @@ import os
 
 import pytest
 
-from transports.backing import BackingError, parse_backing, parse_size
-from transports.export import (
+from transports.export.backing import BackingError, parse_backing, parse_size
+from transports.export.image import (
     FALLOC_FL_KEEP_SIZE,
     FALLOC_FL_PUNCH_HOLE,
     FALLOC_FL_ZERO_RANGE,
     Export,
     ExportOptions,
 )
-from transports.export_spec import ExportSpec
+from transports.export.spec import ExportSpec
 
 MiB = 1 << 20
 

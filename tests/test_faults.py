@@ -32,8 +32,8 @@ from test_run import processes_mentioning
 
 from conftest import REPO, fuse_usable, require, served
 from harness.results import load
-from transports.backing import parse_backing
-from transports.export import Export
+from transports.export.backing import parse_backing
+from transports.export.image import Export
 from transports.fuse import abi, devloop, mounting
 from transports.fuse.codec import Codec
 

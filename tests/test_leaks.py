@@ -21,7 +21,7 @@ from harness.campaign import Campaign, PlannedRun, plan
 from harness.runner import RunOptions
 from harness.scenarios import load_scenario
 from transports.base import parse_spec
-from transports.export_spec import ExportSpec
+from transports.export.spec import ExportSpec
 from transports.fuse import mounting
 
 pytestmark = pytest.mark.mount

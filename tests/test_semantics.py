@@ -15,7 +15,7 @@ import pytest
 
 from conftest import served
 from transports.base import transport_class
-from transports.export import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE
+from transports.export.image import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE
 
 pytestmark = pytest.mark.mount
 

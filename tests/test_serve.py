@@ -12,8 +12,8 @@ import time
 import pytest
 
 from conftest import PEER_TRANSPORTS, REPO, served
-from transports.backing import parse_backing
-from transports.export import Export, ExportOptions
+from transports.export.backing import parse_backing
+from transports.export.image import Export, ExportOptions
 from transports.fuse import mounting
 
 pytestmark = pytest.mark.mount

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from conftest import ON_CI, REPO, fuse_usable, require
-from transports.backing import parse_backing
 from transports.base import SpecError, TransportUnavailable, parse_spec
-from transports.export import Export, ExportOptions
+from transports.export.backing import parse_backing
+from transports.export.image import Export, ExportOptions
 from transports.fuse import mounting
 
 pytestmark = pytest.mark.mount
@@ -254,9 +254,9 @@ def test_pinned_buffers_are_locked(tmp_path):
 
 MEMLOCK_CHILD = """
 import sys
-from transports.backing import parse_backing
+from transports.export.backing import parse_backing
 from transports.base import TransportUnavailable, parse_spec
-from transports.export import Export
+from transports.export.image import Export
 t = parse_spec("uring:buffers=pinned").create()
 try:
     t.serve(Export(parse_backing("memory:1M")), sys.argv[1], lambda: None)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from transports.export import Export
+from transports.export.image import Export
 
 _PR_SET_NAME = 15
 

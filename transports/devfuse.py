@@ -20,7 +20,7 @@ from transports.base import (
     name_os_thread,
     positive_int,
 )
-from transports.export import Export
+from transports.export.image import Export
 from transports.fuse import devloop, mounting
 from transports.fuse.codec import Codec, merge_counters
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import shlex
 
 from transports.base import Option, SpecError
-from transports.export import Export
+from transports.export.image import Export
 from transports.peer import PeerTransport
 
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from transports.base import Transport, TransportStatistics, TransportUnavailable
-from transports.export import Export
+from transports.export.image import Export
 from transports.fuse import mounting
 
 _POLL_S = 0.1

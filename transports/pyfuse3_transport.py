@@ -19,7 +19,7 @@ import pyfuse3
 import trio
 
 from transports.base import Transport, TransportStatistics
-from transports.export import ROOT_INODE, Attr, Export
+from transports.export.image import ROOT_INODE, Attr, Export
 from transports.fuse import mounting
 
 

@@ -6,7 +6,7 @@ import shutil
 import subprocess
 
 from transports.base import TransportUnavailable
-from transports.export import Export
+from transports.export.image import Export
 from transports.peer import PeerTransport
 
 

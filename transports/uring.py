@@ -51,7 +51,7 @@ from transports.base import (
     on_off,
     positive_int,
 )
-from transports.export import Export
+from transports.export.image import Export
 from transports.fuse import abi, devloop, mounting
 from transports.fuse.codec import Codec, merge_counters
 from transports.ring.queue import (

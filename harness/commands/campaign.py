@@ -20,9 +20,9 @@ from harness.commands.run import DEFAULT_OUT, interrupt_on_termination, override
 from harness.runner import preflight_backing
 from harness.scenarios import ScenarioError
 from transports import sysinfo
-from transports.backing import BackingError
 from transports.base import SpecError, TransportSpec, TransportUnavailable, parse_spec
-from transports.export_spec import ExportSpec
+from transports.export.backing import BackingError
+from transports.export.spec import ExportSpec
 
 # What a campaign measures when no --transport is given: every transport this machine runs.
 DEFAULT_TRANSPORTS = ("pyfuse3", "devfuse", "uring", "uring:buffers=pinned", "qsd")

@@ -15,9 +15,9 @@ from typing import Any
 from harness import fio
 from harness.runner import CheckError, RunError, RunOptions, options_for, run_point
 from harness.scenarios import ScenarioError, check_fio_option, load_scenario
-from transports.backing import BackingError
 from transports.base import SpecError, TransportSpec, TransportUnavailable, parse_spec
-from transports.export_spec import ExportSpec
+from transports.export.backing import BackingError
+from transports.export.spec import ExportSpec
 from transports.fuse.mounting import MountError
 
 DEFAULT_OUT = Path("results")

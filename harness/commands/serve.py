@@ -10,10 +10,10 @@ import sys
 from typing import Any
 
 from transports import sysinfo
-from transports.backing import BackingError
 from transports.base import SpecError, TransportUnavailable, parse_spec
-from transports.export import Export
-from transports.export_spec import ExportSpec
+from transports.export.backing import BackingError
+from transports.export.image import Export
+from transports.export.spec import ExportSpec
 from transports.fuse import mounting
 
 READY_PREFIX = "ringside: ready"

@@ -3,7 +3,7 @@
 `ExportSpec` is to the export what `TransportSpec` is to a transport: the measuring
 commands and `serve` parse it from the same arguments (`add_arguments`, `from_args`),
 the runner hands it to its `serve` child as argv (`argv`), and results record it
-(`describe`). `backing_spec()` and `options()` give what transports.export.Export takes.
+(`describe`). `backing_spec()` and `options()` give what transports.export.image.Export takes.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from transports.backing import FILL_CHOICES, BackingSpec, parse_backing, parse_size
-from transports.export import ExportOptions
+from transports.export.backing import FILL_CHOICES, BackingSpec, parse_backing, parse_size
+from transports.export.image import ExportOptions
 
 CACHE_CHOICES = ("pagecache", "direct")
 
