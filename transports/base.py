@@ -163,8 +163,8 @@ _REGISTRY: dict[str, str] = {
     "pyfuse3": "transports.pyfuse3_transport:Pyfuse3Transport",
     "devfuse": "transports.devfuse:DevFuseTransport",
     "uring": "transports.uring:UringTransport",
-    "qsd": "transports.qsd:QsdTransport",
-    "external": "transports.external:ExternalTransport",
+    "qsd": "transports.peers.qsd:QsdTransport",
+    "external": "transports.peers.external:ExternalTransport",
 }
 
 

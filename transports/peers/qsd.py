@@ -7,7 +7,7 @@ import subprocess
 
 from transports.base import TransportUnavailable
 from transports.export.image import Export
-from transports.peer import PeerTransport
+from transports.peers.peer import PeerTransport
 
 
 class QsdTransport(PeerTransport):

@@ -12,7 +12,7 @@ import shlex
 
 from transports.base import Option, SpecError
 from transports.export.image import Export
-from transports.peer import PeerTransport
+from transports.peers.peer import PeerTransport
 
 
 def _command(raw: str) -> str:
