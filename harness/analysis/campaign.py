@@ -68,7 +68,7 @@ def natural_key(text: Any) -> list[Any]:
 
 
 @dataclass
-class Campaign:
+class CampaignResults:
     """A loaded campaign: `runs` is every row, `table` the rows statistics use (no warmup)."""
 
     path: Path
@@ -143,7 +143,7 @@ def _manifest(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def load_campaign(campaign: str | os.PathLike[str]) -> Campaign:
+def load_campaign(campaign: str | os.PathLike[str]) -> CampaignResults:
     """Resolve, load through harness.results.load and complete the table."""
     path = resolve(campaign)
     try:
@@ -152,7 +152,7 @@ def load_campaign(campaign: str | os.PathLike[str]) -> Campaign:
         raise CampaignError(str(e)) from None
     if runs.empty:
         raise CampaignError(f"{path} holds no result file")
-    result = Campaign(path, runs, _manifest(path))
+    result = CampaignResults(path, runs, _manifest(path))
     extra: dict[str, list[Any]] = {c: [] for c in METADATA_COLUMNS if c not in runs}
     for file in runs["file"] if extra else ():
         meta = metadata_columns(result.raw(file))
