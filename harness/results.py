@@ -57,56 +57,28 @@ def glob_escape(text: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", text)
 
 
-def run_result(
-    *,
-    scenario: dict[str, Any],
-    transport: dict[str, Any],
-    export: dict[str, Any],
-    start: str,
-    end: str,
-    command: list[str],
-    summary: dict[str, Any],
-    server: dict[str, Any],
-    system: dict[str, Any],
-    derived: dict[str, Any],
-    transport_stats: dict[str, Any],
-    checks: list[dict[str, Any]],
-    coverage: dict[str, Any],
-    fio_jobfile: str,
-    fio_messages: list[str],
-    host: dict[str, Any],
-    versions: dict[str, Any],
-    git: dict[str, Any],
-    fio_raw: dict[str, Any],
-    campaign: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The document of one run, its sections in the order harness/results.md gives."""
-    data = {
+# The sections of a run's document, in the order written (harness/results.md says what
+# each holds); `campaign` only in a campaign.
+RUN_SECTIONS = (
+    "scenario", "transport", "export", "start", "end", "command", "summary", "server",
+    "system", "derived", "transport_stats", "checks", "coverage", "fio_jobfile",
+    "fio_messages", "host", "versions", "git", "fio_raw",
+)
+OPTIONAL_RUN_SECTIONS = ("campaign",)
+
+
+def run_result(**sections: Any) -> dict[str, Any]:
+    """The document of one run from its sections; a missing or unknown one is a TypeError."""
+    missing = [name for name in RUN_SECTIONS if name not in sections]
+    unknown = [name for name in sections if name not in RUN_SECTIONS + OPTIONAL_RUN_SECTIONS]
+    if missing or unknown:
+        raise TypeError(f"run_result: missing sections {missing}, unknown sections {unknown}")
+    order = RUN_SECTIONS + OPTIONAL_RUN_SECTIONS
+    return {
         "format_version": FORMAT_VERSION,
         "kind": "run",
-        "scenario": scenario,
-        "transport": transport,
-        "export": export,
-        "start": start,
-        "end": end,
-        "command": command,
-        "summary": summary,
-        "server": server,
-        "system": system,
-        "derived": derived,
-        "transport_stats": transport_stats,
-        "checks": checks,
-        "coverage": coverage,
-        "fio_jobfile": fio_jobfile,
-        "fio_messages": fio_messages,
-        "host": host,
-        "versions": versions,
-        "git": git,
-        "fio_raw": fio_raw,
+        **{name: sections[name] for name in order if name in sections},
     }
-    if campaign is not None:
-        data["campaign"] = campaign
-    return data
 
 
 def _upgrade_1_to_2(data: dict[str, Any]) -> None:

@@ -115,6 +115,32 @@ class TransportStatistics:
             detail={k: v for k, v in data.items() if k not in names},
         )
 
+    @classmethod
+    def of_codecs(
+        cls,
+        transport: str,
+        settings: dict[str, Any],
+        total: dict[str, Any],
+        devfuse: dict[str, Any],
+        ring: dict[str, Any] | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> TransportStatistics:
+        """From merged Codec.counters(): of every path (`total`), of the requests read from
+        /dev/fuse and, for a transport with a ring, of those the ring carried."""
+        return cls(
+            transport=transport,
+            settings=settings,
+            requests=total["requests"],
+            ops=total["ops"],
+            errors=total["errors"],
+            exceptions=total["exceptions"],
+            requests_devfuse=devfuse["requests"],
+            ops_devfuse=devfuse["ops"],
+            requests_ring=None if ring is None else ring["requests"],
+            ops_ring=None if ring is None else ring["ops"],
+            detail=detail or {},
+        )
+
     def data_requests(self, names: tuple[str, ...], ring: bool = False) -> int | None:
         """Requests of the named opcodes (all paths, or the ring's); None if not counted."""
         ops = self.ops_ring if ring else self.ops

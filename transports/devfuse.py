@@ -92,20 +92,13 @@ class DevFuseTransport(Transport):
         per_thread = [c.counters() for c in self._codecs]
         total = merge_counters(per_thread)
         negotiated = self._codecs[0].negotiated if self._codecs else None
-        return TransportStatistics(
-            transport=self.name,
-            settings={
-                "threads": self._threads_wanted,
-                "max_write": devloop.MAX_WRITE,
-                "negotiated": negotiated.as_dict() if negotiated else None,
-            },
-            requests=total["requests"],
-            requests_devfuse=total["requests"],
-            errors=total["errors"],
-            exceptions=total["exceptions"],
-            ops=total["ops"],
-            ops_devfuse=total["ops"],
-            detail={"per_thread": per_thread},
+        settings = {
+            "threads": self._threads_wanted,
+            "max_write": devloop.MAX_WRITE,
+            "negotiated": negotiated.as_dict() if negotiated else None,
+        }
+        return TransportStatistics.of_codecs(
+            self.name, settings, total, devfuse=total, detail={"per_thread": per_thread}
         )
 
     # -- internals ------------------------------------------------------------------------

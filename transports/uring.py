@@ -276,28 +276,24 @@ class UringTransport(Transport):
         dev_total = merge_counters([dev] if dev else [])
         total = merge_counters(ring_counts + ([dev] if dev else []))
         negotiated = self._devfuse_codec.negotiated if self._devfuse_codec else None
-        return TransportStatistics(
-            transport=self.name,
-            settings={
-                "depth": self._depth,
-                "buffers": "pinned" if self._pinned else "mapped",
-                "pin": "on" if self._pin else "off",
-                "sched": "idle" if self._sched_idle else "normal",
-                "queues": len(self._queues),
-                "threads": len(self._queues) + 1,
-                "header_buffer": HEADER_BUFFER,
-                "payload_buffer": self._payload,
-                "max_write": MAX_WRITE,
-                "negotiated": negotiated.as_dict() if negotiated else None,
-            },
-            requests=total["requests"],
-            requests_ring=ring_total["requests"],
-            requests_devfuse=dev_total["requests"],
-            errors=total["errors"],
-            exceptions=total["exceptions"],
-            ops=total["ops"],
-            ops_ring=ring_total["ops"],
-            ops_devfuse=dev_total["ops"],
+        settings = {
+            "depth": self._depth,
+            "buffers": "pinned" if self._pinned else "mapped",
+            "pin": "on" if self._pin else "off",
+            "sched": "idle" if self._sched_idle else "normal",
+            "queues": len(self._queues),
+            "threads": len(self._queues) + 1,
+            "header_buffer": HEADER_BUFFER,
+            "payload_buffer": self._payload,
+            "max_write": MAX_WRITE,
+            "negotiated": negotiated.as_dict() if negotiated else None,
+        }
+        return TransportStatistics.of_codecs(
+            self.name,
+            settings,
+            total,
+            devfuse=dev_total,
+            ring=ring_total,
             detail={
                 "per_queue": per_queue,
                 "locked_bytes": self._locked_bytes,
