@@ -33,7 +33,7 @@ test: setup
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check harness transports tests
+	$(VENV)/bin/ruff check harness transports tests notebooks
 
 clean-mounts:
 	@awk '$$3 ~ /^fuse/ {print $$2}' /proc/mounts | xargs -r -n1 umount -l

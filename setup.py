@@ -21,7 +21,7 @@ def _have_liburing() -> bool:
 
 
 if _have_liburing():
-    cffi_modules = ["transports/uring_build.py:ffibuilder"]
+    cffi_modules = ["transports/ring/build.py:ffibuilder"]
 else:
     print(
         "ringside: liburing headers not found (apt-get install liburing-dev): "

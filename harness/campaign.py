@@ -168,7 +168,7 @@ class Campaign:
             "transports": list(dict.fromkeys(str(r.transport) for r in self.runs)),
             "scenarios": list(dict.fromkeys(r.scenario.name for r in self.runs)),
             "points": list(dict.fromkeys(r.point.label for r in self.runs)),
-            "backing": self.options.backing,
+            "backing": self.options.export.backing,
             "server_cpus": self.options.server_cpus,
             "fio_cpus": self.fio_cpus,
             "status": "planned",

@@ -7,7 +7,8 @@ import importlib
 import sys
 
 # Each module defines register(subparsers), which adds its parser with func=handler.
-COMMANDS = ("serve", "run", "doctor", "compare", "plot", "report", "campaign", "bench", "export")
+COMMANDS = ("serve", "run", "doctor", "compare", "plot", "report", "campaign", "bench", "table")
+ALIASES = {"export": "table"}
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -32,6 +33,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = next((a for a in argv if not a.startswith("-")), None)
+    command = ALIASES.get(command, command)
     args = build_parser(command if command in COMMANDS else None).parse_args(argv)
     try:
         return args.func(args)

@@ -159,7 +159,7 @@ def check_cpus() -> Capability:
 
 def check_memlock() -> Capability:
     try:
-        from transports.uring_ring import HEADER_BUFFER, memlock_check, payload_size
+        from transports.ring.queue import HEADER_BUFFER, memlock_check, payload_size
     except ImportError:
         return Capability(
             "RLIMIT_MEMLOCK", False, "unknown: liburing binding not built", "`make setup`"

@@ -1,8 +1,12 @@
-"""Result files: one JSON document per run, and a tidy table over many of them.
+"""The result format: one JSON document per run, and a tidy table over many of them.
 
-A result keeps fio's JSON verbatim under "fio_raw" beside the parsed "summary", so a
-later analysis can recompute anything from the raw numbers. `format_version` changes
-whenever a field changes meaning; readers refuse versions they do not know.
+This module owns the format (harness/results.md describes it): `run_result` builds a
+document, `write_result` writes it, `read_result` reads one and upgrades it to the
+current FORMAT_VERSION, and `rows`/`load` turn documents into the tidy table. A result
+keeps fio's JSON verbatim under "fio_raw" beside the parsed "summary", so a later
+analysis can recompute anything from the raw numbers. FORMAT_VERSION changes whenever
+a field changes meaning; each change adds one step to `upgrade`, and readers refuse
+versions they do not know.
 """
 
 from __future__ import annotations
@@ -18,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas
 
-FORMAT_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+FORMAT_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
 
 
 class ResultError(ValueError):
@@ -51,6 +55,57 @@ def unique_stem(directory: str | os.PathLike[str], stem: str) -> str:
 
 def glob_escape(text: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+# The sections of a run's document, in the order written (harness/results.md says what
+# each holds); `campaign` only in a campaign.
+RUN_SECTIONS = (
+    "scenario", "transport", "export", "start", "end", "command", "summary", "server",
+    "system", "derived", "transport_stats", "checks", "coverage", "fio_jobfile",
+    "fio_messages", "host", "versions", "git", "fio_raw",
+)
+OPTIONAL_RUN_SECTIONS = ("campaign",)
+
+
+def run_result(**sections: Any) -> dict[str, Any]:
+    """The document of one run from its sections; a missing or unknown one is a TypeError."""
+    missing = [name for name in RUN_SECTIONS if name not in sections]
+    unknown = [name for name in sections if name not in RUN_SECTIONS + OPTIONAL_RUN_SECTIONS]
+    if missing or unknown:
+        raise TypeError(f"run_result: missing sections {missing}, unknown sections {unknown}")
+    order = RUN_SECTIONS + OPTIONAL_RUN_SECTIONS
+    return {
+        "format_version": FORMAT_VERSION,
+        "kind": "run",
+        **{name: sections[name] for name in order if name in sections},
+    }
+
+
+def _upgrade_1_to_2(data: dict[str, Any]) -> None:
+    """Version 2: transport_stats has one shape for every transport (TransportStatistics:
+    upper-case opcode names, no ring counters from a transport without a ring), and
+    export.fill is always there (version 1 files without it were served sparse)."""
+    export = data.get("export")
+    if isinstance(export, dict):
+        export.setdefault("fill", "none")
+    stats = data.get("transport_stats")
+    if isinstance(stats, dict):
+        if "ops_ring" not in stats and stats.get("requests_ring") == 0:
+            del stats["requests_ring"]  # devfuse said 0 for "has no ring"
+        for key in ("ops", "ops_ring", "ops_devfuse"):
+            if isinstance(stats.get(key), dict):
+                stats[key] = {op.upper(): n for op, n in stats[key].items()}
+
+
+_UPGRADES = {1: _upgrade_1_to_2}  # version -> the step to the next version
+
+
+def upgrade(data: dict[str, Any]) -> dict[str, Any]:
+    """A document of any supported version in the current format (changed in place)."""
+    while data["format_version"] != FORMAT_VERSION:
+        _UPGRADES[data["format_version"]](data)
+        data["format_version"] += 1
+    return data
 
 
 def write_result(
@@ -98,7 +153,7 @@ def read_result(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"(it reads {', '.join(map(str, SUPPORTED_VERSIONS))}): use the Ringside "
             "version that wrote it, or update this one"
         )
-    return data
+    return upgrade(data)
 
 
 def result_files(path: str | os.PathLike[str]) -> list[Path]:
@@ -127,8 +182,7 @@ def rows(data: dict[str, Any], source: str = "") -> list[dict[str, Any]]:
         "transport_spec": transport.get("spec"),
         "backing": export.get("backing"),
         "export_size": export.get("size"),
-        # Files from before `fill` existed were all served from sparse images.
-        "backing_fill": export.get("fill", "none"),
+        "backing_fill": export.get("fill"),
         "cache": export.get("cache"),
         "start": data.get("start"),
         "end": data.get("end"),
@@ -175,6 +229,28 @@ def rows(data: dict[str, Any], source: str = "") -> list[dict[str, Any]]:
                 row[f"{prefix}_{name}_us"] = None if value is None else value / 1000
         out.append(row)
     return out
+
+
+# Per-run facts the analysis shows beside the table, by column name (section, key).
+METADATA_COLUMNS = {
+    "hostname": ("host", "hostname"),
+    "cpu_model": ("host", "cpu_model"),
+    "fuse_enable_uring": ("host", "fuse_enable_uring"),
+    "cache": ("export", "cache"),
+    "read_only": ("export", "read_only"),
+    "fio_version": ("versions", "fio"),
+    "libfuse_version": ("versions", "libfuse"),
+    "liburing_version": ("versions", "liburing"),
+    "python_version": ("versions", "python"),
+}
+
+
+def metadata_columns(data: dict[str, Any]) -> dict[str, Any]:
+    """The METADATA_COLUMNS of one result (None where a section or key is missing)."""
+    return {
+        column: (data.get(section) or {}).get(key)
+        for column, (section, key) in METADATA_COLUMNS.items()
+    }
 
 
 def load(path: str | os.PathLike[str]) -> pandas.DataFrame:

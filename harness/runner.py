@@ -27,12 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from harness import fio, metrics
-from harness.results import result_stem, unique_stem, write_result
+from harness.results import result_stem, run_result, unique_stem, write_result
 from harness.scenarios import Scenario, ScenarioPoint
 from harness.serving import READY_PREFIX, connection_end_in
-from transports.backing import open_backing, parse_backing, parse_size
-from transports.base import TransportSpec
-from transports.mounting import find_mount, is_stale, prepare_mountpoint, unmount_if_mounted
+from transports.base import TransportSpec, TransportStatistics
+from transports.export.backing import open_backing
+from transports.export.spec import ExportSpec
+from transports.fuse.mounting import find_mount, is_stale, prepare_mountpoint, unmount_if_mounted
 
 EXIT_GRACE_S = 10.0  # after fio lost the export: how long a server may take to exit
 # (a user's server unmounts through fusermount3 first; on a loaded machine that took > 2 s)
@@ -55,13 +56,8 @@ class CheckError(RunError):
 class RunOptions:
     transport: TransportSpec
     out: Path
-    backing: str = "memory:1G"
-    size: str | None = None  # --size for serve: the size of a new image file
-    read_only: bool = False
-    growable: bool = False
-    cache: str | None = None
-    attr_timeout: float | None = None
-    fill: str = "data"  # what a backing the run creates holds: "data" or "none" (sparse)
+    # A benchmark reads real data: a backing the run creates is filled unless told otherwise.
+    export: ExportSpec = ExportSpec(fill="data")
     server_cpus: str | None = None  # serve --cpus: CPU affinity of the server process
     mountpoint: str | None = None
     ready_timeout: float = 30.0
@@ -71,42 +67,21 @@ class RunOptions:
 
 def options_for(scenario: Scenario, opts: RunOptions) -> RunOptions:
     """The run options with the export settings the scenario itself asks for."""
-    return dataclasses.replace(opts, **scenario.export)
+    return dataclasses.replace(opts, export=opts.export.replace(**scenario.export))
 
 
 # -- checks on transport statistics ------------------------------------------------------
-def _counters(stats: dict[str, Any], key: str) -> dict[str, Any] | None:
-    """The (possibly nested one level) dict of `stats` that holds `key`."""
-    if key in stats:
-        return stats
-    for value in stats.values():
-        if isinstance(value, dict) and key in value:
-            return value
-    return None
+def ring_share_check(stats: TransportStatistics) -> dict[str, Any] | None:
+    """A transport with a ring must have carried >= 99% of the data requests on it.
 
-
-def ring_share_check(stats: dict[str, Any]) -> dict[str, Any] | None:
-    """A transport that uses a ring must have carried >= 99% of data requests on it.
-
-    A transport claims ring use when it reports `ops_ring` (opcode name -> count carried
-    by the ring; present even when the ring carried nothing, so a silent fallback to
-    /dev/fuse is caught) or a nonzero `requests_ring`; a `requests_ring` of 0 alone, as a
-    /dev/fuse transport reports, claims nothing. Data requests are READ+WRITE from
-    `ops` / `ops_ring` when reported, else all requests (`requests` / `requests_ring`).
+    A transport has a ring when it counts `ops_ring` (zero counts too, so a silent
+    fallback to /dev/fuse is caught); data requests are READ+WRITE.
     """
-    counters = _counters(stats, "ops_ring") or _counters(stats, "requests_ring")
-    if counters is None:
+    ring = stats.data_requests(DATA_OPS, ring=True)
+    if ring is None:
         return None
-    if "ops_ring" not in counters and not counters.get("requests_ring"):
-        return None
-    ops, ring_ops = counters.get("ops"), counters.get("ops_ring")
-    if isinstance(ops, dict) and isinstance(ring_ops, dict):
-        basis = "+".join(DATA_OPS)
-        total, ring = _data_ops(ops), _data_ops(ring_ops)
-    else:
-        basis = "all requests"
-        total = int(counters.get("requests", 0))
-        ring = int(counters.get("requests_ring", 0))
+    total = stats.data_requests(DATA_OPS) or 0
+    basis = "+".join(DATA_OPS)
     share = ring / total if total else 0.0
     ok = total > 0 and share >= RING_MIN_SHARE
     reason = (
@@ -124,32 +99,28 @@ def ring_share_check(stats: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def _data_ops(ops: dict[str, Any], names: tuple[str, ...] = DATA_OPS) -> int:
-    # Transports name opcodes "READ" or "read"; either counts.
-    return sum(int(n) for op, n in ops.items() if op.upper() in names)
-
-
-
-def pinned_check(stats: dict[str, Any]) -> dict[str, Any] | None:
+def pinned_check(stats: TransportStatistics) -> dict[str, Any] | None:
     """A run labelled buffers=pinned must show its ring buffers locked (VmLck >= needed)."""
-    settings = stats.get("settings") or {}
-    if settings.get("buffers") != "pinned":
+    if stats.settings.get("buffers") != "pinned":
         return None
-    locked = int(stats.get("locked_bytes") or 0)
-    needed = int((stats.get("memlock") or {}).get("needed_bytes") or 0)
+    locked = int(stats.detail.get("locked_bytes") or 0)
+    needed = int((stats.detail.get("memlock") or {}).get("needed_bytes") or 0)
     ok = needed > 0 and locked >= needed
     reason = (
         f"the server had {locked} bytes locked (VmLck) for {needed} bytes of ring buffers"
         + ("" if ok else "; a pinned result needs every buffer locked")
     )
     return {"name": "pinned", "ok": ok, "locked_bytes": locked, "needed_bytes": needed,
-            "pinning": stats.get("pinning"), "reason": reason}
+            "pinning": stats.detail.get("pinning"), "reason": reason}
 
 
-CHECKS: list[Callable[[dict[str, Any]], dict[str, Any] | None]] = [ring_share_check, pinned_check]
+CHECKS: list[Callable[[TransportStatistics], dict[str, Any] | None]] = [
+    ring_share_check,
+    pinned_check,
+]
 
 
-def check_statistics(stats: dict[str, Any]) -> list[dict[str, Any]]:
+def check_statistics(stats: TransportStatistics) -> list[dict[str, Any]]:
     """Run every check that applies; raise CheckError naming each failed one."""
     results = [r for r in (check(stats) for check in CHECKS) if r is not None]
     failed = [r for r in results if not r["ok"]]
@@ -176,18 +147,17 @@ def die_with_parent() -> Callable[[], None]:
 
 
 def request_coverage(
-    stats: dict[str, Any], ios: int, names: tuple[str, ...] = DATA_OPS
+    stats: TransportStatistics, ios: int, names: tuple[str, ...] = DATA_OPS
 ) -> dict[str, Any]:
     """Data requests the server saw against I/Os fio issued.
 
     With O_DIRECT every I/O up to max_write is one request. Far fewer requests than I/Os
     means the client's page cache answered and the run measured no transport.
     """
-    counters = _counters(stats, "ops")
-    if counters is None or not isinstance(counters.get("ops"), dict):
+    data = stats.data_requests(names)
+    if data is None:
         return {"data_requests": None, "fio_ios": ios, "requests_per_io": None,
                 "warning": "the transport counts no requests (a peer server): coverage unknown"}
-    data = _data_ops(counters["ops"], names)
     ratio = data / ios if ios else None
     warning = None
     if ratio is not None and ratio < COVERAGE_MIN:
@@ -319,12 +289,11 @@ class Server:
 # -- one run -----------------------------------------------------------------------------
 def preflight_backing(opts: RunOptions) -> None:
     """Open the backing as the server will, so a bad one is reported before anything runs."""
-    size = parse_size(opts.size) if opts.size is not None else None
-    spec = parse_backing(opts.backing, size)
+    spec = opts.export.backing_spec()
     # A new image file is created (and filled) once here for the whole campaign; a memory
     # backing is made afresh by every run's server, so there is nothing to fill yet.
-    fill = opts.fill == "data" and spec.kind == "file"
-    os.close(open_backing(spec, opts.read_only, fill=fill))
+    fill = opts.export.fill == "data" and spec.kind == "file"
+    os.close(open_backing(spec, opts.export.read_only, fill=fill))
 
 
 def server_argv(opts: RunOptions, mountpoint: str, stats_path: str) -> list[str]:
@@ -336,23 +305,10 @@ def server_argv(opts: RunOptions, mountpoint: str, stats_path: str) -> list[str]
         mountpoint,
         "--transport",
         str(opts.transport),
-        "--backing",
-        opts.backing,
         "--stats-out",
         stats_path,
-        "--fill",
-        opts.fill,
+        *opts.export.argv(),
     ]
-    if opts.size is not None:
-        argv += ["--size", opts.size]
-    if opts.read_only:
-        argv.append("--read-only")
-    if opts.growable:
-        argv.append("--growable")
-    if opts.cache is not None:
-        argv += ["--cache", opts.cache]
-    if opts.attr_timeout is not None:
-        argv += ["--attr-timeout", str(opts.attr_timeout)]
     if opts.server_cpus is not None:
         argv += ["--cpus", opts.server_cpus]
     return argv
@@ -501,37 +457,34 @@ def run_point(
                 stats = json.load(f)
         except (OSError, json.JSONDecodeError) as e:
             raise RunError(f"the server wrote no readable statistics ({stats_path}): {e}") from e
-        checks = check_statistics(stats)
+        typed_stats = TransportStatistics.from_dict(stats)
+        checks = check_statistics(typed_stats)
 
         window = metrics.delta(before, after)
         client = summary["client"]
-        data = {
-            "kind": "run",
-            "scenario": {
+        data = run_result(
+            scenario={
                 **scenario_meta,
                 "point": point.label,
                 "sweep": point.sweep,
                 "fio": point.fio,
             },
-            "transport": {
+            transport={
                 "spec": str(opts.transport),
                 "name": opts.transport.name,
                 "settings": opts.transport.settings,
             },
-            "export": {
-                "backing": opts.backing,
+            # As asked for, then what the server found (it reports the effective export).
+            export={
+                **opts.export.describe(),
                 "size": export_size,
-                "read_only": opts.read_only,
-                "growable": opts.growable,
-                "cache": opts.cache,
-                "fill": opts.fill,
                 **(stats.get("export") if isinstance(stats.get("export"), dict) else {}),
             },
-            "start": start.isoformat(),
-            "end": end.isoformat(),
-            "command": sys.argv,
-            "summary": summary,
-            "server": {
+            start=start.isoformat(),
+            end=end.isoformat(),
+            command=sys.argv,
+            summary=summary,
+            server={
                 "pid": server.pid,
                 "measured_pids": pids,
                 "argv": server.argv,
@@ -540,19 +493,19 @@ def run_point(
                 "lifetime": metrics.rusage_dict(server.rusage),
                 "stderr_tail": server.stderr_tail(2000),
             },
-            "system": {"ctxt_delta": ctxt1 - ctxt0},
-            "derived": metrics.per_io(window, client, ctxt1 - ctxt0, summary["total_ios"]),
-            "transport_stats": stats,
-            "checks": checks,
-            "coverage": request_coverage(stats, summary["total_ios"]),
-            "fio_jobfile": jobfile.name,
-            "fio_messages": fio_messages,
-            "host": metrics.host(),
-            "versions": metrics.versions(fio_version),
-            "git": metrics.git(),
-            "fio_raw": raw,
+            system={"ctxt_delta": ctxt1 - ctxt0},
+            derived=metrics.per_io(window, client, ctxt1 - ctxt0, summary["total_ios"]),
+            transport_stats=stats,
+            checks=checks,
+            coverage=request_coverage(typed_stats, summary["total_ios"]),
+            fio_jobfile=jobfile.name,
+            fio_messages=fio_messages,
+            host=metrics.host(),
+            versions=metrics.versions(fio_version),
+            git=metrics.git(),
+            fio_raw=raw,
             **(extra or {}),
-        }
+        )
         path = write_result(out, data, stem)
         written = True
         return path

@@ -16,7 +16,7 @@ import pytest
 from preconditions import apply as apply_preconditions
 
 from harness.serving import READY_PREFIX
-from transports import mounting
+from transports.fuse import mounting
 
 REPO = Path(__file__).resolve().parent.parent
 ON_CI = os.environ.get("CI") == "true"
@@ -42,12 +42,6 @@ def fuse_usable() -> str | None:
     if os.geteuid() != 0 and not os.access("/dev/fuse", os.R_OK | os.W_OK):
         return "/dev/fuse is not accessible to this user"
     return None
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "needs(*names): machine preconditions a test relies on (tests/preconditions.py)"
-    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -15,8 +15,8 @@ from conftest import REPO, fuse_usable, require
 from harness.campaign import known_suites, load_suite, plan
 from harness.results import load
 from harness.scenarios import load_scenario
-from transports import mounting
 from transports.base import parse_spec
+from transports.fuse import mounting
 
 
 def test_plan_interleaves_and_alternates_order():
@@ -44,6 +44,7 @@ def ringside(*args: str, **kw) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600, **kw)
 
 
+@pytest.mark.mount
 def test_tiny_campaign_writes_one_result_per_run(tmp_path):
     require(fuse_usable())
     proc = ringside("campaign", "randread-4k-qd1", "-t", "pyfuse3", "-t", "devfuse",
@@ -65,6 +66,7 @@ def test_tiny_campaign_writes_one_result_per_run(tmp_path):
     assert (df["requests_per_io"] >= 0.99).all()
 
 
+@pytest.mark.mount
 def test_interrupted_campaign_keeps_finished_runs_and_leaves_nothing(tmp_path):
     require(fuse_usable())
     proc = subprocess.Popen(

@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from transports import abi
-from transports.backing import parse_backing
-from transports.codec import Codec, Negotiated, merge_counters, pack_out_header
-from transports.export import Export, ExportOptions
+from transports.export.backing import parse_backing
+from transports.export.image import Export, ExportOptions
+from transports.fuse import abi
+from transports.fuse.codec import Codec, Negotiated, merge_counters, pack_out_header
 
 # Sizes as stated in include/uapi/linux/fuse.h (protocol 7.42).
 KERNEL_SIZES = {
@@ -56,13 +56,26 @@ def test_abi_sizes_match_kernel_header() -> None:
     assert abi.URING_REQ_HEADER_SIZE == 288
     assert abi.URING_REQ_OP_IN_OFFSET == 128
     assert abi.URING_REQ_ENT_IN_OUT_OFFSET == 256
-    assert abi.URING_ENT_COMMIT_ID_OFFSET == 256 + 8
-    assert abi.URING_ENT_PAYLOAD_SZ_OFFSET == 256 + 16
     assert abi.FUSE_OVER_IO_URING == 1 << 41 and abi.FUSE_OVER_IO_URING >> 32 == 1 << 9
     assert abi.FUSE_INIT_EXT == 1 << 30
     assert abi.FUSE_MAX_PAGES == 1 << 22
     assert abi.FOPEN_DIRECT_IO == 1 and abi.FOPEN_KEEP_CACHE == 2
     assert (abi.READ, abi.WRITE, abi.INIT, abi.BATCH_FORGET, abi.LSEEK) == (15, 16, 26, 42, 46)
+
+
+def test_binding_compiled_from_the_same_abi_header() -> None:
+    """abi.py parses fuse_uring.h; the binding was compiled from it: same layout."""
+    binding = pytest.importorskip("transports._uring_cffi")
+    ffi = binding.ffi
+    assert ffi.sizeof("struct fuse_uring_req_header") == abi.URING_REQ_HEADER_SIZE
+    assert ffi.offsetof("struct fuse_uring_req_header", "op_in") == abi.URING_REQ_OP_IN_OFFSET
+    assert (
+        ffi.offsetof("struct fuse_uring_req_header", "ring_ent_in_out")
+        == abi.URING_REQ_ENT_IN_OUT_OFFSET
+    )
+    assert ffi.sizeof("struct fuse_uring_cmd_req") == abi.URING_CMD_REQ.size
+    assert ffi.sizeof("struct fuse_out_header") == abi.OUT_HEADER.size
+    assert binding.lib.FUSE_IO_URING_CMD_COMMIT_AND_FETCH == 2
 
 
 def _offsets(st_obj: struct.Struct, count: int) -> list[int]:

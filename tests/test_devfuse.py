@@ -11,13 +11,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from transports import mounting
-from transports.backing import parse_backing
 from transports.base import SpecError, parse_spec
 from transports.devfuse import DevFuseTransport
-from transports.export import Export, ExportOptions
+from transports.export.backing import parse_backing
+from transports.export.image import Export, ExportOptions
+from transports.fuse import mounting
 
-pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse")
+pytestmark = [
+    pytest.mark.mount,
+    pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse"),
+]
 
 IMAGE_SIZE = 64 << 20
 
@@ -100,21 +103,21 @@ def test_round_trips_at_odd_offsets(tmp_path, cache: str) -> None:
         finally:
             os.close(fd)
     stats = s.transport.statistics()
-    assert stats["transport"] == "devfuse"
-    assert stats["requests"] == stats["requests_devfuse"] > 10
-    assert stats["requests_ring"] == 0
-    assert stats["ops"]["WRITE"] >= 4 and stats["ops"]["READ"] >= 4
-    assert stats["ops"]["INIT"] == 1 and stats["exceptions"] == 0
-    assert stats["settings"]["negotiated"]["minor"] >= 28
+    assert stats.transport == "devfuse"
+    assert stats.requests == stats.requests_devfuse > 10
+    assert stats.requests_ring is None and stats.ops_ring is None  # no ring
+    assert stats.ops["WRITE"] >= 4 and stats.ops["READ"] >= 4
+    assert stats.ops["INIT"] == 1 and stats.exceptions == 0
+    assert stats.settings["negotiated"]["minor"] >= 28
 
 
 def test_direct_io_reaches_server(mounted: Served) -> None:
     fd = os.open(mounted.mountpoint, os.O_RDWR | os.O_DIRECT)
     try:
-        before = mounted.transport.statistics()["ops"].get("READ", 0)
+        before = mounted.transport.statistics().ops.get("READ", 0)
         for _ in range(5):
             os.pread(fd, 4096, 8192)
-        assert mounted.transport.statistics()["ops"]["READ"] - before == 5
+        assert mounted.transport.statistics().ops["READ"] - before == 5
     finally:
         os.close(fd)
 
@@ -146,9 +149,9 @@ def test_fio_verify(tmp_path, threads: int) -> None:
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "verify" not in proc.stderr.lower(), proc.stderr
     stats = s.transport.statistics()
-    assert len(stats["per_thread"]) == threads
-    assert stats["ops"]["WRITE"] >= 8192 and stats["ops"]["READ"] >= 8192
-    assert stats["errors"] <= stats["ops"].get("GETXATTR", 0) + stats["ops"].get("LOOKUP", 0)
+    assert len(stats.detail["per_thread"]) == threads
+    assert stats.ops["WRITE"] >= 8192 and stats.ops["READ"] >= 8192
+    assert stats.errors <= stats.ops.get("GETXATTR", 0) + stats.ops.get("LOOKUP", 0)
 
 
 def test_stop_ends_serve(tmp_path) -> None:

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import errno
 import os
 
 import pytest
 
-from transports.backing import BackingError, parse_backing, parse_size
-from transports.export import (
+from transports.export.backing import BackingError, parse_backing, parse_size
+from transports.export.image import (
     FALLOC_FL_KEEP_SIZE,
     FALLOC_FL_PUNCH_HOLE,
     FALLOC_FL_ZERO_RANGE,
     Export,
     ExportOptions,
 )
+from transports.export.spec import ExportSpec
 
 MiB = 1 << 20
 
@@ -161,3 +163,27 @@ def test_filled_memory_image_reads_through_its_mapping_until_a_hole_is_punched()
 def test_sparse_or_growable_images_read_with_pread(options):
     with Export(parse_backing("memory:1M"), options) as e:
         assert e.describe()["read_path"] == "pread"
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        ExportSpec(),
+        ExportSpec(backing="file:/tmp/x.img", size="1G", fill="data", read_only=True,
+                   growable=True, cache="direct", attr_timeout=0.0),
+    ],
+)
+def test_export_spec_round_trips_through_its_argv(spec: ExportSpec) -> None:
+    parser = argparse.ArgumentParser()
+    ExportSpec.add_arguments(parser)
+    assert ExportSpec.from_args(parser.parse_args(spec.argv())) == spec
+    described = spec.describe()
+    assert described["fill"] == spec.fill and described["cache"] == spec.cache
+    assert spec.options().fill == (spec.fill == "data")
+
+
+def test_export_spec_names_a_bad_option() -> None:
+    with pytest.raises(ValueError, match="attr-timeout -1.0: must be >= 0"):
+        ExportSpec(attr_timeout=-1.0)
+    with pytest.raises(ValueError, match="cache must be"):
+        ExportSpec().replace(cache="none")

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, fuse_usable, require, served
-from transports import mounting
 from transports.base import SpecError, parse_spec
+from transports.fuse import mounting
+
+pytestmark = pytest.mark.mount
 
 FOREIGN = f"external:{sys.executable} -m harness serve {{mountpoint}} -t devfuse " \
           "--backing file:{image}"

@@ -32,10 +32,12 @@ from test_run import processes_mentioning
 
 from conftest import REPO, fuse_usable, require, served
 from harness.results import load
-from transports import abi, fusedev, mounting
-from transports.backing import parse_backing
-from transports.codec import Codec
-from transports.export import Export
+from transports.export.backing import parse_backing
+from transports.export.image import Export
+from transports.fuse import abi, devloop, mounting
+from transports.fuse.codec import Codec
+
+pytestmark = pytest.mark.mount
 
 MiB = 1 << 20
 FUSECTL = Path("/sys/fs/fuse/connections")
@@ -317,7 +319,7 @@ class LiveLoop:
 
     def _run(self) -> None:
         try:
-            fusedev.serve_requests(self._theirs.fileno(), self.codec)
+            devloop.serve_requests(self._theirs.fileno(), self.codec)
         except BrokenPipeError:
             pass  # our end closed: the way this loop is stopped
         except BaseException as e:

@@ -14,6 +14,8 @@ import pytest
 
 from conftest import REPO
 
+pytestmark = pytest.mark.mount  # root: it changes /dev/fuse's mode
+
 HOST_SETUP = REPO / ".ci" / "host-setup.sh"
 
 

@@ -24,6 +24,8 @@ import pytest
 
 from conftest import PEER_TRANSPORTS, SERVED_TRANSPORTS, require, served
 
+pytestmark = pytest.mark.mount
+
 MiB = 1 << 20
 RING_DEPTHS = [
     f"uring:depth={depth}{buffers}" for depth in (1, 64) for buffers in ("", ",buffers=pinned")

@@ -14,12 +14,17 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from conftest import fuse_usable, require
 from harness.campaign import Campaign, PlannedRun, plan
 from harness.runner import RunOptions
 from harness.scenarios import load_scenario
-from transports import mounting
 from transports.base import parse_spec
+from transports.export.spec import ExportSpec
+from transports.fuse import mounting
+
+pytestmark = pytest.mark.mount
 
 RUNS = 50
 SETTLED_AFTER = 5
@@ -86,7 +91,8 @@ def test_fifty_runs_leak_nothing(tmp_path):
     runs = plan([scenario], specs, reps=RUNS // len(specs), warmup=0, overrides={"runtime": 1})
     assert len(runs) == RUNS
     directory = tmp_path / "leaks"
-    options = RunOptions(transport=specs[0], out=directory, backing="memory:64M",
+    options = RunOptions(transport=specs[0], out=directory,
+                         export=ExportSpec(backing="memory:64M", fill="data"),
                          mountpoint=str(tmp_path / "disk.img"))
     campaign = SampledCampaign("leaks", directory, runs, RUNS // len(specs), 0, "leaks",
                                options)

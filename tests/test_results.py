@@ -151,11 +151,27 @@ def test_load_directory_skips_other_json_but_not_unknown_versions(tmp_path: Path
     (tmp_path / "notes.json").write_text('{"campaign": "x"}')
     df = load(tmp_path)
     assert sorted(df["transport"]) == ["pyfuse3", "uring"]
-    (tmp_path / "future.json").write_text('{"format_version": 2}')
-    with pytest.raises(ResultError, match="format_version 2"):
+    (tmp_path / "future.json").write_text('{"format_version": 99}')
+    with pytest.raises(ResultError, match="format_version 99"):
         load(tmp_path)
 
 
 def test_load_missing_path(tmp_path: Path) -> None:
     with pytest.raises(ResultError, match="no result file or directory"):
         load(tmp_path / "nope")
+
+
+def test_version_1_is_upgraded_on_reading(tmp_path: Path) -> None:
+    old = sample("pyfuse3")
+    old["format_version"] = 1
+    old["transport_stats"] = {"transport": "pyfuse3", "requests": 3, "ops": {"read": 2, "open": 1}}
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old))
+    data = read_result(path)
+    assert data["format_version"] == FORMAT_VERSION
+    assert data["export"]["fill"] == "none"  # version 1 files without fill were sparse
+    assert data["transport_stats"]["ops"] == {"READ": 2, "OPEN": 1}
+    devfuse = dict(old, transport_stats={"requests": 1, "requests_ring": 0, "ops": {}})
+    path.write_text(json.dumps(devfuse))
+    assert "requests_ring" not in read_result(path)["transport_stats"]
+    assert load(path).iloc[0]["backing_fill"] == "none"

@@ -15,7 +15,9 @@ import pytest
 
 from conftest import served
 from transports.base import transport_class
-from transports.export import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE
+from transports.export.image import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE
+
+pytestmark = pytest.mark.mount
 
 MiB = 1 << 20
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)

@@ -12,9 +12,11 @@ import time
 import pytest
 
 from conftest import PEER_TRANSPORTS, REPO, served
-from transports import mounting
-from transports.backing import parse_backing
-from transports.export import Export, ExportOptions
+from transports.export.backing import parse_backing
+from transports.export.image import Export, ExportOptions
+from transports.fuse import mounting
+
+pytestmark = pytest.mark.mount
 
 
 def ringside(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -45,10 +45,13 @@ from conftest import (
     read_until_ready,
     require,
 )
-from transports import mounting
-from transports.uring_ring import HEADER_BUFFER, payload_size, possible_cpus
+from transports.fuse import mounting
+from transports.ring.queue import HEADER_BUFFER, payload_size, possible_cpus
 
-pytestmark = pytest.mark.needs("dev_fuse_for_users", "user_tools", "io_uring_for_users")
+pytestmark = [
+    pytest.mark.mount,
+    pytest.mark.needs("dev_fuse_for_users", "user_tools", "io_uring_for_users"),
+]
 
 USER_PATH = "/usr/local/bin:/usr/bin:/bin"
 MEMLOCK_DEFAULT = 8 << 20  # Linux's default RLIMIT_MEMLOCK since 5.16
@@ -247,7 +250,7 @@ def test_run_as_a_user(user, userdir, user_transport):
 
 
 def _pinned_needs(depth: int = 8) -> int:
-    from transports.fusedev import MAX_WRITE
+    from transports.fuse.devloop import MAX_WRITE
 
     page = os.sysconf("SC_PAGE_SIZE")
     return len(possible_cpus()) * depth * (HEADER_BUFFER + payload_size(MAX_WRITE,

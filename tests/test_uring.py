@@ -21,10 +21,12 @@ from pathlib import Path
 import pytest
 
 from conftest import ON_CI, REPO, fuse_usable, require
-from transports import mounting
-from transports.backing import parse_backing
 from transports.base import SpecError, TransportUnavailable, parse_spec
-from transports.export import Export, ExportOptions
+from transports.export.backing import parse_backing
+from transports.export.image import Export, ExportOptions
+from transports.fuse import mounting
+
+pytestmark = pytest.mark.mount
 
 ENABLE_URING = Path("/sys/module/fuse/parameters/enable_uring")
 EXPORT_SIZE = 64 << 20
@@ -77,7 +79,7 @@ class Server:
             self.ready.set()
 
     def stats(self) -> dict:
-        return self.transport.statistics()
+        return self.transport.statistics().as_dict()
 
     def wait_returned(self, timeout: float = 30) -> None:
         self.thread.join(timeout)
@@ -188,7 +190,7 @@ def test_statistics_report_effective_settings(tmp_path):
     server.wait_returned()
     stats = server.stats()
     cpus = Path("/sys/devices/system/cpu/possible").read_text().strip()
-    from transports.uring_ring import parse_cpu_list
+    from transports.ring.queue import parse_cpu_list
 
     queues = len(parse_cpu_list(cpus))
     assert stats["transport"] == "uring"
@@ -252,9 +254,9 @@ def test_pinned_buffers_are_locked(tmp_path):
 
 MEMLOCK_CHILD = """
 import sys
-from transports.backing import parse_backing
+from transports.export.backing import parse_backing
 from transports.base import TransportUnavailable, parse_spec
-from transports.export import Export
+from transports.export.image import Export
 t = parse_spec("uring:buffers=pinned").create()
 try:
     t.serve(Export(parse_backing("memory:1M")), sys.argv[1], lambda: None)
@@ -378,7 +380,7 @@ def test_init_without_uring_unmounts_and_names_the_cause(tmp_path):
         mounting.unmount_if_mounted(str(path))
     assert mounting.find_mount(str(path)) is None
     assert _uring_threads() == []
-    assert t.statistics()["settings"]["negotiated"]["uring_offered"] is False
+    assert t.statistics().settings["negotiated"]["uring_offered"] is False
 
 
 def test_refused_register_fails_serve_cleanly(tmp_path, monkeypatch):

@@ -13,10 +13,16 @@ import threading
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from transports import fusedev, mounting
-from transports.base import Option, Transport, name_os_thread, positive_int
-from transports.codec import Codec, merge_counters
-from transports.export import Export
+from transports.base import (
+    Option,
+    Transport,
+    TransportStatistics,
+    name_os_thread,
+    positive_int,
+)
+from transports.export.image import Export
+from transports.fuse import devloop, mounting
+from transports.fuse.codec import Codec, merge_counters
 
 
 class DevFuseError(RuntimeError):
@@ -44,7 +50,7 @@ class DevFuseTransport(Transport):
     # -- life cycle -----------------------------------------------------------------------
     def serve(self, export: Export, mountpoint: str, on_ready: Callable[[], None]) -> None:
         mountpoint = os.path.abspath(mountpoint)
-        fd = mounting.mount_devfuse(mountpoint, max_read=fusedev.MAX_WRITE)
+        fd = mounting.mount_devfuse(mountpoint, max_read=devloop.MAX_WRITE)
         with self._lock:
             self._mountpoint = mountpoint
             entry = mounting.find_mount(mountpoint)
@@ -52,10 +58,10 @@ class DevFuseTransport(Transport):
         threads: list[threading.Thread] = []
         try:
             codecs = [
-                Codec(export, max_write=fusedev.MAX_WRITE) for _ in range(self._threads_wanted)
+                Codec(export, max_write=devloop.MAX_WRITE) for _ in range(self._threads_wanted)
             ]
             self._codecs = codecs
-            if self._stopping or not fusedev.answer_init(fd, codecs[0]):
+            if self._stopping or not devloop.answer_init(fd, codecs[0]):
                 return
             for codec in codecs[1:]:
                 codec.adopt(codecs[0].negotiated)
@@ -86,25 +92,18 @@ class DevFuseTransport(Transport):
     def connection_end(self) -> str | None:
         return self._connection_end
 
-    def statistics(self) -> dict[str, Any]:
+    def statistics(self) -> TransportStatistics:
         per_thread = [c.counters() for c in self._codecs]
         total = merge_counters(per_thread)
         negotiated = self._codecs[0].negotiated if self._codecs else None
-        return {
-            "transport": self.name,
-            "settings": {
-                "threads": self._threads_wanted,
-                "max_write": fusedev.MAX_WRITE,
-                "negotiated": negotiated.as_dict() if negotiated else None,
-            },
-            "requests": total["requests"],
-            "requests_devfuse": total["requests"],
-            "requests_ring": 0,
-            "errors": total["errors"],
-            "exceptions": total["exceptions"],
-            "ops": total["ops"],
-            "per_thread": per_thread,
+        settings = {
+            "threads": self._threads_wanted,
+            "max_write": devloop.MAX_WRITE,
+            "negotiated": negotiated.as_dict() if negotiated else None,
         }
+        return TransportStatistics.of_codecs(
+            self.name, settings, total, devfuse=total, detail={"per_thread": per_thread}
+        )
 
     # -- internals ------------------------------------------------------------------------
     def _unmount_ours(self) -> None:
@@ -127,7 +126,7 @@ class DevFuseTransport(Transport):
     def _worker(self, fd: int, codec: Codec) -> None:
         name_os_thread()
         try:
-            fusedev.serve_requests(fd, codec)
+            devloop.serve_requests(fd, codec)
             with self._lock:
                 if self._connection_end is None and not self._stopping:
                     self._connection_end = mounting.connection_end(

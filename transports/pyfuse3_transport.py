@@ -18,9 +18,9 @@ from typing import Any
 import pyfuse3
 import trio
 
-from transports import mounting
-from transports.base import Transport
-from transports.export import ROOT_INODE, Attr, Export
+from transports.base import Transport, TransportStatistics
+from transports.export.image import ROOT_INODE, Attr, Export
+from transports.fuse import mounting
 
 
 def _entry(attr: Attr, timeout: float) -> pyfuse3.EntryAttributes:
@@ -178,14 +178,18 @@ class Pyfuse3Transport(Transport):
             self._stopping.set()
             mounting.unmount(self._mountpoint, lazy=True)
 
-    def statistics(self) -> dict[str, Any]:
-        ops = dict(self._ops.ops) if self._ops else {}
-        return {
-            "transport": self.name,
-            "settings": dict(self.settings),
-            "requests": sum(ops.values()),
-            "requests_devfuse": sum(ops.values()),
-            "ops": ops,
-            "unsupported_ops": list(self.unsupported_ops),
-            "libfuse": "pyfuse3 " + pyfuse3.__version__,
-        }
+    def statistics(self) -> TransportStatistics:
+        # pyfuse3 names handlers after the opcodes, in lower case.
+        ops = {name.upper(): n for name, n in self._ops.ops.items()} if self._ops else {}
+        return TransportStatistics(
+            transport=self.name,
+            settings=dict(self.settings),
+            requests=sum(ops.values()),
+            requests_devfuse=sum(ops.values()),
+            ops=ops,
+            ops_devfuse=ops,
+            detail={
+                "unsupported_ops": list(self.unsupported_ops),
+                "libfuse": "pyfuse3 " + pyfuse3.__version__,
+            },
+        )

@@ -42,18 +42,19 @@ import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from transports import abi, fusedev, mounting
 from transports.base import (
     Option,
     Transport,
+    TransportStatistics,
     TransportUnavailable,
     name_os_thread,
     on_off,
     positive_int,
 )
-from transports.codec import Codec, merge_counters
-from transports.export import Export
-from transports.uring_ring import (
+from transports.export.image import Export
+from transports.fuse import abi, devloop, mounting
+from transports.fuse.codec import Codec, merge_counters
+from transports.ring.queue import (
     CAP_SYS_ADMIN,
     HEADER_BUFFER,
     IO_URING_GROUP,
@@ -70,14 +71,9 @@ from transports.uring_ring import (
     possible_cpus,
 )
 
-MAX_WRITE = fusedev.MAX_WRITE
+MAX_WRITE = devloop.MAX_WRITE
 # Entry completions that mean the connection is going away, not a bug.
 _TEARDOWN = (-errno.ENOTCONN, -errno.ECONNABORTED, -errno.ECANCELED, -errno.ENODEV)
-_IDX_MASK = (1 << 16) - 1
-_IDX_BITS = 16
-_ENTRY_ERROR = -1
-_WAIT_ERROR = -2
-_WOKEN = -3
 _SETUP_TIMEOUT = 10.0  # seconds for INIT and for every queue to register
 _STOP_GRACE = 5.0  # after stop(): how long open files may keep the connection alive
 _JOIN_TIMEOUT = 5.0
@@ -278,7 +274,7 @@ class UringTransport(Transport):
         # ending under us.
         return None if self._aborted_via_fusectl else self._connection_end
 
-    def statistics(self) -> dict[str, Any]:
+    def statistics(self) -> TransportStatistics:
         per_queue = [q.stats() for q in self._queues]
         ring_counts = [q.codec.counters() for q in self._queues]
         dev = self._devfuse_codec.counters() if self._devfuse_codec else None
@@ -286,36 +282,34 @@ class UringTransport(Transport):
         dev_total = merge_counters([dev] if dev else [])
         total = merge_counters(ring_counts + ([dev] if dev else []))
         negotiated = self._devfuse_codec.negotiated if self._devfuse_codec else None
-        return {
-            "transport": self.name,
-            "settings": {
-                "depth": self._depth,
-                "buffers": "pinned" if self._pinned else "mapped",
-                "pin": "on" if self._pin else "off",
-                "sched": "idle" if self._sched_idle else "normal",
-                "queues": len(self._queues),
-                "threads": len(self._queues) + 1,
-                "header_buffer": HEADER_BUFFER,
-                "payload_buffer": self._payload,
-                "max_write": MAX_WRITE,
-                "negotiated": negotiated.as_dict() if negotiated else None,
-            },
-            "requests": total["requests"],
-            "requests_ring": ring_total["requests"],
-            "requests_devfuse": dev_total["requests"],
-            "errors": total["errors"],
-            "exceptions": total["exceptions"],
-            "ops": total["ops"],
-            "ops_ring": ring_total["ops"],
-            "ops_devfuse": dev_total["ops"],
-            "per_queue": per_queue,
-            "locked_bytes": self._locked_bytes,
-            "memlock": self._memlock,
-            "pinning": PINNING_USERSPACE if self._pinned else PINNING_NONE,
-            "enable_uring": self._enable_uring,
-            "first_request_via_ring": self._ready_via_ring,
-            "teardown": dict(self._teardown),
+        settings = {
+            "depth": self._depth,
+            "buffers": "pinned" if self._pinned else "mapped",
+            "pin": "on" if self._pin else "off",
+            "sched": "idle" if self._sched_idle else "normal",
+            "queues": len(self._queues),
+            "threads": len(self._queues) + 1,
+            "header_buffer": HEADER_BUFFER,
+            "payload_buffer": self._payload,
+            "max_write": MAX_WRITE,
+            "negotiated": negotiated.as_dict() if negotiated else None,
         }
+        return TransportStatistics.of_codecs(
+            self.name,
+            settings,
+            total,
+            devfuse=dev_total,
+            ring=ring_total,
+            detail={
+                "per_queue": per_queue,
+                "locked_bytes": self._locked_bytes,
+                "memlock": self._memlock,
+                "pinning": PINNING_USERSPACE if self._pinned else PINNING_NONE,
+                "enable_uring": self._enable_uring,
+                "first_request_via_ring": self._ready_via_ring,
+                "teardown": dict(self._teardown),
+            },
+        )
 
     # -- setup ----------------------------------------------------------------------------
     def _check_memlock(self, needed: int, queues: int) -> None:
@@ -348,7 +342,7 @@ class UringTransport(Transport):
     ) -> None:
         codec = self._devfuse_codec
         assert codec is not None
-        if self._stopping or not fusedev.answer_init(fd, codec, _SETUP_TIMEOUT):
+        if self._stopping or not devloop.answer_init(fd, codec, _SETUP_TIMEOUT):
             return
         neg = codec.negotiated
         assert neg is not None
@@ -437,6 +431,9 @@ class UringTransport(Transport):
     def _ring_loop(self, q: _Queue, ring: Ring) -> None:
         from transports._uring_cffi import lib
 
+        idx_bits = lib.RS_IDX_BITS
+        idx_mask = (1 << idx_bits) - 1
+        entry_error, woken = lib.RS_ENTRY_ERROR, lib.RS_WOKEN
         rq = ring.q
         reply_next = lib.rs_reply_next
         handle = q.codec.handle
@@ -451,8 +448,8 @@ class UringTransport(Transport):
         v = lib.rs_next(rq)
         while True:
             if v >= 0:
-                idx = v & _IDX_MASK
-                n = v >> _IDX_BITS
+                idx = v & idx_mask
+                n = v >> idx_bits
                 out = payloads[idx]
                 result = handle(in_headers[idx], op_ins[idx], out[:n] if n else empty, out)
                 if result is None:
@@ -462,7 +459,7 @@ class UringTransport(Transport):
                     result = eio
                 v = reply_next(rq, idx, result)
                 continue
-            if v == _ENTRY_ERROR:
+            if v == entry_error:
                 res = rq.last_res
                 name = errno.errorcode.get(-res, str(res))
                 q.entry_errors[name] = q.entry_errors.get(name, 0) + 1
@@ -476,7 +473,7 @@ class UringTransport(Transport):
                     return
                 v = lib.rs_next(rq)
                 continue
-            if v == _WOKEN:
+            if v == woken:
                 return
             res = rq.last_res
             raise UringError(f"queue {q.qid}: waiting for completions failed: {res}")
@@ -484,7 +481,7 @@ class UringTransport(Transport):
     def _devfuse_worker(self, fd: int, codec: Codec) -> None:
         name_os_thread()
         try:
-            fusedev.serve_requests(fd, codec)
+            devloop.serve_requests(fd, codec)
             with self._lock:
                 if not self._stopping:
                     self._connection_end = mounting.connection_end(

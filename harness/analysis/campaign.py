@@ -1,8 +1,7 @@
 """A campaign as the analysis sees it: its directory, its tidy table and its metadata.
 
-The table comes from `harness.results.load`. Columns the analysis needs that the loader
-does not (yet) provide are added here from each raw result; when the loader grows a
-column of the same name, its value wins.
+The table comes from `harness.results.load`, completed with the run metadata the
+analysis shows (`harness.results.metadata_columns`); both read the one result format.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from typing import Any
 
 import pandas
 
-from harness.results import ResultError, load, read_result
+from harness.results import METADATA_COLUMNS, ResultError, load, metadata_columns, read_result
 
 REPO_DIR = Path(__file__).resolve().parent.parent.parent
 RESULTS_DIR = REPO_DIR / "results"
@@ -25,41 +24,6 @@ RESULTS_DIR = REPO_DIR / "results"
 
 class CampaignError(ValueError):
     """A campaign that cannot be found or holds no usable result."""
-
-
-def _get(data: dict[str, Any], *path: str) -> Any:
-    for key in path:
-        if not isinstance(data, dict):
-            return None
-        data = data.get(key)
-    return data
-
-
-def _warmup(data: dict[str, Any]) -> bool:
-    for value in (_get(data, "warmup"), _get(data, "campaign", "warmup"),
-                  _get(data, "repetition", "warmup")):
-        if value is not None:
-            return bool(value)
-    return False
-
-
-# Column -> how to read it from a raw result, for columns the loader may not provide.
-EXTRA_COLUMNS = {
-    "hostname": lambda d: _get(d, "host", "hostname"),
-    "cpu_model": lambda d: _get(d, "host", "cpu_model"),
-    "fuse_enable_uring": lambda d: _get(d, "host", "fuse_enable_uring"),
-    "cache": lambda d: _get(d, "export", "cache"),
-    "read_only": lambda d: _get(d, "export", "read_only"),
-    "fio_version": lambda d: _get(d, "versions", "fio"),
-    "libfuse_version": lambda d: _get(d, "versions", "libfuse"),
-    "liburing_version": lambda d: _get(d, "versions", "liburing"),
-    "python_version": lambda d: _get(d, "versions", "python"),
-    "campaign": lambda d: _get(d, "campaign", "id") if isinstance(d.get("campaign"), dict)
-    else d.get("campaign"),
-    "repetition": lambda d: _get(d, "campaign", "repetition") if isinstance(
-        d.get("campaign"), dict) else d.get("repetition"),
-    "warmup": _warmup,
-}
 
 
 def resolve(campaign: str | os.PathLike[str]) -> Path:
@@ -104,7 +68,7 @@ def natural_key(text: Any) -> list[Any]:
 
 
 @dataclass
-class Campaign:
+class CampaignResults:
     """A loaded campaign: `runs` is every row, `table` the rows statistics use (no warmup)."""
 
     path: Path
@@ -171,20 +135,15 @@ def _plain(value: Any) -> Any:
 
 
 def _manifest(path: Path) -> dict[str, Any]:
-    for name in ("campaign.json", "manifest.json"):
-        file = path / name
-        if file.is_file():
-            try:
-                data = json.loads(file.read_text())
-            except (OSError, json.JSONDecodeError):
-                continue
-            if isinstance(data, dict):
-                return data.get("campaign", data) if isinstance(data.get("campaign"), dict) \
-                    else data
-    return {}
+    """The campaign's manifest (harness/campaign.py writes campaign.json), or {}."""
+    try:
+        data = json.loads((path / "campaign.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
-def load_campaign(campaign: str | os.PathLike[str]) -> Campaign:
+def load_campaign(campaign: str | os.PathLike[str]) -> CampaignResults:
     """Resolve, load through harness.results.load and complete the table."""
     path = resolve(campaign)
     try:
@@ -193,14 +152,12 @@ def load_campaign(campaign: str | os.PathLike[str]) -> Campaign:
         raise CampaignError(str(e)) from None
     if runs.empty:
         raise CampaignError(f"{path} holds no result file")
-    result = Campaign(path, runs, _manifest(path))
-    missing = [c for c in EXTRA_COLUMNS if c not in runs]
-    if missing:
-        extra: dict[str, list[Any]] = {c: [] for c in missing}
-        for file in runs["file"]:
-            data = result.raw(file)
-            for column in missing:
-                extra[column].append(EXTRA_COLUMNS[column](data))
+    result = CampaignResults(path, runs, _manifest(path))
+    extra: dict[str, list[Any]] = {c: [] for c in METADATA_COLUMNS if c not in runs}
+    for file in runs["file"] if extra else ():
+        meta = metadata_columns(result.raw(file))
         for column, values in extra.items():
-            runs[column] = values
+            values.append(meta[column])
+    for column, values in extra.items():
+        runs[column] = values
     return result

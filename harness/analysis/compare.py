@@ -13,7 +13,7 @@ from typing import Any
 import pandas
 
 from harness.analysis import stats
-from harness.analysis.campaign import Campaign, natural_key
+from harness.analysis.campaign import CampaignResults, natural_key
 from harness.scenarios import FIO_OPTIONS, size_bytes
 
 # At or above this block size a point is summarised by bandwidth rather than IOPS.
@@ -218,7 +218,7 @@ def environment_warnings(table: pandas.DataFrame) -> list[str]:
     return warnings
 
 
-def cautions(campaign: Campaign) -> list[str]:
+def cautions(campaign: CampaignResults) -> list[str]:
     """Runs whose numbers may not say what they seem to: the server saw too few requests
     (caches answered), or the campaign's manifest lists runs that did not complete."""
     notes = []
@@ -250,7 +250,7 @@ def cautions(campaign: Campaign) -> list[str]:
     return notes
 
 
-def compare(campaign: Campaign, baseline: str | None = None) -> Comparison:
+def compare(campaign: CampaignResults, baseline: str | None = None) -> Comparison:
     """Every transport against `baseline` at every (point, direction) of the campaign."""
     table = campaign.table
     specs = campaign.transports()

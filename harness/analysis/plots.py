@@ -22,7 +22,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from harness.analysis import latency, stats
-from harness.analysis.campaign import Campaign, natural_key
+from harness.analysis.campaign import CampaignResults, natural_key
 from harness.analysis.compare import Comparison, compare, throughput_metric
 from harness.analysis.tables import terse
 
@@ -40,12 +40,12 @@ class NotApplicable(Exception):
 
 @dataclass
 class PlotContext:
-    campaign: Campaign
+    campaign: CampaignResults
     comparison: Comparison
     colors: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, campaign: Campaign, baseline: str | None = None) -> PlotContext:
+    def build(cls, campaign: CampaignResults, baseline: str | None = None) -> PlotContext:
         comparison = compare(campaign, baseline)
         order = transport_order(comparison)
         colors = {spec: PALETTE[i % len(PALETTE)] for i, spec in enumerate(order)}
@@ -501,11 +501,11 @@ class Rendered:
     skipped: str | None = None
 
 
-def plots_dir(campaign: Campaign) -> Path:
+def plots_dir(campaign: CampaignResults) -> Path:
     return campaign.path / "plots"
 
 
-def render(campaign: Campaign, names: list[str] | None = None,
+def render(campaign: CampaignResults, names: list[str] | None = None,
            out_dir: str | os.PathLike[str] | None = None,
            formats: tuple[str, ...] = FORMATS, baseline: str | None = None) -> list[Rendered]:
     """Draw the named plots (all by default) into out_dir (default CAMPAIGN/plots)."""
@@ -533,7 +533,7 @@ def render(campaign: Campaign, names: list[str] | None = None,
     return done
 
 
-def _metadata(fmt: str, campaign: Campaign, title: str) -> dict[str, Any]:
+def _metadata(fmt: str, campaign: CampaignResults, title: str) -> dict[str, Any]:
     # Fixed metadata (no creation date) keeps re-rendered SVGs identical for review.
     if fmt == "svg":
         return {"Title": f"{title} ({campaign.id})", "Date": None}

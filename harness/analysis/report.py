@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.analysis import plots
-from harness.analysis.campaign import Campaign, natural_key
+from harness.analysis.campaign import CampaignResults, natural_key
 from harness.analysis.compare import Comparison, compare
 from harness.analysis.stats import METHOD
 from harness.analysis.tables import (
@@ -92,7 +92,7 @@ def _runs_text(runs: Any) -> str:
     return text
 
 
-def metadata(campaign: Campaign) -> Cells:
+def metadata(campaign: CampaignResults) -> Cells:
     runs = campaign.runs
     first = _when(min(runs["start"].dropna(), default=None))
     last = _when(max(runs["end"].dropna(), default=None))
@@ -129,7 +129,7 @@ def metadata(campaign: Campaign) -> Cells:
     return Cells(["Setting", "Value"], [[k, v] for k, v in rows])
 
 
-def transport_cells(campaign: Campaign) -> Cells:
+def transport_cells(campaign: CampaignResults) -> Cells:
     """Every transport with its settings as recorded (defaults included)."""
     rows = []
     for spec, settings in campaign.transport_settings().items():
@@ -139,7 +139,7 @@ def transport_cells(campaign: Campaign) -> Cells:
     return Cells(["Transport", "Settings"], rows)
 
 
-def scenario_cells(campaign: Campaign) -> Cells:
+def scenario_cells(campaign: CampaignResults) -> Cells:
     t = campaign.table
     columns = [c for c in ("rw", "bs", "ioengine", "iodepth", "numjobs", "direct", "runtime",
                            "rwmixread") if c in t]
@@ -162,7 +162,7 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def build(campaign: Campaign, comparison: Comparison,
+def build(campaign: CampaignResults, comparison: Comparison,
           figures: list[plots.Rendered]) -> list[Block]:
     specs = list(dict.fromkeys(r.transport for r in comparison.rows))
     blocks = [
@@ -301,7 +301,7 @@ def to_html(blocks: list[Block]) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_reports(campaign: Campaign, formats: tuple[str, ...] = ("markdown",),
+def write_reports(campaign: CampaignResults, formats: tuple[str, ...] = ("markdown",),
                   output: str | os.PathLike[str] | None = None,
                   baseline: str | None = None) -> tuple[Comparison, list[Path]]:
     """Draw the figures (CAMPAIGN/plots) and write the report in each format; `output`
@@ -324,7 +324,7 @@ def write_reports(campaign: Campaign, formats: tuple[str, ...] = ("markdown",),
     return comparison, paths
 
 
-def write_report(campaign: Campaign, fmt: str = "markdown",
+def write_report(campaign: CampaignResults, fmt: str = "markdown",
                  output: str | os.PathLike[str] | None = None,
                  baseline: str | None = None) -> Path:
     """Draw the figures and write one report; return its path."""

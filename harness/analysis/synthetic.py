@@ -129,7 +129,7 @@ def make_run(point: Point, spec: str, factor: float, rng: numpy.random.Generator
                      "fio": dict(fio)},
         "transport": {"spec": spec, "name": name, "settings": settings},
         "export": {"backing": "memory:268435456", "size": 268435456, "read_only": False,
-                   "growable": False, "cache": "pagecache"},
+                   "growable": False, "cache": "pagecache", "fill": "none"},
         "start": start.isoformat(),
         "end": end.isoformat(),
         "summary": {"directions": summary_dirs, "total_ios": total,

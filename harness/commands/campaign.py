@@ -17,12 +17,12 @@ from harness.campaign import (
     plan,
 )
 from harness.commands.run import DEFAULT_OUT, interrupt_on_termination, overrides, run_options
-from harness.commands.serve import add_export_arguments
 from harness.runner import preflight_backing
 from harness.scenarios import ScenarioError
 from transports import sysinfo
-from transports.backing import BackingError
 from transports.base import SpecError, TransportSpec, TransportUnavailable, parse_spec
+from transports.export.backing import BackingError
+from transports.export.spec import ExportSpec
 
 # What a campaign measures when no --transport is given: every transport this machine runs.
 DEFAULT_TRANSPORTS = ("pyfuse3", "devfuse", "uring", "uring:buffers=pinned", "qsd")
@@ -68,7 +68,7 @@ def add_campaign_arguments(p: argparse.ArgumentParser, with_targets: bool = True
         default=1,
         help="warmup runs per point and transport, kept but flagged (default: 1)",
     )
-    add_export_arguments(p, fill="data")
+    ExportSpec.add_arguments(p, fill="data")
     p.add_argument(
         "--out",
         type=Path,

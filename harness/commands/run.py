@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from harness import fio
-from harness.commands.serve import add_export_arguments
 from harness.runner import CheckError, RunError, RunOptions, options_for, run_point
 from harness.scenarios import ScenarioError, check_fio_option, load_scenario
-from transports.backing import BackingError
 from transports.base import SpecError, TransportSpec, TransportUnavailable, parse_spec
-from transports.mounting import MountError
+from transports.export.backing import BackingError
+from transports.export.spec import ExportSpec
+from transports.fuse.mounting import MountError
 
 DEFAULT_OUT = Path("results")
 
@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--transport", "-t", default="pyfuse3", help="transport spec NAME[:key=value,...]"
     )
-    add_export_arguments(p, fill="data")
+    ExportSpec.add_arguments(p, fill="data")
     p.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help="result directory (default: %(default)s)"
     )
@@ -61,18 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_options(args: argparse.Namespace, spec: TransportSpec, **more: Any) -> RunOptions:
     """RunOptions from the export arguments every measuring command takes."""
-    return RunOptions(
-        transport=spec,
-        out=args.out,
-        backing=args.backing,
-        size=args.size,
-        read_only=args.read_only,
-        growable=args.growable,
-        cache=args.cache,
-        attr_timeout=args.attr_timeout,
-        fill=args.fill,
-        **more,
-    )
+    return RunOptions(transport=spec, out=args.out, export=ExportSpec.from_args(args), **more)
 
 
 def interrupt_on_termination() -> None:
@@ -121,11 +110,13 @@ def run_run(args: argparse.Namespace) -> int:
         scenario = load_scenario(args.scenario)
         points = scenario.points(overrides(args))
         fio.fio_path()
-    except (SpecError, ScenarioError) as e:
+        opts = run_options(
+            args, spec, mountpoint=args.mountpoint, ready_timeout=args.ready_timeout
+        )
+    except (SpecError, ScenarioError, ValueError) as e:
         return _fail(str(e), 2)
     except (TransportUnavailable, fio.FioError) as e:
         return _fail(str(e), 1)
-    opts = run_options(args, spec, mountpoint=args.mountpoint, ready_timeout=args.ready_timeout)
     interrupt_on_termination()
     opts = options_for(scenario, opts)
     meta = {"name": scenario.name, "description": scenario.description, "file": scenario.path}

@@ -10,48 +10,12 @@ import sys
 from typing import Any
 
 from harness.serving import READY_PREFIX, describe_connection_end
-from transports import mounting, sysinfo
-from transports.backing import FILL_CHOICES, BackingError, parse_backing, parse_size
+from transports import sysinfo
 from transports.base import SpecError, TransportUnavailable, parse_spec
-from transports.export import Export, ExportOptions
-
-
-def add_export_arguments(parser: argparse.ArgumentParser, fill: str = "none") -> None:
-    """Options shared by every command that serves the export; `fill` is its default."""
-    parser.add_argument(
-        "--backing",
-        default="memory:1G",
-        help="file:PATH (raw image, created sparse with --size if missing) or memory:SIZE "
-        "(default: %(default)s)",
-    )
-    parser.add_argument("--size", help="size of a new image file, e.g. 1G")
-    parser.add_argument(
-        "--fill",
-        choices=FILL_CHOICES,
-        default=fill,
-        help="what a backing created here holds (a memory backing, a new image file): data "
-        "(written full of pseudo-random bytes, so reads copy real memory) or none (sparse: "
-        "reads of holes only copy the zero page); an existing image is never written "
-        "(default: %(default)s)",
-    )
-    parser.add_argument("--read-only", action="store_true", help="refuse writes (EROFS)")
-    parser.add_argument(
-        "--growable", action="store_true", help="writes past the end extend the image"
-    )
-    parser.add_argument(
-        "--cache",
-        choices=("pagecache", "direct"),
-        default="pagecache",
-        help="for opens without O_DIRECT: use the client's page cache, or bypass it "
-        "(O_DIRECT opens always bypass it) (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--attr-timeout",
-        type=float,
-        default=1.0,
-        help="seconds the client may cache the file's attributes; 0 sends every stat to "
-        "the server (default: %(default)s)",
-    )
+from transports.export.backing import BackingError
+from transports.export.image import Export
+from transports.export.spec import ExportSpec
+from transports.fuse import mounting
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -65,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--transport", "-t", default="pyfuse3", help="transport spec NAME[:key=value,...]"
     )
-    add_export_arguments(p)
+    ExportSpec.add_arguments(p)
     p.add_argument("--stats-out", help="write the transport's statistics as JSON here on exit")
     p.add_argument(
         "--cpus",
@@ -80,28 +44,16 @@ def _fail(message: str, code: int = 2) -> int:
     return code
 
 
-def export_options(args: argparse.Namespace) -> ExportOptions:
-    if args.attr_timeout < 0:
-        raise ValueError(f"--attr-timeout {args.attr_timeout}: must be >= 0")
-    return ExportOptions(
-        read_only=args.read_only,
-        growable=args.growable,
-        cache=args.cache,
-        attr_timeout=args.attr_timeout,
-        fill=args.fill == "data",
-    )
-
-
 def run_serve(args: argparse.Namespace) -> int:
     try:
         if args.cpus:
             os.sched_setaffinity(0, sysinfo.parse_cpu_list(args.cpus))
         spec = parse_spec(args.transport)
-        size = parse_size(args.size) if args.size else None
-        backing = parse_backing(args.backing, size)
+        export_spec = ExportSpec.from_args(args)
+        backing = export_spec.backing_spec()
         transport = spec.create()
         transport.check_available()
-        export = Export(backing, export_options(args))
+        export = Export(backing, export_spec.options())
     except (SpecError, BackingError, ValueError) as e:
         return _fail(str(e))
     except OSError as e:
@@ -146,7 +98,7 @@ def run_serve(args: argparse.Namespace) -> int:
         export_info = export.describe()
         export.close()
         if args.stats_out:
-            stats = {"spec": str(spec), "export": export_info, **transport.statistics()}
+            stats = {"spec": str(spec), "export": export_info, **transport.statistics().as_dict()}
             with open(args.stats_out, "w") as f:
                 json.dump(stats, f, indent=1, sort_keys=True)
     if code == 0:

@@ -1,4 +1,4 @@
-"""`ringside export CAMPAIGN`: the tidy table of a campaign as CSV or Parquet."""
+"""`ringside table CAMPAIGN` (formerly `export`): a campaign's tidy table as CSV or Parquet."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ FORMATS = ("csv", "parquet")
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "export",
+        "table",
+        aliases=["export"],  # its first name; "export" is the served image
         help="write a campaign's tidy table (one row per run x direction) as CSV or Parquet",
         description="Load every result of CAMPAIGN with harness.results.load and write the "
         "table: one row per run and direction, scenario parameters and transport settings "

@@ -19,9 +19,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from transports import mounting
-from transports.base import Transport, TransportUnavailable
-from transports.export import Export
+from transports.base import Transport, TransportStatistics, TransportUnavailable
+from transports.export.image import Export
+from transports.fuse import mounting
 
 _POLL_S = 0.1
 _PR_SET_PDEATHSIG = 1
@@ -120,15 +120,17 @@ class PeerTransport(Transport):
             return [self._proc.pid]
         return []
 
-    def statistics(self) -> dict[str, Any]:
-        return {
-            "transport": self.name,
-            "settings": dict(self.settings),
-            "requests": None,  # counted by nobody: the daemon keeps no request counters
-            "version": self._version,
-            "image": self._image,
-            "exit_code": self._proc.returncode if self._proc else None,
-        }
+    def statistics(self) -> TransportStatistics:
+        return TransportStatistics(
+            transport=self.name,
+            settings=dict(self.settings),
+            requests=None,  # counted by nobody: the daemon keeps no request counters
+            detail={
+                "version": self._version,
+                "image": self._image,
+                "exit_code": self._proc.returncode if self._proc else None,
+            },
+        )
 
 
 def _die_with_parent() -> None:

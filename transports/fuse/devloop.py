@@ -13,8 +13,8 @@ import io
 import os
 import time
 
-from transports import abi
-from transports.codec import Codec
+from transports.fuse import abi
+from transports.fuse.codec import Codec
 
 MAX_WRITE = 1 << 20
 IN_BUFFER = MAX_WRITE + 4096  # header + write_in + the largest write, rounded up a page

@@ -21,8 +21,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from transports import abi
-from transports.export import Attr, Export
+from transports.export.image import Attr, Export
+from transports.fuse import abi
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 _NS = 1_000_000_000

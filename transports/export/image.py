@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 
 import cffi
 
-from transports.backing import BackingSpec, open_backing
+from transports.export.backing import BackingSpec, open_backing
 
 ROOT_INODE = 1
 

@@ -1,6 +1,6 @@
 """Ring mechanics for the uring transport: machine checks, entry buffers, one queue's ring.
 
-Everything here is independent of the FUSE codec. The C side (transports/uring_build.py)
+Everything here is independent of the FUSE codec. The C side (transports/ring/ring.c)
 owns the io_uring and writes SQEs and reply headers; this module allocates the buffers
 the kernel copies requests into, and keeps the Python views of them that the codec
 reads from and writes into (made once, so the per-request path allocates nothing).
@@ -15,6 +15,7 @@ import threading
 from dataclasses import dataclass
 
 from transports._uring_cffi import ffi, lib
+from transports.fuse import abi
 from transports.sysinfo import (  # noqa: F401  (re-exported for the transport)
     enable_uring,
     io_uring_disabled,
@@ -25,8 +26,8 @@ from transports.sysinfo import (  # noqa: F401  (re-exported for the transport)
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 # One page per header: >= the 288-byte fuse_uring_req_header, and page aligned, which
 # kernel-side pinning (newer kernels) requires and which keeps headers off shared lines.
-HEADER_BUFFER = max(PAGE_SIZE, lib.RS_HEADER_SIZE)
-MIN_PAYLOAD = 8192  # FUSE_MIN_READ_BUFFER: the kernel's floor for the payload buffer
+HEADER_BUFFER = max(PAGE_SIZE, abi.URING_REQ_HEADER_SIZE)
+MIN_PAYLOAD = abi.MIN_READ_BUFFER  # the kernel's floor for the payload buffer
 
 IO_URING_GROUP = "/proc/sys/kernel/io_uring_group"
 CAP_IPC_LOCK = 14

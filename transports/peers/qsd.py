@@ -6,8 +6,8 @@ import shutil
 import subprocess
 
 from transports.base import TransportUnavailable
-from transports.export import Export
-from transports.peer import PeerTransport
+from transports.export.image import Export
+from transports.peers.peer import PeerTransport
 
 
 class QsdTransport(PeerTransport):

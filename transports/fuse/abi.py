@@ -6,11 +6,18 @@ little-endian native x86-64/arm64 layout with explicit padding, as in
 include/uapi/linux/fuse.h; tests/test_codec.py checks every size and the offsets that
 matter against the numbers in that header (and against Debian's header where it has
 the struct).
+
+What the ring's C shares with Python (fuse_out_header and the io_uring structs) is
+written once, in transports/fuse/fuse_uring.h: the C includes it, and this module parses it
+with cffi (no compiler) and derives those sizes, offsets and struct formats from it.
 """
 
 from __future__ import annotations
 
 import struct
+from pathlib import Path
+
+from cffi import FFI
 
 KERNEL_VERSION = 7
 KERNEL_MINOR_VERSION = 42  # the protocol this module describes
@@ -139,8 +146,7 @@ FUSE_UNIQUE_RESEND = 1 << 63
 IN_HEADER = struct.Struct("<IIQQIIIHH")
 # The fields a codec needs on every request, without building the whole tuple.
 IN_HEADER_OPCODE_UNIQUE = struct.Struct("<4xIQ")
-# fuse_out_header: len, error (negative errno or 0), unique
-OUT_HEADER = struct.Struct("<IiQ")
+# fuse_out_header (OUT_HEADER) is read from fuse_uring.h, below.
 
 # -- per-op structs -----------------------------------------------------------------------
 # fuse_init_in: major, minor, max_readahead, flags, flags2, unused[11]
@@ -225,23 +231,39 @@ for _op, _st in (
     OP_IN_SIZE[_op] = _st.size
 del _op, _st
 
-# -- FUSE-over-io_uring (7.42) ------------------------------------------------------------
-URING_IN_OUT_HEADER_SZ = 128
-URING_OP_IN_OUT_SZ = 128
-# fuse_uring_ent_in_out: flags, commit_id, payload_sz, padding, reserved
-URING_ENT_IN_OUT = struct.Struct("<QQI4xQ")
-# fuse_uring_req_header = in_out[128], op_in[128], fuse_uring_ent_in_out
-URING_REQ_IN_OUT_OFFSET = 0
-URING_REQ_OP_IN_OFFSET = URING_IN_OUT_HEADER_SZ
-URING_REQ_ENT_IN_OUT_OFFSET = URING_IN_OUT_HEADER_SZ + URING_OP_IN_OUT_SZ
-URING_REQ_HEADER_SIZE = URING_REQ_ENT_IN_OUT_OFFSET + URING_ENT_IN_OUT.size  # 288
-URING_ENT_PAYLOAD_SZ_OFFSET = URING_REQ_ENT_IN_OUT_OFFSET + 16  # payload_sz within the header
-URING_ENT_COMMIT_ID_OFFSET = URING_REQ_ENT_IN_OUT_OFFSET + 8
-# fuse_uring_cmd_req (in sqe->cmd): flags, commit_id, qid, padding[6]
-URING_CMD_REQ = struct.Struct("<QQH6x")
-FUSE_IO_URING_CMD_INVALID = 0
-FUSE_IO_URING_CMD_REGISTER = 1
-FUSE_IO_URING_CMD_COMMIT_AND_FETCH = 2
+# -- FUSE-over-io_uring (7.42): read from fuse_uring.h, which the ring's C includes --------
+def _uring_abi() -> FFI:
+    ffi = FFI()
+    ffi.cdef((Path(__file__).resolve().parent / "fuse_uring.h").read_text())
+    return ffi
 
-# The payload buffer of a ring entry must hold at least this much (kernel check).
-URING_MIN_PAYLOAD = MIN_READ_BUFFER
+
+_STRUCT_CODES = {"uint64_t": "Q", "uint32_t": "I", "uint16_t": "H", "int32_t": "i"}
+
+
+def _struct_of(ffi: FFI, cname: str) -> struct.Struct:
+    """The little-endian struct.Struct of a C struct; padding fields become pad bytes."""
+    fmt, at = "<", 0
+    for name, field in ffi.typeof(cname).fields:
+        if field.offset != at:
+            raise ValueError(f"{cname}.{name}: implicit padding; state it in the header")
+        size = ffi.sizeof(field.type)
+        fmt += f"{size}x" if name.startswith("padding") else _STRUCT_CODES[field.type.cname]
+        at += size
+    if at != ffi.sizeof(cname):
+        raise ValueError(f"{cname}: implicit tail padding; state it in the header")
+    return struct.Struct(fmt)
+
+
+_uring = _uring_abi()
+# fuse_uring_ent_in_out: flags, commit_id, payload_sz, padding, reserved
+URING_ENT_IN_OUT = _struct_of(_uring, "struct fuse_uring_ent_in_out")
+# fuse_uring_req_header = in_out[128], op_in[128], fuse_uring_ent_in_out
+URING_REQ_OP_IN_OFFSET = _uring.offsetof("struct fuse_uring_req_header", "op_in")
+URING_REQ_ENT_IN_OUT_OFFSET = _uring.offsetof("struct fuse_uring_req_header", "ring_ent_in_out")
+URING_REQ_HEADER_SIZE = _uring.sizeof("struct fuse_uring_req_header")  # 288
+# fuse_uring_cmd_req (in sqe->cmd): flags, commit_id, qid, padding[6]
+URING_CMD_REQ = _struct_of(_uring, "struct fuse_uring_cmd_req")
+# fuse_out_header: len, error (negative errno or 0), unique
+OUT_HEADER = _struct_of(_uring, "struct fuse_out_header")
+del _uring

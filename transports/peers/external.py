@@ -11,8 +11,8 @@ from __future__ import annotations
 import shlex
 
 from transports.base import Option, SpecError
-from transports.export import Export
-from transports.peer import PeerTransport
+from transports.export.image import Export
+from transports.peers.peer import PeerTransport
 
 
 def _command(raw: str) -> str:

@@ -1,4 +1,4 @@
-"""`ringside export`: the loader's tidy table written as CSV or Parquet."""
+"""`ringside table` (alias `export`): the loader's tidy table written as CSV or Parquet."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ def ringside(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("fmt, read", [("csv", pd.read_csv), ("parquet", pd.read_parquet)])
-def test_export_round_trips_the_loader_table(tmp_path, fmt, read):
+def test_table_round_trips_the_loader_table(tmp_path, fmt, read):
     out = tmp_path / f"runs.{fmt}"
-    proc = ringside("export", str(REFERENCE), "--format", fmt, "--output", str(out))
+    proc = ringside("table", str(REFERENCE), "--format", fmt, "--output", str(out))
     assert proc.returncode == 0, proc.stderr
     table = read(out)
     expected = load(REFERENCE)
@@ -32,7 +32,7 @@ def test_export_round_trips_the_loader_table(tmp_path, fmt, read):
     assert table["warmup"].sum() == expected["warmup"].sum() > 0
 
 
-def test_export_of_a_missing_campaign_names_it(tmp_path):
-    proc = ringside("export", str(tmp_path / "nowhere"))
+def test_table_of_a_missing_campaign_names_it(tmp_path):
+    proc = ringside("export", str(tmp_path / "nowhere"))  # the command's former name
     assert proc.returncode == 2
     assert "not found" in proc.stderr

@@ -1,0 +1,1 @@
+"""The served image: the export, its backings and ExportSpec (what to serve, and how)."""

@@ -1,0 +1,1 @@
+"""The FUSE protocol: the kernel ABI, the codec, the /dev/fuse loop and mounting."""

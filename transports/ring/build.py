@@ -1,0 +1,53 @@
+"""cffi builder of the uring transport's binding to liburing (>= 2.3): reads the C next to it.
+
+Compiled at install time (setup.py `cffi_modules`) into `transports._uring_cffi`:
+ring.c is the source, ring.h (the functions and the fields of a queue Python may read)
+and ../fuse/fuse_uring.h (the kernel's FUSE-over-io_uring ABI, which transports/fuse/abi.py reads
+too) are both the C headers and cffi's declarations, so C and Python read one text.
+cffi checks at build time that the compiler lays the ABI structs out as it parsed them.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from pathlib import Path
+
+from cffi import FFI
+
+HERE = Path(__file__).resolve().parent
+ABI_HEADER = HERE.parent / "fuse" / "fuse_uring.h"
+
+
+def _pkg_config(*args: str) -> list[str]:
+    try:
+        out = subprocess.run(
+            ["pkg-config", *args, "liburing"], capture_output=True, text=True, check=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return []
+    return shlex.split(out)
+
+
+def _build() -> FFI:
+    libs = [a[2:] for a in _pkg_config("--libs-only-l")] or ["uring"]
+    ffi = FFI()
+    ffi.cdef(ABI_HEADER.read_text())
+    ffi.cdef((HERE / "ring.h").read_text())
+    ffi.set_source(
+        "transports._uring_cffi",
+        (HERE / "ring.c").read_text(),
+        libraries=libs,
+        include_dirs=[str(HERE), str(ABI_HEADER.parent)]
+        + [a[2:] for a in _pkg_config("--cflags-only-I")],
+        library_dirs=[a[2:] for a in _pkg_config("--libs-only-L")],
+        extra_compile_args=["-O2", "-Wall", "-Wno-unused-function"],
+        depends=[str(HERE / "ring.h"), str(ABI_HEADER)],
+    )
+    return ffi
+
+
+ffibuilder = _build()
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)
