@@ -148,6 +148,29 @@ def pinned_check(stats: dict[str, Any]) -> dict[str, Any] | None:
 CHECKS: list[Callable[[dict[str, Any]], dict[str, Any] | None]] = [ring_share_check, pinned_check]
 
 
+def peer_ring_check(stats: dict[str, Any], window: dict[str, Any], ios: int) -> dict | None:
+    """A peer that counts no requests, but says whether it serves through io_uring.
+
+    Its rings' completions over the fio window (read from the kernel's fdinfo of every
+    measured process) count the requests they carried: for an io_uring peer they must
+    cover >= 99% of fio's I/Os (each O_DIRECT I/O is at least one request); a legacy
+    peer must have carried none.
+    """
+    expected = stats.get("ring_expected")
+    if expected is None:
+        return None
+    carried = int(window.get("ring_completions") or 0)
+    if expected:
+        ok = ios > 0 and carried >= RING_MIN_SHARE * ios
+        reason = (f"the server's io_uring rings posted {carried} completions for {ios} fio "
+                  f"I/Os; at least {RING_MIN_SHARE:.0%} of the I/Os must be carried by a ring")
+    else:
+        ok = carried == 0
+        reason = f"the legacy server's io_uring rings posted {carried} completions (expected 0)"
+    return {"name": "peer_ring", "ok": ok, "ring_completions": carried, "fio_ios": ios,
+            "reason": reason}
+
+
 def check_statistics(stats: dict[str, Any]) -> list[dict[str, Any]]:
     """Run every check that applies; raise CheckError naming each failed one."""
     results = [r for r in (check(stats) for check in CHECKS) if r is not None]
@@ -495,6 +518,11 @@ def run_point(
         checks = check_statistics(stats)
 
         window = metrics.delta(before, after)
+        peer = peer_ring_check(stats, window, summary["total_ios"])
+        if peer is not None:
+            if not peer["ok"]:
+                raise CheckError(f"peer_ring check failed: {peer['reason']}")
+            checks.append(peer)
         client = summary["client"]
         data = {
             "kind": "run",

@@ -112,6 +112,7 @@ _REGISTRY: dict[str, str] = {
     "uring": "transports.uring:UringTransport",
     "qsd": "transports.qsd:QsdTransport",
     "external": "transports.external:ExternalTransport",
+    "libfuse": "transports.libfuse:LibfuseTransport",
 }
 
 
