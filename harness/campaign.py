@@ -74,6 +74,7 @@ class PlannedRun:
             "index": self.index,
             "point": self.point.label,
             "transport": str(self.transport),
+            "label": self.transport.display,
             "repetition": self.repetition,
             "warmup": self.warmup,
         }
@@ -132,7 +133,7 @@ class Progress:
     def start(self, run: PlannedRun, total: int) -> None:
         tag = " warmup" if run.warmup else f" rep {run.repetition + 1}"
         self._bar.set_postfix_str(
-            f"run {run.index + 1}/{total}: {run.point.label} on {run.transport}{tag}"
+            f"run {run.index + 1}/{total}: {run.point.label} on {run.transport.display}{tag}"
         )
 
     def done(self, run: PlannedRun) -> None:
@@ -166,6 +167,7 @@ class Campaign:
             "reps": self.reps,
             "warmup": self.warmup,
             "transports": list(dict.fromkeys(str(r.transport) for r in self.runs)),
+            "labels": {r.transport.display: str(r.transport) for r in self.runs},
             "scenarios": list(dict.fromkeys(r.scenario.name for r in self.runs)),
             "points": list(dict.fromkeys(r.point.label for r in self.runs)),
             "backing": self.options.backing,

@@ -125,6 +125,8 @@ def rows(data: dict[str, Any], source: str = "") -> list[dict[str, Any]]:
         "point": scenario.get("point"),
         "transport": transport.get("name"),
         "transport_spec": transport.get("spec"),
+        # What tables call the transport: its label (`-t LABEL=SPEC`), else its spec.
+        "transport_label": transport.get("label") or transport.get("spec"),
         "backing": export.get("backing"),
         "export_size": export.get("size"),
         # Files from before `fill` existed were all served from sparse images.

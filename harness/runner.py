@@ -452,7 +452,7 @@ def run_point(
         out = Path(opts.out)
         out.mkdir(parents=True, exist_ok=True)
         start = _now()
-        stem = unique_stem(out, result_stem(point.label, str(opts.transport), start))
+        stem = unique_stem(out, result_stem(point.label, opts.transport.display, start))
         stats_path = os.path.join(workdir, "stats.json")
         server = Server(server_argv(opts, mountpoint, stats_path), os.path.join(workdir, "err"))
         server.wait_ready(opts.ready_timeout)
@@ -466,7 +466,7 @@ def run_point(
 
         jobfile = out / f"{stem}.fio"
         jobfile.write_text(fio.job_file(point, mountpoint, export_size))
-        opts.log(f"ringside: running fio {point.label} on {opts.transport} ({jobfile})")
+        opts.log(f"ringside: running fio {point.label} on {opts.transport.display} ({jobfile})")
         pids = server.serving_pids()
         before, ctxt0 = metrics.snapshot_many(pids), metrics.system_ctxt()
         try:
@@ -534,6 +534,7 @@ def run_point(
             },
             "transport": {
                 "spec": str(opts.transport),
+                "label": opts.transport.display,
                 "name": opts.transport.name,
                 "settings": opts.transport.settings,
             },

@@ -22,7 +22,13 @@ from harness.runner import preflight_backing
 from harness.scenarios import ScenarioError
 from transports import sysinfo
 from transports.backing import BackingError
-from transports.base import SpecError, TransportSpec, TransportUnavailable, parse_spec
+from transports.base import (
+    SpecError,
+    TransportSpec,
+    TransportUnavailable,
+    check_unique,
+    parse_spec,
+)
 
 # What a campaign measures when no --transport is given: every transport this machine runs.
 DEFAULT_TRANSPORTS = ("pyfuse3", "devfuse", "uring", "uring:buffers=pinned", "qsd")
@@ -53,8 +59,9 @@ def add_campaign_arguments(p: argparse.ArgumentParser, with_targets: bool = True
         "--transport",
         "-t",
         action="append",
-        metavar="SPEC",
-        help="transport spec (repeatable); default: every available one of "
+        metavar="[LABEL=]SPEC",
+        help="transport spec (repeatable), optionally named for tables, e.g. "
+        "libfuse-uring=libfuse:mode=uring; default: every available one of "
         + ", ".join(DEFAULT_TRANSPORTS),
     )
     p.add_argument(
@@ -133,8 +140,7 @@ def build(args: argparse.Namespace) -> Campaign:
         specs = available_transports(lambda m: print(m, file=sys.stderr))
         if not specs:
             raise TransportUnavailable("no transport can run here: see `ringside doctor`")
-    if len({str(s) for s in specs}) != len(specs):
-        raise SpecError("a transport is listed twice")
+    check_unique(specs)
     fio.fio_path()
     for cpus in (args.server_cpus, args.fio_cpus):
         if cpus:
