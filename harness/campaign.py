@@ -42,6 +42,8 @@ class Suite:
     scenarios: list[str]
     runtime: int | None = None
     reps: int | None = None
+    backing: str | None = None  # the suite's own --backing, when none is given
+    warmup: int | None = None  # the suite's own --warmup, when none is given
 
 
 def known_suites() -> list[str]:
@@ -57,7 +59,8 @@ def load_suite(name: str) -> Suite:
     scenarios = doc.get("scenarios")
     if not isinstance(scenarios, list) or not all(isinstance(s, str) for s in scenarios):
         raise ScenarioError(f"{path}: scenarios must be a list of scenario names")
-    return Suite(name, doc.get("description", ""), scenarios, doc.get("runtime"), doc.get("reps"))
+    return Suite(name, doc.get("description", ""), scenarios, doc.get("runtime"), doc.get("reps"),
+                 doc.get("backing"), doc.get("warmup"))
 
 
 @dataclass(frozen=True)

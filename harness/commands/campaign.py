@@ -31,6 +31,8 @@ from transports.base import (
 )
 
 # What a campaign measures when no --transport is given: every transport this machine runs.
+DEFAULT_BACKING = "memory:1G"
+DEFAULT_WARMUP = 1
 DEFAULT_TRANSPORTS = ("pyfuse3", "devfuse", "uring", "uring:buffers=pinned", "qsd")
 
 
@@ -72,10 +74,17 @@ def add_campaign_arguments(p: argparse.ArgumentParser, with_targets: bool = True
     p.add_argument(
         "--warmup",
         type=int,
-        default=1,
-        help="warmup runs per point and transport, kept but flagged (default: 1)",
+        help="warmup runs per point and transport, kept but flagged (default: the suite's, "
+        f"else {DEFAULT_WARMUP})",
     )
     add_export_arguments(p, fill="data")
+    # None: the suite's backing if it names one, else DEFAULT_BACKING.
+    p.set_defaults(backing=None)
+    for action in p._actions:
+        if action.dest == "backing":
+            action.help = ("file:PATH (raw image, created sparse with --size if missing) or "
+                           "memory:SIZE (default: the suite's backing, else "
+                           f"{DEFAULT_BACKING})")
     p.add_argument(
         "--out",
         type=Path,
@@ -128,6 +137,11 @@ def build(args: argparse.Namespace) -> Campaign:
         targets = suite.scenarios
     if args.runtime is None and suite is not None and suite.runtime is not None:
         args.runtime = suite.runtime
+    if args.backing is None:
+        args.backing = suite.backing if suite is not None and suite.backing else DEFAULT_BACKING
+    if args.warmup is None:
+        args.warmup = suite.warmup if suite is not None and suite.warmup is not None \
+            else DEFAULT_WARMUP
     reps = args.reps if args.reps is not None else (suite.reps if suite and suite.reps else 3)
     if reps < 1 or args.warmup < 0:
         raise ScenarioError("--reps must be at least 1 and --warmup at least 0")
