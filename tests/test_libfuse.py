@@ -145,3 +145,17 @@ def test_run_proves_which_path_carried_the_requests(tmp_path):
         else:
             assert check["ring_completions"] == 0
         assert data["derived"]["server_cpu_us_per_io"] > 0
+
+
+def test_peer_ring_check_needs_the_rings_to_carry_the_io():
+    from harness.runner import peer_ring_check
+
+    assert peer_ring_check({}, {"ring_completions": 5}, 10) is None  # no claim, no check
+    uring = {"ring_expected": True}
+    assert peer_ring_check(uring, {"ring_completions": 1003}, 1000)["ok"]
+    short = peer_ring_check(uring, {"ring_completions": 900}, 1000)
+    assert not short["ok"] and "900 completions for 1000 fio I/Os" in short["reason"]
+    assert not peer_ring_check(uring, {"ring_completions": None}, 1000)["ok"]
+    legacy = {"ring_expected": False}
+    assert peer_ring_check(legacy, {"ring_completions": None}, 1000)["ok"]
+    assert not peer_ring_check(legacy, {"ring_completions": 12}, 1000)["ok"]

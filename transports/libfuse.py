@@ -9,8 +9,9 @@ passthrough_hp mirrors a directory, and Ringside's export is one file mounted on
 file. So the program mounts a private directory that mirrors the image's directory,
 and the image file in it is bind-mounted onto the mountpoint. The program unmounts its
 directory when it stops (on our SIGTERM, or its own when we die); the bind mount is
-ours to undo, as any peer's mount; a private tmpfs is detached as soon as the program
-holds it open, so it can never be left behind. A memory backing is served from a
+ours to undo (a `ringside serve` killed with SIGKILL leaves it stale, and the next serve
+or run on that file removes it, as after any killed server); a private tmpfs is detached
+as soon as the program holds it open, so it can never be left behind. A memory backing is served from a
 copy in that private tmpfs (same shmem pages as a memfd; writes stay in the copy, which
 dies with the run); a file backing from its own directory, so writes reach the image.
 
