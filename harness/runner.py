@@ -198,14 +198,24 @@ def die_with_parent() -> Callable[[], None]:
 
 
 def request_coverage(
-    stats: dict[str, Any], ios: int, names: tuple[str, ...] = DATA_OPS
+    stats: dict[str, Any], ios: int, names: tuple[str, ...] = DATA_OPS,
+    ring_requests: int | None = None,
 ) -> dict[str, Any]:
     """Data requests the server saw against I/Os fio issued.
 
     With O_DIRECT every I/O up to max_write is one request. Far fewer requests than I/Os
-    means the client's page cache answered and the run measured no transport.
+    means the client's page cache answered and the run measured no transport. A peer
+    counts no requests, but an io_uring peer's rings do (`ring_requests`: completions
+    over the fio window, every request they carried, data or not).
     """
     counters = _counters(stats, "ops")
+    if (counters is None or not isinstance(counters.get("ops"), dict)) and ring_requests:
+        ratio = ring_requests / ios if ios else None
+        return {"data_requests": None, "ring_requests": ring_requests, "fio_ios": ios,
+                "requests_per_io": ratio,
+                "warning": None if ratio is not None and ratio >= COVERAGE_MIN else (
+                    f"the server's rings carried {ring_requests} requests for {ios} fio I/Os: "
+                    "the client's caches absorbed the I/O")}
     if counters is None or not isinstance(counters.get("ops"), dict):
         return {"data_requests": None, "fio_ios": ios, "requests_per_io": None,
                 "warning": "the transport counts no requests (a peer server): coverage unknown"}
@@ -564,7 +574,11 @@ def run_point(
             "derived": metrics.per_io(window, client, ctxt1 - ctxt0, summary["total_ios"]),
             "transport_stats": stats,
             "checks": checks,
-            "coverage": request_coverage(stats, summary["total_ios"]),
+            "coverage": request_coverage(
+                stats, summary["total_ios"],
+                ring_requests=window.get("ring_completions") if stats.get("ring_expected")
+                else None,
+            ),
             "fio_jobfile": jobfile.name,
             "fio_messages": fio_messages,
             "host": metrics.host(),

@@ -159,3 +159,13 @@ def test_peer_ring_check_needs_the_rings_to_carry_the_io():
     legacy = {"ring_expected": False}
     assert peer_ring_check(legacy, {"ring_completions": None}, 1000)["ok"]
     assert not peer_ring_check(legacy, {"ring_completions": 12}, 1000)["ok"]
+
+
+def test_an_io_uring_peers_rings_count_its_requests_for_coverage():
+    from harness.runner import request_coverage
+
+    peer = {"requests": None, "ring_expected": True}
+    covered = request_coverage(peer, 1000, ring_requests=1003)
+    assert covered["requests_per_io"] == pytest.approx(1.003) and covered["warning"] is None
+    assert "absorbed" in request_coverage(peer, 1000, ring_requests=10)["warning"]
+    assert "coverage unknown" in request_coverage(peer, 1000)["warning"]
