@@ -11,9 +11,10 @@ and the image file in it is bind-mounted onto the mountpoint. The program unmoun
 directory when it stops (on our SIGTERM, or its own when we die); the bind mount is
 ours to undo (a `ringside serve` killed with SIGKILL leaves it stale, and the next serve
 or run on that file removes it, as after any killed server); a private tmpfs is detached
-as soon as the program holds it open, so it can never be left behind. A memory backing is served from a
-copy in that private tmpfs (same shmem pages as a memfd; writes stay in the copy, which
-dies with the run); a file backing from its own directory, so writes reach the image.
+as soon as the program holds it open, so it can never be left behind. A memory backing
+is served from a copy in that private tmpfs (same shmem pages as a memfd; writes stay in
+the copy, which dies with the run); a file backing from its own directory, so writes
+reach the image.
 
 Settings chosen for measuring a server, not the program's defaults where they differ:
 --nopassthrough, since kernel passthrough (the default) would hand reads and writes to
