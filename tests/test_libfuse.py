@@ -6,6 +6,7 @@ never ships or builds; without one they are skipped, the refusals are always tes
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import signal
@@ -113,6 +114,7 @@ def test_serves_the_image_and_leaves_nothing(mountfile, mode):
 @needs_build
 def test_a_killed_serve_leaves_no_program_and_no_private_mount(mountfile):
     before = set(_ours())
+    dirs = set(glob.glob("/tmp/ringside-libfuse-*"))
     with served("libfuse:mode=uring", mountfile, "memory:16M") as server:
         program = int(server.ready_line.rsplit("server pids ", 1)[1].split(")")[0])
         server.proc.send_signal(signal.SIGKILL)
@@ -125,6 +127,14 @@ def test_a_killed_serve_leaves_no_program_and_no_private_mount(mountfile):
         # The bind mount on the mountpoint is stale now: the next server recovers it.
         assert mounting.is_stale(str(mountfile))
     assert mounting.find_mount(str(mountfile)) is None
+    # What a killed serve cannot remove: its private directory, empty (the image's copy
+    # lived in the detached tmpfs and went with the program).
+    for work in set(glob.glob("/tmp/ringside-libfuse-*")) - dirs:
+        assert sorted(os.listdir(work)) == ["mnt", "src"]
+        for sub in ("mnt", "src"):
+            assert os.listdir(os.path.join(work, sub)) == []
+            os.rmdir(os.path.join(work, sub))
+        os.rmdir(work)
 
 
 @needs_build
