@@ -42,6 +42,8 @@ class Suite:
     scenarios: list[str]
     runtime: int | None = None
     reps: int | None = None
+    backing: str | None = None  # the suite's own --backing, when none is given
+    warmup: int | None = None  # the suite's own --warmup, when none is given
 
 
 def known_suites() -> list[str]:
@@ -57,7 +59,8 @@ def load_suite(name: str) -> Suite:
     scenarios = doc.get("scenarios")
     if not isinstance(scenarios, list) or not all(isinstance(s, str) for s in scenarios):
         raise ScenarioError(f"{path}: scenarios must be a list of scenario names")
-    return Suite(name, doc.get("description", ""), scenarios, doc.get("runtime"), doc.get("reps"))
+    return Suite(name, doc.get("description", ""), scenarios, doc.get("runtime"), doc.get("reps"),
+                 doc.get("backing"), doc.get("warmup"))
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ class PlannedRun:
             "index": self.index,
             "point": self.point.label,
             "transport": str(self.transport),
+            "label": self.transport.display,
             "repetition": self.repetition,
             "warmup": self.warmup,
         }
@@ -132,7 +136,7 @@ class Progress:
     def start(self, run: PlannedRun, total: int) -> None:
         tag = " warmup" if run.warmup else f" rep {run.repetition + 1}"
         self._bar.set_postfix_str(
-            f"run {run.index + 1}/{total}: {run.point.label} on {run.transport}{tag}"
+            f"run {run.index + 1}/{total}: {run.point.label} on {run.transport.display}{tag}"
         )
 
     def done(self, run: PlannedRun) -> None:
@@ -166,6 +170,7 @@ class Campaign:
             "reps": self.reps,
             "warmup": self.warmup,
             "transports": list(dict.fromkeys(str(r.transport) for r in self.runs)),
+            "labels": {r.transport.display: str(r.transport) for r in self.runs},
             "scenarios": list(dict.fromkeys(r.scenario.name for r in self.runs)),
             "points": list(dict.fromkeys(r.point.label for r in self.runs)),
             "backing": self.options.export.backing,

@@ -222,6 +222,24 @@ def check_user_tools() -> Capability:
     return Capability("user tools", True, ", ".join(USER_TOOLS), required=False)
 
 
+def check_libfuse() -> Capability:
+    """The libfuse build the `libfuse` peer serves from (optional: a measuring anchor)."""
+    from transports.base import TransportUnavailable
+    from transports.peers.libfuse import ENV_BUILD, configured_build, find_build
+
+    directory = configured_build()
+    try:
+        build = find_build(directory)
+    except TransportUnavailable as e:
+        state = f"{ENV_BUILD} is not set" if not directory else f"{ENV_BUILD}={directory}"
+        return Capability("libfuse build", False, state, str(e), required=False)
+    uring = "with io_uring" if build.io_uring else "WITHOUT io_uring (mode=uring refused)"
+    return Capability(
+        "libfuse build", True, f"libfuse {build.version} {uring} in {build.directory}",
+        required=False,
+    )
+
+
 CHECKS: tuple[Callable[[], Capability], ...] = (
     check_dev_fuse,
     check_dev_fuse_for_users,
@@ -234,6 +252,7 @@ CHECKS: tuple[Callable[[], Capability], ...] = (
     check_cpus,
     check_memlock,
     check_qsd,
+    check_libfuse,
     check_fusectl,
     check_user_tools,
 )

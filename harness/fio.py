@@ -6,6 +6,7 @@ fio runs with `--output-format=json+` (json+ keeps the latency histogram bins) a
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -44,7 +45,13 @@ def fio_path() -> str:
 
 
 def fio_version() -> str:
-    proc = subprocess.run([fio_path(), "--version"], capture_output=True, text=True, check=False)
+    return _version_of(fio_path())
+
+
+@functools.cache
+def _version_of(path: str) -> str:
+    # Once per process: a campaign asks before each of its runs.
+    proc = subprocess.run([path, "--version"], capture_output=True, text=True, check=False)
     return proc.stdout.strip()
 
 

@@ -2,7 +2,9 @@
 
 The server's numbers come from /proc/PID/task/TID (per thread, because /proc/PID/status
 counts the main thread only), snapshotted right before and right after fio while the
-server is alive, so they cover the workload and not start-up or shutdown.
+server is alive, so they cover the workload and not start-up or shutdown. They cover
+every process the named server pids started (a peer run through /bin/sh serves from a
+child); context switches of processes that ended inside the window are lost with them.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import platform
 import re
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import proctree
 from transports.sysinfo import read_text
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -33,6 +36,7 @@ class ThreadStat:
     utime_s: float
     stime_s: float
     migrations: int | None = None  # se.nr_migrations, where the kernel exposes sched stats
+    pid: int = 0  # the process the thread belongs to
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,10 @@ class ProcessSnapshot:
     pid: int
     monotonic: float
     threads: dict[int, ThreadStat]
+    # Process-wide CPU (dead threads and reaped children included), by pid; empty for a
+    # snapshot of one process's threads only.
+    processes: dict[int, proctree.ProcStat] = field(default_factory=dict)
+    rings: dict[int, int] = field(default_factory=dict)  # io_uring inode -> CQ tail
 
 
 def _read(path: str) -> str:
@@ -58,7 +66,7 @@ def thread_stat(pid: int, tid: int) -> ThreadStat:
     fields = stat[stat.rindex(")") + 2 :].split()
     utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of stat(5)
     return ThreadStat(
-        tid, name, vol, nonvol, utime / CLOCK_TICKS, stime / CLOCK_TICKS, _migrations(base)
+        tid, name, vol, nonvol, utime / CLOCK_TICKS, stime / CLOCK_TICKS, _migrations(base), pid
     )
 
 
@@ -88,10 +96,47 @@ def snapshot(pid: int) -> ProcessSnapshot:
 
 
 def snapshot_many(pids: list[int]) -> ProcessSnapshot:
-    """The threads of several serving processes as one (thread ids are system-wide)."""
-    snaps = [snapshot(pid) for pid in pids]
+    """The threads of several serving processes and of every process they started, as one.
+
+    Thread ids are system-wide, so the threads of all processes share one dict. A peer
+    run through /bin/sh serves from a child of the shell: its descendants count too.
+    """
+    snaps, processes, rings = [], {}, {}
+    for pid in proctree.with_descendants(pids):
+        try:
+            snaps.append(snapshot(pid))
+            processes[pid] = proctree.proc_stat(pid, CLOCK_TICKS)
+        except (ProcessLookupError, FileNotFoundError):
+            if pid in pids:
+                raise ProcessLookupError(pid) from None
+            continue  # a descendant that exited while we looked
+        rings.update(proctree.ring_completions(pid))
     threads = {tid: t for snap in snaps for tid, t in snap.threads.items()}
-    return ProcessSnapshot(pids[0], snaps[0].monotonic, threads)
+    return ProcessSnapshot(pids[0], snaps[0].monotonic, threads, processes, rings)
+
+
+def _process_cpu(before: ProcessSnapshot, after: ProcessSnapshot) -> dict[str, Any]:
+    """CPU of the process tree between two snapshots, from process-wide counters.
+
+    A process's own counters keep the time of its dead threads; its children's
+    counters add the whole life of every child it reaped. A child that was already
+    alive at `before` and reaped in between had its time before the window counted in
+    `before`: that part is taken off again.
+    """
+    cpu = children = 0.0
+    for pid, a in after.processes.items():
+        b = before.processes.get(pid)
+        cpu += a.cpu_s - (b.cpu_s if b else 0.0)
+        children += a.children_cpu_s - (b.children_cpu_s if b else 0.0)
+    exited = [p for p in before.processes if p not in after.processes]
+    children -= sum(before.processes[p].cpu_s + before.processes[p].children_cpu_s
+                    for p in exited)
+    return {
+        "processes": sorted(after.processes),
+        "processes_exited": len(exited),
+        "process_cpu_s": round(cpu, 6),
+        "reaped_children_cpu_s": round(max(children, 0.0), 6),
+    }
 
 
 def delta(before: ProcessSnapshot, after: ProcessSnapshot) -> dict[str, Any]:
@@ -115,12 +160,19 @@ def delta(before: ProcessSnapshot, after: ProcessSnapshot) -> dict[str, Any]:
                 if a.migrations is None
                 else a.migrations - ((b.migrations or 0) if b else 0),
                 "new": b is None,
+                "pid": a.pid,
             }
         )
+    tree = _process_cpu(before, after) if after.processes else None
     vol = sum(t["voluntary"] for t in threads)
     nonvol = sum(t["nonvoluntary"] for t in threads)
     utime = sum(t["utime_s"] for t in threads)
     stime = sum(t["stime_s"] for t in threads)
+    cpu = utime + stime
+    if tree is not None:
+        # Process-wide counters also hold threads and children that ended in the window
+        # (so cpu_s may exceed utime_s + stime_s, which sum the live threads only).
+        cpu = tree["process_cpu_s"] + tree["reaped_children_cpu_s"]
     return {
         "seconds": round(after.monotonic - before.monotonic, 6),
         "voluntary_ctxt_switches": vol,
@@ -128,11 +180,15 @@ def delta(before: ProcessSnapshot, after: ProcessSnapshot) -> dict[str, Any]:
         "ctxt_switches": vol + nonvol,
         "utime_s": round(utime, 6),
         "stime_s": round(stime, 6),
-        "cpu_s": round(utime + stime, 6),
+        "cpu_s": round(cpu, 6),
         "cpu_migrations": None
         if any(t["migrations"] is None for t in threads)
         else sum(t["migrations"] for t in threads),
         "threads_exited": len(set(before.threads) - set(after.threads)),
+        **(tree or {}),
+        "ring_completions": proctree.ring_growth(before.rings, after.rings)
+        if after.rings
+        else None,
         "threads": threads,
     }
 

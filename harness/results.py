@@ -180,6 +180,8 @@ def rows(data: dict[str, Any], source: str = "") -> list[dict[str, Any]]:
         "point": scenario.get("point"),
         "transport": transport.get("name"),
         "transport_spec": transport.get("spec"),
+        # What tables call the transport: its label (`-t LABEL=SPEC`), else its spec.
+        "transport_label": transport.get("label") or transport.get("spec"),
         "backing": export.get("backing"),
         "export_size": export.get("size"),
         "backing_fill": export.get("fill"),

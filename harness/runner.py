@@ -120,6 +120,31 @@ CHECKS: list[Callable[[TransportStatistics], dict[str, Any] | None]] = [
 ]
 
 
+def peer_ring_check(
+    stats: TransportStatistics, window: dict[str, Any], ios: int
+) -> dict[str, Any] | None:
+    """A peer that counts no requests, but says whether it serves through io_uring.
+
+    Its rings' completions over the fio window (read from the kernel's fdinfo of every
+    measured process) count the requests they carried: for an io_uring peer they must
+    cover >= 99% of fio's I/Os (each O_DIRECT I/O is at least one request); a legacy
+    peer must have carried none.
+    """
+    expected = stats.detail.get("ring_expected")
+    if expected is None:
+        return None
+    carried = int(window.get("ring_completions") or 0)
+    if expected:
+        ok = ios > 0 and carried >= RING_MIN_SHARE * ios
+        reason = (f"the server's io_uring rings posted {carried} completions for {ios} fio "
+                  f"I/Os; at least {RING_MIN_SHARE:.0%} of the I/Os must be carried by a ring")
+    else:
+        ok = carried == 0
+        reason = f"the legacy server's io_uring rings posted {carried} completions (expected 0)"
+    return {"name": "peer_ring", "ok": ok, "ring_completions": carried, "fio_ios": ios,
+            "reason": reason}
+
+
 def check_statistics(stats: TransportStatistics) -> list[dict[str, Any]]:
     """Run every check that applies; raise CheckError naming each failed one."""
     results = [r for r in (check(stats) for check in CHECKS) if r is not None]
@@ -147,14 +172,24 @@ def die_with_parent() -> Callable[[], None]:
 
 
 def request_coverage(
-    stats: TransportStatistics, ios: int, names: tuple[str, ...] = DATA_OPS
+    stats: TransportStatistics, ios: int, names: tuple[str, ...] = DATA_OPS,
+    ring_requests: int | None = None,
 ) -> dict[str, Any]:
     """Data requests the server saw against I/Os fio issued.
 
     With O_DIRECT every I/O up to max_write is one request. Far fewer requests than I/Os
-    means the client's page cache answered and the run measured no transport.
+    means the client's page cache answered and the run measured no transport. A peer
+    counts no requests, but an io_uring peer's rings do (`ring_requests`: completions
+    over the fio window, every request they carried, data or not).
     """
     data = stats.data_requests(names)
+    if data is None and ring_requests:
+        ratio = ring_requests / ios if ios else None
+        return {"data_requests": None, "ring_requests": ring_requests, "fio_ios": ios,
+                "requests_per_io": ratio,
+                "warning": None if ratio is not None and ratio >= COVERAGE_MIN else (
+                    f"the server's rings carried {ring_requests} requests for {ios} fio I/Os: "
+                    "the client's caches absorbed the I/O")}
     if data is None:
         return {"data_requests": None, "fio_ios": ios, "requests_per_io": None,
                 "warning": "the transport counts no requests (a peer server): coverage unknown"}
@@ -392,7 +427,7 @@ def run_point(
         out = Path(opts.out)
         out.mkdir(parents=True, exist_ok=True)
         start = _now()
-        stem = unique_stem(out, result_stem(point.label, str(opts.transport), start))
+        stem = unique_stem(out, result_stem(point.label, opts.transport.display, start))
         stats_path = os.path.join(workdir, "stats.json")
         server = Server(server_argv(opts, mountpoint, stats_path), os.path.join(workdir, "err"))
         server.wait_ready(opts.ready_timeout)
@@ -406,7 +441,7 @@ def run_point(
 
         jobfile = out / f"{stem}.fio"
         jobfile.write_text(fio.job_file(point, mountpoint, export_size))
-        opts.log(f"ringside: running fio {point.label} on {opts.transport} ({jobfile})")
+        opts.log(f"ringside: running fio {point.label} on {opts.transport.display} ({jobfile})")
         pids = server.serving_pids()
         before, ctxt0 = metrics.snapshot_many(pids), metrics.system_ctxt()
         try:
@@ -461,6 +496,11 @@ def run_point(
         checks = check_statistics(typed_stats)
 
         window = metrics.delta(before, after)
+        peer = peer_ring_check(typed_stats, window, summary["total_ios"])
+        if peer is not None:
+            if not peer["ok"]:
+                raise CheckError(f"peer_ring check failed: {peer['reason']}")
+            checks.append(peer)
         client = summary["client"]
         data = run_result(
             scenario={
@@ -471,6 +511,7 @@ def run_point(
             },
             transport={
                 "spec": str(opts.transport),
+                "label": opts.transport.display,
                 "name": opts.transport.name,
                 "settings": opts.transport.settings,
             },
@@ -497,7 +538,11 @@ def run_point(
             derived=metrics.per_io(window, client, ctxt1 - ctxt0, summary["total_ios"]),
             transport_stats=stats,
             checks=checks,
-            coverage=request_coverage(typed_stats, summary["total_ios"]),
+            coverage=request_coverage(
+                typed_stats, summary["total_ios"],
+                ring_requests=window.get("ring_completions")
+                if typed_stats.detail.get("ring_expected") else None,
+            ),
             fio_jobfile=jobfile.name,
             fio_messages=fio_messages,
             host=metrics.host(),

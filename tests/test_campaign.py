@@ -119,3 +119,26 @@ def test_campaign_bad_input(tmp_path, args, expected):
     assert proc.returncode == 2, proc.stderr
     assert expected in proc.stderr
     assert not any(tmp_path.iterdir())
+
+
+def _built(tmp_path, *args: str):
+    import argparse
+
+    from harness.commands import campaign as campaign_cmd
+
+    parser = argparse.ArgumentParser()
+    campaign_cmd.add_campaign_arguments(parser)
+    return campaign_cmd.build(parser.parse_args([*args, "--out", str(tmp_path)]))
+
+
+def test_a_suite_sets_backing_and_warmup_unless_given(tmp_path):
+    suite = load_suite("quick")
+    quick = _built(tmp_path, "quick", "-t", "devfuse")
+    assert quick.options.export.backing == suite.backing == "memory:256M"
+    assert quick.warmup == suite.warmup == 0
+    assert len(quick.runs) == len(suite.scenarios) * suite.reps
+    given = _built(tmp_path, "quick", "-t", "devfuse", "--backing", "memory:64M", "--warmup", "1")
+    assert given.options.export.backing == "memory:64M" and given.warmup == 1
+    # Without a suite: the campaign defaults.
+    plain = _built(tmp_path, "randread-4k-qd1", "-t", "devfuse")
+    assert plain.options.export.backing == "memory:1G" and plain.warmup == 1

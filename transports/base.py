@@ -14,6 +14,7 @@ import dataclasses
 import difflib
 import importlib
 import os
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -196,6 +197,7 @@ _REGISTRY: dict[str, str] = {
     "uring": "transports.uring:UringTransport",
     "qsd": "transports.peers.qsd:QsdTransport",
     "external": "transports.peers.external:ExternalTransport",
+    "libfuse": "transports.peers.libfuse:LibfuseTransport",
 }
 
 
@@ -231,16 +233,73 @@ class TransportSpec:
     name: str
     settings: dict[str, Any] = field(default_factory=dict)
     text: str = ""
+    label: str = ""  # from `-t LABEL=SPEC`: what tables call it (else the spec itself)
 
     def __str__(self) -> str:
         return self.text or self.name
+
+    @property
+    def display(self) -> str:
+        return self.label or str(self)
 
     def create(self) -> Transport:
         return transport_class(self.name)(dict(self.settings))
 
 
+LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,31}$")
+
+
+def split_label(text: str) -> tuple[str, str]:
+    """`LABEL=SPEC` -> (LABEL, SPEC); a plain spec -> ("", spec).
+
+    A spec's own '=' always comes after its ':' (`uring:depth=16`), so an '=' before
+    any ':' marks a label.
+    """
+    head, eq, rest = text.strip().partition("=")
+    if not eq or ":" in head:
+        return "", text.strip()
+    label = head.strip()
+    if not LABEL_RE.match(label):
+        raise SpecError(
+            f"bad label {label!r} in {text.strip()!r}: a label is 1-32 letters, digits, "
+            "'.', '_', '+' or '-' (no spaces), starting with a letter or digit, e.g. "
+            "-t libfuse-uring=libfuse:mode=uring"
+        )
+    if label in _REGISTRY:
+        raise SpecError(
+            f"label {label!r} is the name of a transport: tables would confuse the two; "
+            "choose another label"
+        )
+    if not rest.strip():
+        raise SpecError(f"label {label!r} names no transport: use -t {label}=SPEC")
+    return label, rest.strip()
+
+
+def check_unique(specs: list[TransportSpec]) -> None:
+    """Every transport of a campaign must show under its own name in tables.
+
+    The same spec twice under two labels is allowed (an A/A comparison).
+    """
+    seen: dict[str, TransportSpec] = {}
+    for spec in specs:
+        other = seen.get(spec.display)
+        if other is not None:
+            what = "label" if spec.label else "transport"
+            raise SpecError(
+                f"{what} {spec.display!r} is given twice ({other.text!r} and {spec.text!r}): "
+                "a transport is listed twice; give each its own label"
+            )
+        seen[spec.display] = spec
+
+
 def parse_spec(text: str) -> TransportSpec:
-    """Parse `NAME[:key=value,...]`, filling defaults; errors list the known names/keys."""
+    """Parse `[LABEL=]NAME[:key=value,...]`, filling defaults; errors list known names/keys."""
+    label, text = split_label(text)
+    spec = _parse_bare(text)
+    return TransportSpec(spec.name, spec.settings, spec.text, label)
+
+
+def _parse_bare(text: str) -> TransportSpec:
     name, _, rest = text.strip().partition(":")
     cls = transport_class(name)
     settings = {key: opt.default for key, opt in cls.options.items()}

@@ -109,19 +109,23 @@ class CampaignResults:
         return sorted(((p, d) for p, d in pairs), key=lambda pd: (natural_key(pd[0]), pd[1]))
 
     def transport_settings(self) -> dict[str, dict[str, Any]]:
-        """Each spec's settings as the results recorded them (defaults filled in)."""
+        """Each transport's settings as the results recorded them (defaults filled in),
+        by label (`-t LABEL=SPEC`, else the spec); a label's spec comes first."""
         t = self.table
-        columns = [c for c in t.columns if c.startswith("transport_") and c != "transport_spec"]
+        named = ("transport_spec", "transport_label")
+        columns = [c for c in t.columns if c.startswith("transport_") and c not in named]
         out: dict[str, dict[str, Any]] = {}
-        for spec, rows in t.groupby("transport_spec", sort=False):
+        for label, rows in t.groupby("transport_label", sort=False):
             first = rows.iloc[0]
-            out[spec] = {c.removeprefix("transport_"): _plain(first[c]) for c in columns
-                         if not pandas.isna(first[c])}
+            out[label] = {c.removeprefix("transport_"): _plain(first[c]) for c in columns
+                          if not pandas.isna(first[c])}
+            if first["transport_spec"] != label:  # a label: say what it stands for
+                out[label] = {"spec": first["transport_spec"], **out[label]}
         return out
 
     def transports(self) -> list[str]:
-        """Transport specs, in a stable order: by name, then spec."""
-        specs = self.table["transport_spec"].dropna().unique()
+        """Transport labels (the spec where none was given), in a stable order."""
+        specs = self.table["transport_label"].dropna().unique()
         return sorted(specs, key=natural_key)
 
 

@@ -210,7 +210,7 @@ def environment_warnings(table: pandas.DataFrame) -> list[str]:
             values = _distinct(group, column)
             if len(values) > 1:
                 warnings.append(f"{point}: fio {column} differs: {', '.join(values)}")
-    counts = runs.groupby(["point", "transport_spec"]).size()
+    counts = runs.groupby(["point", "transport_label"]).size()
     for point, per in sorted(counts.groupby(level=0), key=lambda pg: natural_key(pg[0])):
         if per.nunique() > 1:
             detail = ", ".join(f"{spec} {n}" for (_, spec), n in per.items())
@@ -225,14 +225,14 @@ def cautions(campaign: CampaignResults) -> list[str]:
     t = campaign.table.drop_duplicates("file")
     if "coverage_warning" in t:
         flagged = t[t["coverage_warning"].notna()]
-        for (spec, point), rows in flagged.groupby(["transport_spec", "point"], sort=False):
+        for (spec, point), rows in flagged.groupby(["transport_label", "point"], sort=False):
             if rows["coverage_warning"].str.contains("coverage unknown").all():
                 continue
-            total = int(((t["point"] == point) & (t["transport_spec"] == spec)).sum())
+            total = int(((t["point"] == point) & (t["transport_label"] == spec)).sum())
             notes.append(f"{point} on {spec}, {len(rows)} of {total} runs: "
                          f"{rows['coverage_warning'].iloc[0]}")
         unknown = flagged[flagged["coverage_warning"].str.contains("coverage unknown")]
-        for spec, rows in unknown.groupby("transport_spec", sort=False):
+        for spec, rows in unknown.groupby("transport_label", sort=False):
             notes.append(f"{spec}: {rows['coverage_warning'].iloc[0]} ({len(rows)} runs)")
     planned = campaign.manifest.get("runs")
     if isinstance(planned, list):
@@ -262,9 +262,9 @@ def compare(campaign: CampaignResults, baseline: str | None = None) -> Compariso
     for point, direction in campaign.points():
         here = table[(table["point"] == point) & (table["direction"] == direction)]
         metric = throughput_metric(here["bs"].iloc[0] if "bs" in here else None)
-        base_values = here.loc[here["transport_spec"] == base, metric].dropna().tolist()
+        base_values = here.loc[here["transport_label"] == base, metric].dropna().tolist()
         for spec in order:
-            group = here[here["transport_spec"] == spec]
+            group = here[here["transport_label"] == spec]
             if group.empty:
                 continue
             values = group[metric].dropna().tolist()

@@ -131,11 +131,11 @@ def _title(ax: Any, point: str, direction: str) -> None:
 
 
 def _spec_rows(rows: pandas.DataFrame, spec: str) -> pandas.DataFrame:
-    return rows[rows["transport_spec"] == spec]
+    return rows[rows["transport_label"] == spec]
 
 
 def _present(ctx: PlotContext, rows: pandas.DataFrame) -> list[str]:
-    specs = set(rows["transport_spec"])
+    specs = set(rows["transport_label"])
     return [s for s in ctx.order if s in specs]
 
 

@@ -144,7 +144,7 @@ def scenario_cells(campaign: CampaignResults) -> Cells:
     columns = [c for c in ("rw", "bs", "ioengine", "iodepth", "numjobs", "direct", "runtime",
                            "rwmixread") if c in t]
     points = t.drop_duplicates("point").sort_values("point", key=lambda s: s.map(natural_key))
-    reps = t.drop_duplicates("file").groupby(["point", "transport_spec"]).size()
+    reps = t.drop_duplicates("file").groupby(["point", "transport_label"]).size()
     rows = []
     for _, row in points.iterrows():
         n = reps.get(row["point"])

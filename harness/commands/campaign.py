@@ -20,11 +20,19 @@ from harness.commands.run import DEFAULT_OUT, interrupt_on_termination, override
 from harness.runner import preflight_backing
 from harness.scenarios import ScenarioError
 from transports import sysinfo
-from transports.base import SpecError, TransportSpec, TransportUnavailable, parse_spec
+from transports.base import (
+    SpecError,
+    TransportSpec,
+    TransportUnavailable,
+    check_unique,
+    parse_spec,
+)
 from transports.export.backing import BackingError
 from transports.export.spec import ExportSpec
 
 # What a campaign measures when no --transport is given: every transport this machine runs.
+DEFAULT_BACKING = ExportSpec.backing
+DEFAULT_WARMUP = 1
 DEFAULT_TRANSPORTS = ("pyfuse3", "devfuse", "uring", "uring:buffers=pinned", "qsd")
 
 
@@ -53,8 +61,9 @@ def add_campaign_arguments(p: argparse.ArgumentParser, with_targets: bool = True
         "--transport",
         "-t",
         action="append",
-        metavar="SPEC",
-        help="transport spec (repeatable); default: every available one of "
+        metavar="[LABEL=]SPEC",
+        help="transport spec (repeatable), optionally named for tables, e.g. "
+        "libfuse-uring=libfuse:mode=uring; default: every available one of "
         + ", ".join(DEFAULT_TRANSPORTS),
     )
     p.add_argument(
@@ -65,10 +74,10 @@ def add_campaign_arguments(p: argparse.ArgumentParser, with_targets: bool = True
     p.add_argument(
         "--warmup",
         type=int,
-        default=1,
-        help="warmup runs per point and transport, kept but flagged (default: 1)",
+        help="warmup runs per point and transport, kept but flagged (default: the suite's, "
+        f"else {DEFAULT_WARMUP})",
     )
-    ExportSpec.add_arguments(p, fill="data")
+    ExportSpec.add_arguments(p, fill="data", suite_backing=True)
     p.add_argument(
         "--out",
         type=Path,
@@ -121,6 +130,11 @@ def build(args: argparse.Namespace) -> Campaign:
         targets = suite.scenarios
     if args.runtime is None and suite is not None and suite.runtime is not None:
         args.runtime = suite.runtime
+    if args.backing is None:
+        args.backing = suite.backing if suite is not None and suite.backing else DEFAULT_BACKING
+    if args.warmup is None:
+        args.warmup = suite.warmup if suite is not None and suite.warmup is not None \
+            else DEFAULT_WARMUP
     reps = args.reps if args.reps is not None else (suite.reps if suite and suite.reps else 3)
     if reps < 1 or args.warmup < 0:
         raise ScenarioError("--reps must be at least 1 and --warmup at least 0")
@@ -133,8 +147,7 @@ def build(args: argparse.Namespace) -> Campaign:
         specs = available_transports(lambda m: print(m, file=sys.stderr))
         if not specs:
             raise TransportUnavailable("no transport can run here: see `ringside doctor`")
-    if len({str(s) for s in specs}) != len(specs):
-        raise SpecError("a transport is listed twice")
+    check_unique(specs)
     fio.fio_path()
     for cpus in (args.server_cpus, args.fio_cpus):
         if cpus:

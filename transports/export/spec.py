@@ -39,13 +39,20 @@ class ExportSpec:
 
     # -- command line ---------------------------------------------------------------------
     @staticmethod
-    def add_arguments(parser: argparse.ArgumentParser, fill: str = "none") -> None:
-        """The arguments of every command that serves the export; `fill` is its default."""
+    def add_arguments(
+        parser: argparse.ArgumentParser, fill: str = "none", suite_backing: bool = False
+    ) -> None:
+        """The arguments of every command that serves the export; `fill` is its default.
+        With `suite_backing`, --backing defaults to None: the caller takes its suite's
+        backing when the suite names one, else ExportSpec's."""
+        default_text = (
+            f"the suite's backing, else {ExportSpec.backing}" if suite_backing else "%(default)s"
+        )
         parser.add_argument(
             "--backing",
-            default=ExportSpec.backing,
+            default=None if suite_backing else ExportSpec.backing,
             help="file:PATH (raw image, created sparse with --size if missing) or "
-            "memory:SIZE (default: %(default)s)",
+            f"memory:SIZE (default: {default_text})",
         )
         parser.add_argument("--size", help="size of a new image file, e.g. 1G")
         parser.add_argument(

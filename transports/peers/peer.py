@@ -59,22 +59,39 @@ class PeerTransport(Transport):
     def version(self) -> str:
         return "unknown"
 
+    def prepare(self, export: Export) -> str:
+        """Make the image available to the program; return the path it opens."""
+        return self._image_path(export)
+
+    def mount_target(self, mountpoint: str) -> str:
+        """Where the program mounts: the mountpoint, unless it can only mount a directory."""
+        return mountpoint
+
+    def attach(self, target: str, mountpoint: str) -> None:
+        """Put what the program mounted on `target` onto the mountpoint (when they differ)."""
+
+    def cleanup(self) -> None:
+        """Undo prepare() and attach(); called after the program has been reaped."""
+
     def serve(self, export: Export, mountpoint: str, on_ready: Callable[[], None]) -> None:
         self._mountpoint = mountpoint
         self._version = self.version()
-        image = self._image_path(export)
-        self._image = image
         try:
+            image = self.prepare(export)
+            self._image = image
+            target = self.mount_target(mountpoint)
             self._proc = subprocess.Popen(
-                self.command(image, mountpoint, export),
+                self.command(image, target, export),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
                 preexec_fn=_die_with_parent,
                 start_new_session=True,  # so stopping it reaches anything it started
+                env=self.environment(),
             )
-            self._wait_for_mount()
+            self._wait_for_mount(target)
+            self.attach(target, mountpoint)
             on_ready()
             while not self._stop.is_set() and self._proc.poll() is None:
                 if mounting.find_mount(mountpoint) is None:
@@ -83,22 +100,27 @@ class PeerTransport(Transport):
         finally:
             self._terminate()
             mounting.unmount_if_mounted(mountpoint)
+            self.cleanup()
 
-    def _wait_for_mount(self) -> None:
+    def environment(self) -> dict[str, str] | None:
+        """The program's environment (None: ours)."""
+        return None
+
+    def _wait_for_mount(self, target: str) -> None:
         deadline = time.monotonic() + _START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 out = self._proc.stdout.read() if self._proc.stdout else ""
                 raise TransportUnavailable(
                     f"{self.program} exited with {self._proc.returncode} before mounting "
-                    f"{self._mountpoint}: {out.strip() or '(no output)'}"
+                    f"{target}: {out.strip() or '(no output)'}"
                 )
-            if mounting.find_mount(self._mountpoint) is not None:
-                os.stat(self._mountpoint)
+            if mounting.find_mount(target) is not None:
+                os.stat(target)
                 return
             time.sleep(_POLL_S / 4)
         raise TransportUnavailable(
-            f"{self.program} did not mount {self._mountpoint} within {_START_TIMEOUT_S:.0f} s"
+            f"{self.program} did not mount {target} within {_START_TIMEOUT_S:.0f} s"
         )
 
     def _terminate(self) -> None:
