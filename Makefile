@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := fuse3 libfuse3-dev pkg-config fio liburing-dev qemu-system-common qemu-utils \
-                gcc python3-dev
+                gcc python3-dev qemu-system-x86 busybox-static kmod
 SUITE ?= quick
 BENCH_ARGS ?=
 
