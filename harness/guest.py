@@ -422,9 +422,9 @@ def where_run() -> dict[str, Any]:
     """`virtualization` of a result: none on the host, kvm or tcg inside our guest."""
     accel = os.environ.get(VIRTUALIZATION_ENV)
     if accel not in ("kvm", "tcg"):
-        return {"virtualization": "none"}
+        return {"kind": "none"}
     return {
-        "virtualization": accel,
+        "kind": accel,
         "qemu_version": os.environ.get(QEMU_VERSION_ENV),
         "guest_kernel": os.environ.get(GUEST_KERNEL_ENV),
         "emulated": accel == "tcg",

@@ -135,6 +135,10 @@ def rows(data: dict[str, Any], source: str = "") -> list[dict[str, Any]]:
         "git_commit": data.get("git", {}).get("commit"),
         "git_dirty": data.get("git", {}).get("dirty"),
         "kernel": data.get("host", {}).get("kernel"),
+        # Results from before `ringside guest` all ran on the host.
+        "virtualization": data.get("virtualization", {}).get("kind", "none"),
+        "qemu_version": data.get("virtualization", {}).get("qemu_version"),
+        "fuse_minor_offered": data.get("kernel", {}).get("fuse_minor_offered"),
         "cpu_count": data.get("host", {}).get("cpu_count"),
         "total_ios": summary.get("total_ios"),
         "server_ctxsw": server.get("ctxt_switches"),

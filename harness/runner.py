@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from harness import fio, metrics
+from harness.guest import GUEST_KERNEL_ENV, where_run
+from harness.kernels import kernel_section
 from harness.results import result_stem, unique_stem, write_result
 from harness.scenarios import Scenario, ScenarioPoint
 from transports.backing import open_backing, parse_backing, parse_size
@@ -539,6 +541,8 @@ def run_point(
             "fio_jobfile": jobfile.name,
             "fio_messages": fio_messages,
             "host": metrics.host(),
+            "kernel": kernel_section(stats, os.environ.get(GUEST_KERNEL_ENV)),
+            "virtualization": where_run(),
             "versions": metrics.versions(fio_version),
             "git": metrics.git(),
             "fio_raw": raw,
