@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import fio, metrics
-from harness.guest import GUEST_KERNEL_ENV, where_run
+from harness.guest import GUEST_KERNEL_ENV, slowdown, where_run
 from harness.kernels import kernel_section
 from harness.results import result_stem, unique_stem, write_result
 from harness.scenarios import Scenario, ScenarioPoint
@@ -36,6 +36,7 @@ from transports.base import TransportSpec
 from transports.mounting import find_mount, is_stale, prepare_mountpoint, unmount_if_mounted
 
 READY_PREFIX = "ringside: ready"
+READY_TIMEOUT_S = 30.0 * slowdown()  # an emulated guest starts a Python server slowly
 EXIT_GRACE_S = 2.0  # after fio lost the export: how long a server may take to exit
 PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -65,7 +66,7 @@ class RunOptions:
     fill: str = "data"  # what a backing the run creates holds: "data" or "none" (sparse)
     server_cpus: str | None = None  # serve --cpus: CPU affinity of the server process
     mountpoint: str | None = None
-    ready_timeout: float = 30.0
+    ready_timeout: float = READY_TIMEOUT_S
     stop_timeout: float = 10.0
     log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr))
 
