@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas
 
+from harness.analysis import where
 from harness.results import ResultError, load, read_result
 
 REPO_DIR = Path(__file__).resolve().parent.parent.parent
@@ -137,7 +138,8 @@ class Campaign:
 
     def footer(self) -> str:
         return (f"host {self.common('hostname')} · kernel {self.common('kernel')} · "
-                f"{self.common('cpu_count')} CPUs · campaign {self.id}")
+                f"{self.common('cpu_count')} CPUs · campaign {self.id}"
+                + where.footer_note(self.runs))
 
     def points(self) -> list[tuple[str, str]]:
         """(point, direction) pairs in natural order."""
@@ -203,4 +205,5 @@ def load_campaign(campaign: str | os.PathLike[str]) -> Campaign:
                 extra[column].append(EXTRA_COLUMNS[column](data))
         for column, values in extra.items():
             runs[column] = values
+    result.runs = where.series_by_kernel(runs)
     return result
