@@ -15,6 +15,7 @@ with no console line for BOOT_STALL_S is stopped and retried. Every exit path st
 from __future__ import annotations
 
 import collections
+import json
 import os
 import re
 import shlex
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.kernels import Kernel, KernelError
+from harness.kernels import CACHE_DIR, Kernel, KernelError
 
 QEMU = "qemu-system-x86_64"
 SCRIPT_STARTED = "virtme-ng-init: starting script"
@@ -43,6 +44,9 @@ MIN_FREE_BYTES = 64 << 20  # a result directory with less cannot take a run's re
 VIRTUALIZATION_ENV = "RINGSIDE_VIRTUALIZATION"  # set inside our guests: kvm | tcg
 QEMU_VERSION_ENV = "RINGSIDE_QEMU_VERSION"
 GUEST_KERNEL_ENV = "RINGSIDE_GUEST_KERNEL"
+# The outcome of the last KVM boot on this host, so that `--accel auto` does not pay for a
+# KVM that cannot boot on every guest, and doctor can say whether KVM boots.
+KVM_VERDICT = CACHE_DIR.parent / "kvm-verdict.json"
 
 
 class GuestError(RuntimeError):
@@ -100,6 +104,41 @@ def kvm_unusable() -> str | None:
     except OSError as e:
         return f"/dev/kvm does not open ({e.strerror})"
     return None
+
+
+def doctor_lines() -> list[tuple[str, bool, str, str]]:
+    """(name, ok, state, fix) of everything a guest needs, for `ringside doctor`."""
+    from harness import kernels
+
+    out = []
+    qemu = qemu_version()
+    out.append((QEMU, qemu is not None, f"version {qemu}" if qemu else "missing",
+                "`apt-get install qemu-system-x86` (or `make setup`)"))  # fmt: skip
+    why = kvm_unusable()
+    if why:
+        out.append(("KVM", False, f"{why}: guests run under TCG (emulated)",
+                    "none needed: TCG works; for KVM run on a host with /dev/kvm"))  # fmt: skip
+    else:
+        verdict = kvm_verdict()
+        if verdict is None:
+            state, ok = "/dev/kvm opens; no guest booted under KVM yet on this host", True
+        elif verdict.get("boots"):
+            state, ok = f"/dev/kvm opens and a guest booted ({verdict.get('when')})", True
+        else:
+            state, ok = (f"/dev/kvm opens but a guest does not boot ({verdict.get('reason')}"
+                         f", {verdict.get('when')}): guests run under TCG (emulated)"), False
+        out.append(("KVM", ok, state, "`ringside guest --kernel 7.3 --accel kvm -- doctor` "
+                    "tries again"))  # fmt: skip
+    busybox = shutil.which("busybox")
+    out.append(("busybox", busybox is not None, busybox or "missing",
+                "`apt-get install busybox-static` (or `make setup`)"))  # fmt: skip
+    vng = vng_path()
+    out.append(("virtme-ng", vng is not None, vng or "missing", "`make setup` (pip, in .venv)"))
+    found = kernels.cached()
+    out.append(("guest kernels", bool(found),
+                ", ".join(f"{k.name}" for k in found) or f"none cached in {kernels.CACHE_DIR}",
+                f"`{kernels.fetch_command('7.3')}`"))  # fmt: skip
+    return out
 
 
 def requirements() -> list[str]:
@@ -366,6 +405,8 @@ def run(args: list[str], opts: GuestOptions) -> int:
                     guest.stop()
             attempts += 1
             exit_file = status / "exit"
+            if attempt.started and accel == "kvm":
+                record_kvm_verdict(True)
             if exit_file.exists():
                 opts.log(f"ringside guest: boot took {attempt.boot_s:.0f} s ({accel})")
                 return int(exit_file.read_text().strip() or 1)
@@ -376,6 +417,8 @@ def run(args: list[str], opts: GuestOptions) -> int:
                     f"{attempt.returncode}); its last console lines:\n"
                     + "\n".join(attempt.console)
                 )
+            if accel == "kvm" and not attempt.stalled:
+                record_kvm_verdict(False, _boot_failure(attempt))
             if accel == "kvm" and opts.accel == "auto" and len(accels) > 1:
                 opts.log(
                     f"ringside guest: KVM did not boot the guest ({_boot_failure(attempt)}): "
@@ -401,6 +444,31 @@ def run(args: list[str], opts: GuestOptions) -> int:
         shutil.rmtree(status, ignore_errors=True)
 
 
+def _verdict_key() -> dict[str, Any]:
+    return {"host_kernel": os.uname().release, "qemu": qemu_version()}
+
+
+def kvm_verdict() -> dict[str, Any] | None:
+    """The last KVM boot's outcome on this host kernel and qemu: {"boots": bool, ...}."""
+    try:
+        data = json.loads(KVM_VERDICT.read_text())
+    except (OSError, ValueError):
+        return None
+    key = _verdict_key()
+    return data if all(data.get(k) == v for k, v in key.items()) else None
+
+
+def record_kvm_verdict(boots: bool, reason: str = "") -> None:
+    try:
+        KVM_VERDICT.parent.mkdir(parents=True, exist_ok=True)
+        KVM_VERDICT.write_text(json.dumps({
+            **_verdict_key(), "boots": boots, "reason": reason,
+            "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        }) + "\n")  # fmt: skip
+    except OSError:
+        pass  # a read-only checkout: the next auto boot tries KVM again
+
+
 def _accels(opts: GuestOptions) -> list[str]:
     if opts.accel == "tcg":
         return ["tcg"]
@@ -411,6 +479,14 @@ def _accels(opts: GuestOptions) -> list[str]:
         return ["kvm"]
     if why:
         opts.log(f"ringside guest: {why}: running under TCG, an emulated CPU")
+        return ["tcg"]
+    verdict = kvm_verdict()
+    if verdict is not None and not verdict.get("boots"):
+        opts.log(
+            f"ringside guest: KVM did not boot a guest on this host ({verdict.get('reason')}, "
+            f"{verdict.get('when')}): running under TCG, an emulated CPU (timings show "
+            "correctness and relative cost, not speed); `--accel kvm` tries KVM again"
+        )
         return ["tcg"]
     return ["kvm", "tcg"]
 
