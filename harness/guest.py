@@ -216,6 +216,8 @@ def guest_script(args: list[str], opts: GuestOptions, status: Path, accel: str) 
         QEMU_VERSION_ENV: qemu_version() or "unknown",
         GUEST_KERNEL_ENV: kernel.name,
         "PYTHONUNBUFFERED": "1",  # the console is no tty: stream lines as they come
+        # The checkout is read-only in the guest; hypothesis keeps its examples here.
+        "HYPOTHESIS_STORAGE_DIRECTORY": "/tmp/ringside-hypothesis",
         "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         **opts.env,
     }

@@ -20,12 +20,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     f = actions.add_parser("fetch", help="download and unpack a kernel (e.g. 7.3)")
     f.add_argument("version", help="kernel version as Debian names it, e.g. 7.3")
+    f.add_argument("--if-missing", action="store_true",
+                   help="do nothing when the kernel is already cached (for make and CI)")
     f.set_defaults(func=run_fetch)
     ls = actions.add_parser("list", help="cached kernels: release, FUSE protocol minor")
     ls.set_defaults(func=run_list)
 
 
 def run_fetch(args: argparse.Namespace) -> int:
+    if args.if_missing and any(
+        k.name == kernels.cache_name(args.version) for k in kernels.cached()
+    ):
+        return 0
     try:
         kernels.fetch(args.version)
     except kernels.KernelError as e:
