@@ -35,7 +35,7 @@ from harness.kernels import CACHE_DIR, Kernel, KernelError
 
 QEMU = "qemu-system-x86_64"
 SCRIPT_STARTED = "virtme-ng-init: starting script"
-PRINTK = re.compile(r"^\s*\[\s*\d+\.\d+\]\s")
+PRINTK = re.compile(r"\[\s*\d+\.\d+\]\s")  # a kernel console line, possibly mid-line
 BOOT_STALL_S = 90.0  # no console line for this long before the script starts: stalled
 BOOT_LIMIT_S = 600.0  # a boot that has not started the script by then never will
 BOOT_ATTEMPTS = 3
@@ -239,6 +239,7 @@ echo Y > $param || fail "cannot set $param"
 chmod 0666 /dev/fuse
 mountpoint -q /sys/fs/fuse/connections || mount -t fusectl fusectl /sys/fs/fuse/connections
 echo 0 > /proc/sys/kernel/io_uring_disabled 2>/dev/null
+{"" if opts.console else "dmesg -n 1  # kernel messages would cut into the output"}
 echo "ringside guest: $(uname -r), enable_uring=$(cat $param), {accel}"
 {command}
 rc=$?
@@ -300,10 +301,18 @@ class Guest:
                     attempt.started = True
                     attempt.boot_s = time.monotonic() - self.started_at
                 continue
-            if PRINTK.match(line) or line.lstrip().startswith("qemu-system"):
-                attempt.console.append(line)
+            if line.lstrip().startswith("qemu-system"):
+                m = re.match(r"\s*", line)
+            else:
+                m = PRINTK.search(line)
+            if m is not None:
+                # The console may cut into a line of output: keep the output's part.
+                if line[: m.start()].strip():
+                    sys.stdout.write(line[: m.start()])
+                    sys.stdout.flush()
+                attempt.console.append(line[m.start() :])
                 if self.opts.console:
-                    print(line, file=sys.stderr, flush=True)
+                    print(line[m.start() :], file=sys.stderr, flush=True)
                 continue
             attempt.console.append(line)
             sys.stdout.write(line + "\n")
