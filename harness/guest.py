@@ -40,6 +40,7 @@ BOOT_STALL_S = 90.0  # no console line for this long before the script starts: s
 BOOT_LIMIT_S = 600.0  # a boot that has not started the script by then never will
 BOOT_ATTEMPTS = 3
 STOP_GRACE_S = 5.0
+GRACEFUL_STOP_S = 30.0  # for a command to stop itself after Ctrl-C (x4 under TCG)
 MIN_FREE_BYTES = 64 << 20  # a result directory with less cannot take a run's result + job
 VIRTUALIZATION_ENV = "RINGSIDE_VIRTUALIZATION"  # set inside our guests: kvm | tcg
 QEMU_VERSION_ENV = "RINGSIDE_QEMU_VERSION"
@@ -241,7 +242,19 @@ mountpoint -q /sys/fs/fuse/connections || mount -t fusectl fusectl /sys/fs/fuse/
 echo 0 > /proc/sys/kernel/io_uring_disabled 2>/dev/null
 {"" if opts.console else "dmesg -n 1  # kernel messages would cut into the output"}
 echo "ringside guest: $(uname -r), enable_uring=$(cat $param), {accel}"
-{command}
+# Ctrl-C on the host leaves a file here: the command gets SIGTERM (ringside run and
+# campaign unwind as on Ctrl-C: the cut run is marked, the mount undone).
+{command} </dev/null &
+pid=$!
+while kill -0 $pid 2>/dev/null; do
+  if [ -e "$status/stop" ]; then
+    echo "ringside guest: stopping the command (interrupted on the host)"
+    kill -TERM $pid
+    break
+  fi
+  sleep 1
+done
+wait $pid
 rc=$?
 echo $rc > "$status/exit"
 exit $rc
@@ -407,10 +420,11 @@ def run(args: list[str], opts: GuestOptions) -> int:
             try:
                 attempt.returncode = guest.wait()
             except KeyboardInterrupt:
-                opts.log("ringside guest: interrupted: stopping the guest")
-                guest.stop()
+                code = _interrupted(guest, attempt, status, opts)
                 _report_tidy(tidy_results(rwdirs, since), opts.log)
-                raise
+                if code is None:
+                    raise
+                return code
             finally:
                 if guest.proc.poll() is None or _group_alive(guest.proc.pid):
                     guest.stop()
@@ -478,6 +492,29 @@ def record_kvm_verdict(boots: bool, reason: str = "") -> None:
         }) + "\n")  # fmt: skip
     except OSError:
         pass  # a read-only checkout: the next auto boot tries KVM again
+
+
+def _interrupted(guest: Guest, attempt: Attempt, status: Path, opts: GuestOptions) -> int | None:
+    """Ctrl-C: let a running command stop itself (its cleanup runs in the guest), then
+    stop qemu; a second Ctrl-C, or a boot not yet done, stops qemu at once. The
+    command's exit code when it finished, else None."""
+    if attempt.started and guest.proc.poll() is None:
+        opts.log("ringside guest: interrupted: stopping the command in the guest "
+                 "(Ctrl-C again stops the guest at once)")  # fmt: skip
+        (status / "stop").touch()
+        try:
+            guest.proc.wait(timeout=GRACEFUL_STOP_S * (1 if attempt_accel(guest) == "kvm" else 4))
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):
+            pass
+    if guest.proc.poll() is None or _group_alive(guest.proc.pid):
+        opts.log("ringside guest: stopping the guest")
+    guest.stop()
+    exit_file = status / "exit"
+    return int(exit_file.read_text().strip() or 1) if exit_file.exists() else None
+
+
+def attempt_accel(guest: Guest) -> str:
+    return "tcg" if "--disable-kvm" in guest.proc.args else "kvm"
 
 
 def _accels(opts: GuestOptions) -> list[str]:

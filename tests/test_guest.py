@@ -227,6 +227,8 @@ def test_one_kernel_all_emulated_still_says_so(tmp_path: Path) -> None:
 
 # -- real guests ------------------------------------------------------------------------
 def _boot_kernel() -> kernels.Kernel:
+    if os.environ.get(guest.VIRTUALIZATION_ENV):
+        pytest.skip("already inside a guest: no guest in a guest")
     try:
         return kernels.resolve(BOOT_KERNEL)
     except kernels.KernelError as e:
@@ -256,15 +258,46 @@ def test_guest_runs_a_command_and_passes_its_exit_code(tmp_path: Path) -> None:
     assert not _guest_qemus() - before
 
 
-def test_ctrl_c_stops_the_guest_and_leaves_no_qemu(tmp_path: Path) -> None:
+def test_ctrl_c_stops_the_command_then_the_guest_and_leaves_no_qemu(tmp_path: Path) -> None:
     _boot_kernel()
     before = _guest_qemus()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "harness", "guest", "--kernel", BOOT_KERNEL, "--command",
-         "--", "sleep", "600"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True)  # fmt: skip
+        [sys.executable, "-m", "harness", "guest", "--kernel", BOOT_KERNEL, "--command", "--",
+         "sh", "-c", "trap 'echo got-term; exit 130' TERM; echo command-up; "
+         "sleep 600 & wait"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    out = []
     try:
-        time.sleep(20)  # booting, or running the command: both must stop
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            out.append(line)
+            if not line or "command-up" in line:
+                break
+        assert "command-up" in out[-1], "".join(out)
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=300)
+        out.append(rest)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = "".join(out)
+    assert proc.returncode == 130, text
+    assert "stopping the command in the guest" in text and "got-term" in text
+    assert not _guest_qemus() - before
+
+
+def test_ctrl_c_while_booting_stops_qemu(tmp_path: Path) -> None:
+    _boot_kernel()
+    before = _guest_qemus()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", "guest", "--kernel", BOOT_KERNEL, "--accel", "tcg",
+         "--command", "--", "true"], cwd=REPO, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        time.sleep(8)  # qemu is up, the guest still booting
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
     finally:
@@ -272,5 +305,17 @@ def test_ctrl_c_stops_the_guest_and_leaves_no_qemu(tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
     assert proc.returncode == 130, out
-    assert "stopping the guest" in out
+    assert "stopping the guest" in out and "interrupted" in out
+    assert not _guest_qemus() - before
+
+
+def test_a_kernel_that_does_not_boot_shows_its_console_and_leaves_no_qemu(tmp_path: Path) -> None:
+    _boot_kernel()  # the same tools; this image only looks like a kernel
+    before = _guest_qemus()
+    image = fake_bzimage(tmp_path / "bzImage")
+    proc = run_cli("guest", "--kernel", str(image), "--accel", "tcg", "--boot-stall", "15",
+                   "--boot-attempts", "2", "--command", "--", "true", timeout=600)
+    assert proc.returncode == 1, proc.stderr
+    assert "did not boot kernel" in proc.stderr and "last console lines" in proc.stderr
+    assert "retrying (2/2)" in proc.stderr or "qemu exited" in proc.stderr
     assert not _guest_qemus() - before

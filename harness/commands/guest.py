@@ -41,6 +41,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--rwdir", action="append", default=[], metavar="DIR",
         help="another directory the guest may write (repeatable)",
     )  # fmt: skip
+    p.add_argument(
+        "--boot-stall", type=float, default=guest.BOOT_STALL_S, metavar="SECONDS",
+        help="a boot with no console line for this long is stopped and retried "
+        "(default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument("--boot-attempts", type=int, default=guest.BOOT_ATTEMPTS, metavar="N",
+                   help="boots to try before giving up (default: %(default)s)")
     p.add_argument("args", nargs=argparse.REMAINDER, help="-- then the ringside arguments")
     p.set_defaults(func=run_guest)
 
@@ -66,6 +73,7 @@ def run_guest(args: argparse.Namespace) -> int:
             kernel=kernel, cpus=args.cpus, memory=args.memory, accel=args.accel,
             console=args.console, command=args.command,
             rwdirs=[Path(d).absolute() for d in args.rwdir],
+            boot_stall_s=args.boot_stall, attempts=max(1, args.boot_attempts),
         )  # fmt: skip
         return guest.run(rest, opts)
     except (kernels.KernelError, guest.GuestError) as e:
