@@ -240,6 +240,13 @@ echo Y > $param || fail "cannot set $param"
 chmod 0666 /dev/fuse
 mountpoint -q /sys/fs/fuse/connections || mount -t fusectl fusectl /sys/fs/fuse/connections
 echo 0 > /proc/sys/kernel/io_uring_disabled 2>/dev/null
+# virtme-ng bind-mounts a generated /etc/shadow (and a few more): useradd replaces files by
+# rename, which a bind-mounted file refuses. Keep their content in the writable /etc.
+for f in /etc/shadow /etc/gshadow /etc/passwd /etc/group; do
+  if mountpoint -q $f; then
+    cp $f /run/ringside-etc && umount $f && cat /run/ringside-etc > $f
+  fi
+done
 {"" if opts.console else "dmesg -n 1  # kernel messages would cut into the output"}
 echo "ringside guest: $(uname -r), enable_uring=$(cat $param), {accel}"
 # Ctrl-C on the host leaves a file here: the command gets SIGTERM (ringside run and
@@ -275,6 +282,11 @@ def vng_argv(opts: GuestOptions, accel: str, script: Path, rwdirs: list[Path]) -
         argv.append("--disable-kvm")
     for d in rwdirs:
         argv += ["--rwdir", str(d)]
+    # A Python under /root (pyenv) is reached by a test user only after a chmod of /root,
+    # which the read-only root refuses: a throw-away overlay takes it (virtme-ng overlays
+    # /etc, /home, /tmp, /var... but not /root).
+    if Path(sys.executable).resolve().is_relative_to("/root"):
+        argv += ["--overlay-rwdir", "/root"]
     argv += ["--exec", f"bash {shlex.quote(str(script))}"]
     return argv
 
@@ -401,8 +413,8 @@ def run(args: list[str], opts: GuestOptions) -> int:
             f"kernel {kernel.name} ({kernel.release}) cannot serve FUSE over io_uring: its "
             f"config ({kernel.config}) lacks {', '.join(c + '=y' for c in missing_configs)}"
         )
-    rwdirs = [] if opts.command and not opts.rwdirs else result_dirs(args)
-    rwdirs += opts.rwdirs
+    # A ringside command writes results to its --out; a --command only where it is told.
+    rwdirs = ([] if opts.command else result_dirs(args)) + opts.rwdirs
     for d in rwdirs:
         check_writable(d)
     accels = _accels(opts)
