@@ -114,13 +114,16 @@ def test_missing_path_and_directory_without_image(tmp_path: Path) -> None:
         kernels.resolve(str(tmp_path), cache=tmp_path)
 
 
-def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+def run_cli(*args: str, timeout: float = 120, tmp: Path | None = None
+            ) -> subprocess.CompletedProcess:
+    # TMPDIR: the guest's status directory, named on qemu's command line, is then below
+    # `tmp`, which tells this test's qemu from any other guest's.
+    env = dict(os.environ, **({"TMPDIR": str(tmp)} if tmp else {}))
     return subprocess.run([sys.executable, "-m", "harness", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def test_guest_refuses_bad_input_before_booting(tmp_path: Path) -> None:
-    before = _guest_qemus()
     junk = tmp_path / "junk"
     junk.write_text("x" * 5000)
     cases = {
@@ -131,10 +134,10 @@ def test_guest_refuses_bad_input_before_booting(tmp_path: Path) -> None:
         ("--kernel", "7.3"): "nothing to run",
     }
     for args, expected in cases.items():
-        proc = run_cli("guest", *args)
+        proc = run_cli("guest", *args, tmp=tmp_path)
         assert proc.returncode != 0, args
         assert expected in proc.stderr, (args, proc.stderr)
-    assert not _guest_qemus() - before
+    assert not _guest_qemus(tmp_path)
 
 
 def test_kernel_without_fuse_io_uring_names_the_missing_config(tmp_path: Path) -> None:
@@ -237,35 +240,34 @@ def _boot_kernel() -> kernels.Kernel:
         pytest.skip(str(e))
 
 
-def _guest_qemus() -> set[str]:
-    """qemu processes of guests started from this checkout (pid + command line)."""
+def _guest_qemus(tmp: Path) -> set[str]:
+    """qemu processes of guests started by this test (their status dir is below `tmp`)."""
     out = subprocess.run(["pgrep", "-af", "qemu-system"], capture_output=True, text=True).stdout
-    return {line for line in out.splitlines() if "ringside-guest" in line and str(REPO) in line}
+    return {line for line in out.splitlines() if str(tmp) in line}
 
 
 def test_guest_runs_a_command_and_passes_its_exit_code(tmp_path: Path) -> None:
     _boot_kernel()
-    before = _guest_qemus()
     out = tmp_path / "out"
     out.mkdir()
     proc = run_cli("guest", "--kernel", BOOT_KERNEL, "--command", "--rwdir", str(out), "--",
                    "sh", "-c", f"uname -r; cat /sys/module/fuse/parameters/enable_uring; "
-                   f"echo written > {out}/file; exit 7", timeout=900)
+                   f"echo written > {out}/file; exit 7", timeout=900, tmp=tmp_path)
     assert proc.returncode == 7, proc.stderr
     lines = proc.stdout.splitlines()
     assert "7.3-amd64" in lines and "Y" in lines, proc.stdout
     assert (out / "file").read_text() == "written\n"
-    assert not _guest_qemus() - before
+    assert not _guest_qemus(tmp_path)
 
 
 def test_ctrl_c_stops_the_command_then_the_guest_and_leaves_no_qemu(tmp_path: Path) -> None:
     _boot_kernel()
-    before = _guest_qemus()
     proc = subprocess.Popen(
         [sys.executable, "-m", "harness", "guest", "--kernel", BOOT_KERNEL, "--command", "--",
          "sh", "-c", "trap 'echo got-term; exit 130' TERM; echo command-up; "
          "sleep 600 & wait"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=dict(os.environ, TMPDIR=str(tmp_path)),
     )  # fmt: skip
     out = []
     try:
@@ -286,16 +288,15 @@ def test_ctrl_c_stops_the_command_then_the_guest_and_leaves_no_qemu(tmp_path: Pa
     text = "".join(out)
     assert proc.returncode == 130, text
     assert "stopping the command in the guest" in text and "got-term" in text
-    assert not _guest_qemus() - before
+    assert not _guest_qemus(tmp_path)
 
 
 def test_ctrl_c_while_booting_stops_qemu(tmp_path: Path) -> None:
     _boot_kernel()
-    before = _guest_qemus()
     proc = subprocess.Popen(
         [sys.executable, "-m", "harness", "guest", "--kernel", BOOT_KERNEL, "--accel", "tcg",
          "--command", "--", "true"], cwd=REPO, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        stderr=subprocess.STDOUT, text=True, env=dict(os.environ, TMPDIR=str(tmp_path)))
     try:
         time.sleep(8)  # qemu is up, the guest still booting
         proc.send_signal(signal.SIGINT)
@@ -306,16 +307,15 @@ def test_ctrl_c_while_booting_stops_qemu(tmp_path: Path) -> None:
             proc.wait()
     assert proc.returncode == 130, out
     assert "stopping the guest" in out and "interrupted" in out
-    assert not _guest_qemus() - before
+    assert not _guest_qemus(tmp_path)
 
 
 def test_a_kernel_that_does_not_boot_shows_its_console_and_leaves_no_qemu(tmp_path: Path) -> None:
     _boot_kernel()  # the same tools; this image only looks like a kernel
-    before = _guest_qemus()
     image = fake_bzimage(tmp_path / "bzImage")
     proc = run_cli("guest", "--kernel", str(image), "--accel", "tcg", "--boot-stall", "15",
-                   "--boot-attempts", "2", "--command", "--", "true", timeout=600)
+                   "--boot-attempts", "2", "--command", "--", "true", timeout=600, tmp=tmp_path)
     assert proc.returncode == 1, proc.stderr
     assert "did not boot kernel" in proc.stderr and "last console lines" in proc.stderr
     assert "retrying (2/2)" in proc.stderr or "qemu exited" in proc.stderr
-    assert not _guest_qemus() - before
+    assert not _guest_qemus(tmp_path)
