@@ -7,6 +7,7 @@ import re
 import sys
 
 from harness import guest, kernels
+from harness.commands.run import interrupt_on_termination
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -67,6 +68,9 @@ def run_guest(args: argparse.Namespace) -> int:
         print(f"ringside guest: bad --memory {args.memory!r}: use e.g. 4G or 2048M",
               file=sys.stderr)  # fmt: skip
         return 2
+    # SIGTERM/SIGHUP (a CI timeout, a closed terminal) stop the guest as Ctrl-C does: qemu
+    # runs in its own session and would otherwise outlive us.
+    interrupt_on_termination()
     try:
         kernel = kernels.resolve(args.kernel)
         opts = guest.GuestOptions(
