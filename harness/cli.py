@@ -7,7 +7,10 @@ import importlib
 import sys
 
 # Each module defines register(subparsers), which adds its parser with func=handler.
-COMMANDS = ("serve", "run", "doctor", "compare", "plot", "report", "campaign", "bench", "table")
+COMMANDS = (
+    "serve", "run", "doctor", "compare", "plot", "report", "campaign", "bench", "table",
+    "kernel", "guest",
+)
 ALIASES = {"export": "table"}
 
 

@@ -258,8 +258,16 @@ CHECKS: tuple[Callable[[], Capability], ...] = (
 )
 
 
+def guest_capabilities() -> list[Capability]:
+    """What `ringside guest` needs (not the default suite: never required)."""
+    from harness.guest import doctor_lines
+
+    return [Capability(f"guest: {name}", ok, state, fix, required=False)
+            for name, ok, state, fix in doctor_lines()]
+
+
 def diagnose() -> list[Capability]:
-    return [check() for check in CHECKS]
+    return [check() for check in CHECKS] + guest_capabilities()
 
 
 def render(caps: list[Capability]) -> str:

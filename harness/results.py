@@ -62,7 +62,7 @@ def glob_escape(text: str) -> str:
 RUN_SECTIONS = (
     "scenario", "transport", "export", "start", "end", "command", "summary", "server",
     "system", "derived", "transport_stats", "checks", "coverage", "fio_jobfile",
-    "fio_messages", "host", "versions", "git", "fio_raw",
+    "fio_messages", "host", "kernel", "virtualization", "versions", "git", "fio_raw",
 )
 OPTIONAL_RUN_SECTIONS = ("campaign",)
 
@@ -191,6 +191,10 @@ def rows(data: dict[str, Any], source: str = "") -> list[dict[str, Any]]:
         "git_commit": data.get("git", {}).get("commit"),
         "git_dirty": data.get("git", {}).get("dirty"),
         "kernel": data.get("host", {}).get("kernel"),
+        # Results from before `ringside guest` all ran on the host.
+        "virtualization": data.get("virtualization", {}).get("kind", "none"),
+        "qemu_version": data.get("virtualization", {}).get("qemu_version"),
+        "fuse_minor_offered": data.get("kernel", {}).get("fuse_minor_offered"),
         "cpu_count": data.get("host", {}).get("cpu_count"),
         "total_ios": summary.get("total_ios"),
         "server_ctxsw": server.get("ctxt_switches"),

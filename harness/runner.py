@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from harness import fio, metrics
+from harness.guest import GUEST_KERNEL_ENV, slowdown, where_run
+from harness.kernels import kernel_section
 from harness.results import result_stem, run_result, unique_stem, write_result
 from harness.scenarios import Scenario, ScenarioPoint
 from harness.serving import READY_PREFIX, connection_end_in
@@ -35,8 +37,10 @@ from transports.export.backing import open_backing
 from transports.export.spec import ExportSpec
 from transports.fuse.mounting import find_mount, is_stale, prepare_mountpoint, unmount_if_mounted
 
-EXIT_GRACE_S = 10.0  # after fio lost the export: how long a server may take to exit
-# (a user's server unmounts through fusermount3 first; on a loaded machine that took > 2 s)
+READY_TIMEOUT_S = 30.0 * slowdown()  # an emulated guest starts a Python server slowly
+# After fio lost the export: how long a server may take to exit (a user's server unmounts
+# through fusermount3 first; on a loaded machine that took > 2 s).
+EXIT_GRACE_S = 10.0 * slowdown()
 PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 RING_MIN_SHARE = 0.99
@@ -60,7 +64,7 @@ class RunOptions:
     export: ExportSpec = ExportSpec(fill="data")
     server_cpus: str | None = None  # serve --cpus: CPU affinity of the server process
     mountpoint: str | None = None
-    ready_timeout: float = 30.0
+    ready_timeout: float = READY_TIMEOUT_S
     stop_timeout: float = 10.0
     log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr))
 
@@ -546,6 +550,8 @@ def run_point(
             fio_jobfile=jobfile.name,
             fio_messages=fio_messages,
             host=metrics.host(),
+            kernel=kernel_section(stats, os.environ.get(GUEST_KERNEL_ENV)),
+            virtualization=where_run(),
             versions=metrics.versions(fio_version),
             git=metrics.git(),
             fio_raw=raw,

@@ -15,11 +15,14 @@ from pathlib import Path
 import pytest
 from preconditions import apply as apply_preconditions
 
+from harness.guest import slowdown
 from harness.serving import READY_PREFIX
 from transports.fuse import mounting
 
 REPO = Path(__file__).resolve().parent.parent
 ON_CI = os.environ.get("CI") == "true"
+# Inside an emulated guest (`make test-guest`) a Python child takes 20-40 s to start.
+SLOW = slowdown()
 
 # Every transport the semantics suite runs on. A transport listed here that cannot run is a
 # failure on CI (never a silent skip); elsewhere it is skipped with the reason.
@@ -85,7 +88,7 @@ class Served:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
-            out, _ = self.proc.communicate(timeout=timeout)
+            out, _ = self.proc.communicate(timeout=timeout * SLOW)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             out, _ = self.proc.communicate()
@@ -113,7 +116,7 @@ def serve_command(spec: str, path: Path, backing: str, *extra: str) -> list[str]
 
 def read_until_ready(proc: subprocess.Popen, timeout: float) -> tuple[str | None, list[str]]:
     """Read a serving child's output up to its ready line: (that line or None, all lines)."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + timeout * SLOW
     lines: list[str] = []
     while time.monotonic() < deadline:
         line = proc.stdout.readline()

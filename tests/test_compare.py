@@ -176,7 +176,7 @@ def test_warning_block_names_what_differs(tmp_path: Path) -> None:
                                "git_commit": "f" * 40})
     c = compare(load_campaign(path))
     text = "\n".join(c.warnings)
-    assert "kernel differs: " in text
+    assert "this table mixes kernels: " in text
     assert "6.18.0 (3 runs)" in text and "6.17.1 (3 runs)" in text
     assert "git commit differs" in text and "ffffffffffff" in text
     assert "CPU model differs" in text

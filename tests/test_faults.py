@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_run import processes_mentioning
 
-from conftest import REPO, fuse_usable, require, served
+from conftest import REPO, SLOW, fuse_usable, require, served
 from harness.results import load
 from transports.export.backing import parse_backing
 from transports.export.image import Export
@@ -46,18 +46,21 @@ LOADED_SCENARIO = "randrw-4k-qd16-2jobs"
 QUICK_SCENARIO = "randread-4k-qd1"
 RINGSIDE = [sys.executable, "-m", "harness"]
 # The faulted run asks for 30 s of fio; ending within this shows nobody waited it out.
-FAULT_DEADLINE_S = 15.0
+# (Inside an emulated guest everything takes SLOW times longer, fio's runtime too.)
+FAULT_RUNTIME_S = int(30 * SLOW)
+FAULT_DEADLINE_S = 15.0 * SLOW
 
 
 def ringside(*args: str, tmp: Path, timeout: float = 120) -> subprocess.CompletedProcess:
     # TMPDIR puts the runner's own temp files below pytest's temp dir.
     return subprocess.run(
-        [*RINGSIDE, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        [*RINGSIDE, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout * SLOW,
         env=dict(os.environ, TMPDIR=str(tmp)),
     )
 
 
 def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
+    timeout *= SLOW
     deadline = time.monotonic() + timeout
     while not predicate():
         if proc is not None and proc.poll() is not None:
@@ -147,7 +150,7 @@ def test_fault_during_fio_fails_the_run_and_the_next_run_works(
     jobs = f"{out}/"  # fio's argument is its job file in out/
     inject, expected = FAULTS[fault]
     proc = subprocess.Popen(
-        [*RINGSIDE, "run", LOADED_SCENARIO, "-t", spec, "--runtime", "30",
+        [*RINGSIDE, "run", LOADED_SCENARIO, "-t", spec, "--runtime", str(FAULT_RUNTIME_S),
          "--backing", "memory:64M", "--mountpoint", str(mountpoint), "--out", str(out)],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=dict(os.environ, TMPDIR=str(tmp_path)),
@@ -157,7 +160,7 @@ def test_fault_during_fio_fails_the_run_and_the_next_run_works(
         time.sleep(0.5)  # requests in flight on every path
         started = time.monotonic()
         inject(mountpoint)
-        _, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=60 * SLOW)
         elapsed = time.monotonic() - started
     finally:
         if proc.poll() is None:
@@ -202,7 +205,7 @@ def test_sigint_mid_campaign_keeps_finished_runs_and_marks_the_cut_one(
         wait_for(second_run_in_fio, 60, "the second run's fio", proc)
         time.sleep(0.2)
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=60 * SLOW)
     finally:
         if proc.poll() is None:
             proc.kill()

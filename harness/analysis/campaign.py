@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas
 
+from harness.analysis import where
 from harness.results import METADATA_COLUMNS, ResultError, load, metadata_columns, read_result
 
 REPO_DIR = Path(__file__).resolve().parent.parent.parent
@@ -101,7 +102,8 @@ class CampaignResults:
 
     def footer(self) -> str:
         return (f"host {self.common('hostname')} · kernel {self.common('kernel')} · "
-                f"{self.common('cpu_count')} CPUs · campaign {self.id}")
+                f"{self.common('cpu_count')} CPUs · campaign {self.id}"
+                + where.footer_note(self.runs))
 
     def points(self) -> list[tuple[str, str]]:
         """(point, direction) pairs in natural order."""
@@ -164,4 +166,5 @@ def load_campaign(campaign: str | os.PathLike[str]) -> CampaignResults:
             values.append(meta[column])
     for column, values in extra.items():
         runs[column] = values
+    result.runs = where.series_by_kernel(runs)
     return result

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas
 
-from harness.analysis import stats
+from harness.analysis import stats, where
 from harness.analysis.campaign import CampaignResults, natural_key
 from harness.scenarios import FIO_OPTIONS, size_bytes
 
@@ -25,7 +25,7 @@ ENVIRONMENT = {
     "hostname": "host",
     "cpu_model": "CPU model",
     "cpu_count": "CPU count",
-    "kernel": "kernel",
+    # kernel: harness.analysis.where keeps kernels apart and says so
     "fuse_enable_uring": "fuse enable_uring",
     "git_commit": "git commit",
     "backing": "backing",
@@ -188,7 +188,7 @@ def _missing(value: Any) -> bool:
 
 def environment_warnings(table: pandas.DataFrame) -> list[str]:
     """What differs between runs besides the transport (and the scenario point)."""
-    warnings = []
+    warnings = where.warnings(table)
     for column, name in ENVIRONMENT.items():
         if column not in table:
             continue

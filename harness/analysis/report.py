@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from harness.analysis import plots
+from harness.analysis import plots, where
 from harness.analysis.campaign import CampaignResults, natural_key
 from harness.analysis.compare import Comparison, compare
 from harness.analysis.stats import METHOD
@@ -112,6 +112,8 @@ def metadata(campaign: CampaignResults) -> Cells:
         ("Host", campaign.common("hostname")),
         ("CPU", f"{campaign.common('cpu_model')} ({campaign.common('cpu_count')} CPUs)"),
         ("Kernel", campaign.common("kernel")),
+        ("Virtualization", campaign.common("virtualization")
+         + where.footer_note(campaign.runs).replace(" · ", "; ")),
         ("fuse enable_uring", campaign.common("fuse_enable_uring")),
         ("Ringside commit", commit + (f" ({dirty} runs with uncommitted changes)"
                                       if dirty else "")),

@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from harness import fio
-from harness.runner import CheckError, RunError, RunOptions, options_for, run_point
+from harness.runner import (
+    READY_TIMEOUT_S,
+    CheckError,
+    RunError,
+    RunOptions,
+    options_for,
+    run_point,
+)
 from harness.scenarios import ScenarioError, check_fio_option, load_scenario
 from transports.base import SpecError, TransportSpec, TransportUnavailable, parse_spec
 from transports.export.backing import BackingError
@@ -53,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--ready-timeout",
         type=float,
-        default=30.0,
+        default=READY_TIMEOUT_S,
         help="seconds to wait for the server's mount (default: %(default)s)",
     )
     p.set_defaults(func=run_run)
