@@ -23,7 +23,7 @@
 
 #define RS_WAKE_TAG 0xffffffffffffffffULL
 
-_Static_assert(sizeof(struct fuse_uring_cmd_req) == 24, "fuse_uring_cmd_req is 24 bytes");
+_Static_assert(sizeof(struct fuse_uring_cmd_req) == 40, "fuse_uring_cmd_req is 40 bytes");
 _Static_assert(sizeof(struct fuse_uring_ent_in_out) == 32, "fuse_uring_ent_in_out is 32 bytes");
 _Static_assert(sizeof(struct fuse_uring_req_header) == 288,
 	       "fuse_uring_req_header is 288 bytes");
