@@ -144,7 +144,7 @@ def check_memlock() -> Capability:
     needed = len(sysinfo.possible_cpus()) * DEFAULT_DEPTH * per_entry
     check = memlock_check(needed)
     limit = "unlimited" if check.limit < 0 else f"{check.limit} bytes"
-    state = f"{limit}; uring:buffers=pinned at depth {DEFAULT_DEPTH} locks {needed} bytes"
+    state = f"{limit}; uring:buffers=mlock at depth {DEFAULT_DEPTH} locks {needed} bytes"
     if check.cap_ipc_lock:
         return Capability("RLIMIT_MEMLOCK", True, state + " (CAP_IPC_LOCK: limit does not apply)")
     if check.fits:

@@ -25,7 +25,7 @@ from transports.backing import BackingError
 from transports.base import SpecError, TransportSpec, TransportUnavailable, parse_spec
 
 # What a campaign measures when no --transport is given: every transport this machine runs.
-DEFAULT_TRANSPORTS = ("pyfuse3", "devfuse", "uring", "uring:buffers=pinned", "qsd")
+DEFAULT_TRANSPORTS = ("pyfuse3", "devfuse", "uring", "uring:buffers=mlock", "qsd")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
