@@ -18,8 +18,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas
 
-FORMAT_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+# 2: `uring:buffers=pinned` is the kernel's pin of a registered pool (protocol 7.46);
+#    in version 1 it meant user-space mlock, now `buffers=mlock`. Version 1 files are
+#    upgraded on reading (upgrade_result), so old and new never share a label.
+FORMAT_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
 
 
 class ResultError(ValueError):
@@ -98,7 +101,44 @@ def read_result(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"(it reads {', '.join(map(str, SUPPORTED_VERSIONS))}): use the Ringside "
             "version that wrote it, or update this one"
         )
+    return upgrade_result(data)
+
+
+# -- format upgrades ------------------------------------------------------------------------
+# MERGE NOTE (pools branch): the `structure` branch has a result-format module with a
+# version and an upgrade path; this function belongs there, as its 1 -> 2 step.
+_PINNED_V1 = re.compile(r"(?<![A-Za-z0-9_])buffers=pinned(?![A-Za-z0-9_])")
+
+
+def upgrade_result(data: dict[str, Any]) -> dict[str, Any]:
+    """Bring a result read from disk to FORMAT_VERSION (in place; returns it).
+
+    1 -> 2: a uring run labelled buffers=pinned used mlock (user space; 6.18 had nothing
+    else), so its spec, settings and check are relabelled buffers=mlock. The file on
+    disk is not rewritten; `upgraded_from` records what was read.
+    """
+    version = data.get("format_version")
+    if version == 1:
+        transport = data.get("transport") or {}
+        if transport.get("name", "uring") == "uring":
+            spec = transport.get("spec")
+            if isinstance(spec, str):
+                transport["spec"] = _PINNED_V1.sub("buffers=mlock", spec)
+            for settings in (transport.get("settings"),
+                             (data.get("transport_stats") or {}).get("settings")):
+                if isinstance(settings, dict) and settings.get("buffers") == "pinned":
+                    settings["buffers"] = "mlock"
+            for check in data.get("checks") or ():
+                if isinstance(check, dict) and check.get("name") == "pinned":
+                    check["name"] = "mlock"
+        data["format_version"] = FORMAT_VERSION
+        data["upgraded_from"] = version
     return data
+
+
+def upgrade_spec_text(spec: str) -> str:
+    """A version-1 transport spec as version 2 writes it (campaign manifests)."""
+    return _PINNED_V1.sub("buffers=mlock", spec) if spec.startswith("uring") else spec
 
 
 def result_files(path: str | os.PathLike[str]) -> list[Path]:

@@ -82,7 +82,7 @@ def test_run_writes_a_valid_result(tmp_path: Path) -> None:
     assert jobfile.stem == path.stem
     data = read_result(path)
 
-    assert data["format_version"] == 1
+    assert data["format_version"] == 2
     assert data["scenario"]["name"] == "randread-4k-qd1"
     assert data["scenario"]["fio"]["runtime"] == 2
     assert data["transport"]["spec"] == "pyfuse3"

@@ -221,3 +221,28 @@ def test_pinned_refuses_under_a_lowered_memlock_limit(pools, tmp_path):
     assert "buffers=pinned needs" in msg and "memory pinned by io_uring" in msg
     assert "RLIMIT_MEMLOCK is 1048576 bytes" in msg and "ulimit -l" in msg
     assert mounting.find_mount(str(path)) is None
+
+
+def test_pinned_without_cap_ipc_lock_is_charged_and_proven(pools, tmp_path):
+    """As a server without CAP_IPC_LOCK (an ordinary user's case) io_uring charges the
+    pools to RLIMIT_MEMLOCK: the result's pinned check must see VmPin cover them."""
+    if shutil.which("setpriv") is None or shutil.which("prlimit") is None:
+        require("setpriv / prlimit (util-linux) are missing")
+    limit = 64 << 20
+    cmd = [sys.executable, "-m", "harness", "run", "randread-4k-qd1", "-t",
+           "uring:buffers=pinned", "--runtime", "1", "--backing", "memory:64M",
+           "--out", str(tmp_path / "out")]
+    if os.geteuid() == 0:
+        cmd = ["setpriv", "--inh-caps=-ipc_lock", "--bounding-set=-ipc_lock", *cmd]
+    proc = subprocess.run(["prlimit", f"--memlock={limit}:{limit}", *cmd], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    (result,) = (tmp_path / "out").glob("*.json")
+    import json
+
+    data = json.loads(result.read_text())
+    checks = {c["name"]: c for c in data["checks"]}
+    pinned = checks["pinned"]
+    assert pinned["ok"] and pinned["charged"], pinned
+    assert pinned["pinned_bytes"] >= pinned["needed_bytes"] > 0, pinned
+    assert pinned["queues_registered"] == pinned["queues"] > 0

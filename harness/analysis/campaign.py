@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas
 
-from harness.results import ResultError, load, read_result
+from harness.results import ResultError, load, read_result, upgrade_spec_text
 
 REPO_DIR = Path(__file__).resolve().parent.parent.parent
 RESULTS_DIR = REPO_DIR / "results"
@@ -179,9 +179,24 @@ def _manifest(path: Path) -> dict[str, Any]:
             except (OSError, json.JSONDecodeError):
                 continue
             if isinstance(data, dict):
-                return data.get("campaign", data) if isinstance(data.get("campaign"), dict) \
+                manifest = data.get("campaign", data) if isinstance(data.get("campaign"), dict) \
                     else data
+                return _upgrade_manifest(manifest)
     return {}
+
+
+def _upgrade_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Manifests before format 2 said buffers=pinned for what is now buffers=mlock."""
+    if int(manifest.get("campaign_format") or 1) < 2:
+        specs = manifest.get("transports")
+        if isinstance(specs, list):
+            manifest["transports"] = [
+                upgrade_spec_text(s) if isinstance(s, str) else s for s in specs
+            ]
+        for run in manifest.get("runs") or ():
+            if isinstance(run, dict) and isinstance(run.get("transport"), str):
+                run["transport"] = upgrade_spec_text(run["transport"])
+    return manifest
 
 
 def load_campaign(campaign: str | os.PathLike[str]) -> Campaign:

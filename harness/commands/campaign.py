@@ -125,8 +125,9 @@ def build(args: argparse.Namespace) -> Campaign:
     if reps < 1 or args.warmup < 0:
         raise ScenarioError("--reps must be at least 1 and --warmup at least 0")
     scenarios = list(iter_scenarios(targets))
-    if args.transport:
-        specs = [parse_spec(t) for t in args.transport]
+    named = args.transport or (suite.transports if suite is not None else None)
+    if named:
+        specs = [parse_spec(t) for t in named]
         for spec in specs:
             spec.create().check_available()
     else:
