@@ -157,6 +157,27 @@ def check_memlock() -> Capability:
     )
 
 
+def check_bufpool() -> Capability:
+    """Protocol 7.46 buffer pools (uring buffers=pool|pinned, zerocopy=on): FUSE_INIT of a
+    throwaway mount says whether the kernel offers them."""
+    name = "FUSE buffer pools (7.46)"
+    try:
+        from transports.init_probe import kernel_offer
+
+        offer = kernel_offer()
+    except Exception as e:  # noqa: BLE001 - doctor reports, never raises
+        return Capability(name, False, f"unknown: no FUSE_INIT from a throwaway mount ({e})",
+                          "see the /dev/fuse and mount permission lines", required=False)
+    if offer.bufpool:
+        return Capability(name, True, f"offered ({offer.describe()})", required=False)
+    return Capability(
+        name, False, f"not offered ({offer.describe()}): buffers=pool|pinned and zerocopy "
+        "refuse here",
+        "`ringside guest --kernel 7.3 -- ...` (enable_uring must be Y: pools are offered "
+        "with the ring)", required=False,
+    )
+
+
 def check_qsd() -> Capability:
     if shutil.which("qemu-storage-daemon") is None:
         return Capability(
@@ -191,6 +212,7 @@ CHECKS: tuple[Callable[[], Capability], ...] = (
     check_fio,
     check_cpus,
     check_memlock,
+    check_bufpool,
     check_qsd,
     check_fusectl,
 )
