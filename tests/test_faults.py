@@ -43,8 +43,13 @@ FUSECTL = Path("/sys/fs/fuse/connections")
 LOADED_SCENARIO = "randrw-4k-qd16-2jobs"
 QUICK_SCENARIO = "randread-4k-qd1"
 RINGSIDE = [sys.executable, "-m", "harness"]
+# An emulated guest (TCG) runs everything about ten times slower: RINGSIDE_TEST_TIME_SCALE
+# stretches this module's waits, the faulted run's fio time and its deadline alike, so
+# the deadline still means "nobody waited fio out".
+TIME_SCALE = float(os.environ.get("RINGSIDE_TEST_TIME_SCALE", "1"))
 # The faulted run asks for 30 s of fio; ending within this shows nobody waited it out.
-FAULT_DEADLINE_S = 15.0
+FAULT_RUNTIME_S = int(30 * TIME_SCALE)
+FAULT_DEADLINE_S = 15.0 * TIME_SCALE
 
 
 def ringside(*args: str, tmp: Path, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -56,6 +61,7 @@ def ringside(*args: str, tmp: Path, timeout: float = 120) -> subprocess.Complete
 
 
 def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
+    timeout *= TIME_SCALE
     deadline = time.monotonic() + timeout
     while not predicate():
         if proc is not None and proc.poll() is not None:
@@ -145,7 +151,7 @@ def test_fault_during_fio_fails_the_run_and_the_next_run_works(
     jobs = f"{out}/"  # fio's argument is its job file in out/
     inject, expected = FAULTS[fault]
     proc = subprocess.Popen(
-        [*RINGSIDE, "run", LOADED_SCENARIO, "-t", spec, "--runtime", "30",
+        [*RINGSIDE, "run", LOADED_SCENARIO, "-t", spec, "--runtime", str(FAULT_RUNTIME_S),
          "--backing", "memory:64M", "--mountpoint", str(mountpoint), "--out", str(out)],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=dict(os.environ, TMPDIR=str(tmp_path)),
@@ -155,7 +161,7 @@ def test_fault_during_fio_fails_the_run_and_the_next_run_works(
         time.sleep(0.5)  # requests in flight on every path
         started = time.monotonic()
         inject(mountpoint)
-        _, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=60 * TIME_SCALE)
         elapsed = time.monotonic() - started
     finally:
         if proc.poll() is None:
@@ -173,7 +179,7 @@ def test_fault_during_fio_fails_the_run_and_the_next_run_works(
 
     again = ringside("run", QUICK_SCENARIO, "-t", spec, "--runtime", "1", "--backing",
                      "memory:64M", "--mountpoint", str(mountpoint), "--out", str(out),
-                     tmp=tmp_path)
+                     tmp=tmp_path, timeout=120 * TIME_SCALE)
     assert again.returncode == 0, again.stderr
     assert len(list(out.glob("*.json"))) == 1
     assert_nothing_left(mountpoint, jobs)
