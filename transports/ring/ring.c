@@ -24,6 +24,7 @@
 #define RS_WAKE_TAG 0xffffffffffffffffULL
 #define RS_FIXED_TAG (1ULL << 62)	/* | entry: a READ_FIXED / WRITE_FIXED of that entry */
 #define RS_POOL_INDEX 0		/* io_uring buffer-table slot of a registered pool */
+#define RS_STRAY (-100)		/* internal: a completion nobody waits for any more */
 
 _Static_assert(sizeof(struct fuse_uring_cmd_req) == 40, "fuse_uring_cmd_req is 40 bytes");
 _Static_assert(sizeof(struct fuse_uring_ent_in_out) == 32, "fuse_uring_ent_in_out is 32 bytes");
@@ -392,6 +393,8 @@ static long long rs_take_tag(struct rs_ring *r, uint64_t tag, int res)
 {
 	if (tag == RS_WAKE_TAG)
 		return RS_WOKEN;
+	if (tag & RS_FIXED_TAG)
+		return RS_STRAY;	/* a transfer rs_fixed_io gave up waiting for: done now */
 	if (tag >= r->q.depth) {
 		r->q.last_res = -EBADMSG;
 		r->q.last_idx = (unsigned)tag;
@@ -423,19 +426,26 @@ long long rs_next(struct rs_queue *q)
 {
 	struct rs_ring *r = rs_ring_of(q);
 	struct io_uring_cqe *cqe;
+	long long v;
 	int ret;
 
-	if (r->stash_len) {
+	while (r->stash_len) {
 		struct rs_cqe c = r->stash[r->stash_head];
 
 		r->stash_head = (r->stash_head + 1) % (q->depth + 2);
 		r->stash_len--;
-		return rs_take_tag(r, c.tag, c.res);
+		v = rs_take_tag(r, c.tag, c.res);
+		if (v != RS_STRAY)
+			return v;
 	}
 	for (;;) {
 		cqe = NULL;
-		if (io_uring_peek_cqe(&r->ring, &cqe) == 0 && cqe)
-			return rs_take(r, cqe);
+		if (io_uring_peek_cqe(&r->ring, &cqe) == 0 && cqe) {
+			v = rs_take(r, cqe);
+			if (v != RS_STRAY)
+				return v;
+			continue;
+		}
 		ret = io_uring_submit_and_wait(&r->ring, 1);
 		q->enters++;
 		if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -ETIME) {
