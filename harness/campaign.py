@@ -31,7 +31,8 @@ from transports.base import TransportSpec
 
 SUITE_DIR = SCENARIO_DIR / "suites"
 MANIFEST = "campaign.json"
-MANIFEST_VERSION = 1
+# 2: uring:buffers=pinned is the kernel pin (7.46); in 1 it meant mlock (see results.py)
+MANIFEST_VERSION = 2
 RUN_OVERHEAD_S = 1.5  # mount, server start and stop per run, for the first ETA
 
 
@@ -44,6 +45,8 @@ class Suite:
     reps: int | None = None
     backing: str | None = None  # the suite's own --backing, when none is given
     warmup: int | None = None  # the suite's own --warmup, when none is given
+    # A suite that is a comparison names its transports; all must run (none left out).
+    transports: list[str] | None = None
 
 
 def known_suites() -> list[str]:
@@ -59,8 +62,13 @@ def load_suite(name: str) -> Suite:
     scenarios = doc.get("scenarios")
     if not isinstance(scenarios, list) or not all(isinstance(s, str) for s in scenarios):
         raise ScenarioError(f"{path}: scenarios must be a list of scenario names")
+    transports = doc.get("transports")
+    if transports is not None and (
+        not isinstance(transports, list) or not all(isinstance(t, str) for t in transports)
+    ):
+        raise ScenarioError(f"{path}: transports must be a list of transport specs")
     return Suite(name, doc.get("description", ""), scenarios, doc.get("runtime"), doc.get("reps"),
-                 doc.get("backing"), doc.get("warmup"))
+                 doc.get("backing"), doc.get("warmup"), transports)
 
 
 @dataclass(frozen=True)

@@ -168,7 +168,7 @@ def check_memlock() -> Capability:
     needed = len(sysinfo.possible_cpus()) * DEFAULT_DEPTH * per_entry
     check = memlock_check(needed)
     limit = "unlimited" if check.limit < 0 else f"{check.limit} bytes"
-    state = f"{limit}; uring:buffers=pinned at depth {DEFAULT_DEPTH} locks {needed} bytes"
+    state = f"{limit}; uring:buffers=mlock at depth {DEFAULT_DEPTH} locks {needed} bytes"
     if check.cap_ipc_lock:
         return Capability("RLIMIT_MEMLOCK", True, state + " (CAP_IPC_LOCK: limit does not apply)")
     if check.fits:
@@ -178,6 +178,27 @@ def check_memlock() -> Capability:
         False,
         state,
         f"`ulimit -l {-(-needed // 1024)}` (KiB) or a memlock line in /etc/security/limits.conf",
+    )
+
+
+def check_bufpool() -> Capability:
+    """Protocol 7.46 buffer pools (uring buffers=pool|pinned, zerocopy=on): FUSE_INIT of a
+    throwaway mount says whether the kernel offers them."""
+    name = "FUSE buffer pools (7.46)"
+    try:
+        from transports.fuse.init_probe import kernel_offer
+
+        offer = kernel_offer()
+    except Exception as e:  # noqa: BLE001 - doctor reports, never raises
+        return Capability(name, False, f"unknown: no FUSE_INIT from a throwaway mount ({e})",
+                          "see the /dev/fuse and mount permission lines", required=False)
+    if offer.bufpool:
+        return Capability(name, True, f"offered ({offer.describe()})", required=False)
+    return Capability(
+        name, False, f"not offered ({offer.describe()}): buffers=pool|pinned and zerocopy "
+        "refuse here",
+        "`ringside guest --kernel 7.3 -- ...` (enable_uring must be Y: pools are offered "
+        "with the ring)", required=False,
     )
 
 
@@ -251,6 +272,7 @@ CHECKS: tuple[Callable[[], Capability], ...] = (
     check_fio,
     check_cpus,
     check_memlock,
+    check_bufpool,
     check_qsd,
     check_libfuse,
     check_fusectl,

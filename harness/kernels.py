@@ -318,8 +318,10 @@ def _depmod(usr: Path, release: str, log) -> None:
 
 
 # -- what a result records about its kernel ---------------------------------------------
-# abi's FUSE_* names that are not FUSE_INIT flags.
-_NOT_INIT_FLAGS = ("FUSE_IO_URING_CMD", "FUSE_FSYNC_FDATASYNC", "FUSE_UNIQUE_RESEND")
+# abi's FUSE_* names that are not FUSE_INIT flags: prefixes, and whole names.
+_NOT_INIT_FLAGS = ("FUSE_IO_URING_CMD", "FUSE_FSYNC_FDATASYNC", "FUSE_UNIQUE_RESEND",
+                   "FUSE_URING_")
+_NOT_INIT_NAMES = {"FUSE_READ", "FUSE_WRITE"}
 
 
 def init_flag_names(flags: int) -> list[str]:
@@ -330,6 +332,7 @@ def init_flag_names(flags: int) -> list[str]:
         value.bit_length() - 1: name
         for name, value in vars(abi).items()
         if name.startswith("FUSE_") and not name.startswith(_NOT_INIT_FLAGS)
+        and name not in _NOT_INIT_NAMES
         and isinstance(value, int) and value > 0 and value & (value - 1) == 0
     }  # fmt: skip
     return [names.get(bit, f"bit {bit}") for bit in range(64) if flags >> bit & 1]

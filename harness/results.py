@@ -22,8 +22,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas
 
-FORMAT_VERSION = 2
-SUPPORTED_VERSIONS = (1, 2)
+# 3: `uring:buffers=pinned` is the kernel's pin of a registered pool (protocol 7.46);
+#    in versions 1 and 2 it meant user-space mlock, now `buffers=mlock`. Older files are
+#    upgraded on reading, so old and new never share a label.
+FORMAT_VERSION = 3
+SUPPORTED_VERSIONS = (1, 2, 3)
 
 
 class ResultError(ValueError):
@@ -97,11 +100,31 @@ def _upgrade_1_to_2(data: dict[str, Any]) -> None:
                 stats[key] = {op.upper(): n for op, n in stats[key].items()}
 
 
-_UPGRADES = {1: _upgrade_1_to_2}  # version -> the step to the next version
+def _upgrade_2_to_3(data: dict[str, Any]) -> None:
+    """Version 3: a uring run labelled buffers=pinned used mlock (user space; before
+    protocol 7.46 there was nothing else), so its spec, settings and check are relabelled
+    buffers=mlock. The file on disk is not rewritten; `upgraded_from` says what was read."""
+    transport = data.get("transport") or {}
+    if transport.get("name", "uring") == "uring":
+        spec = transport.get("spec")
+        if isinstance(spec, str):
+            transport["spec"] = upgrade_spec_text(spec)
+        for settings in (transport.get("settings"),
+                         (data.get("transport_stats") or {}).get("settings")):
+            if isinstance(settings, dict) and settings.get("buffers") == "pinned":
+                settings["buffers"] = "mlock"
+        for check in data.get("checks") or ():
+            if isinstance(check, dict) and check.get("name") == "pinned":
+                check["name"] = "mlock"
+
+
+_UPGRADES = {1: _upgrade_1_to_2, 2: _upgrade_2_to_3}  # version -> the step to the next
 
 
 def upgrade(data: dict[str, Any]) -> dict[str, Any]:
     """A document of any supported version in the current format (changed in place)."""
+    if data["format_version"] != FORMAT_VERSION:
+        data["upgraded_from"] = data["format_version"]
     while data["format_version"] != FORMAT_VERSION:
         _UPGRADES[data["format_version"]](data)
         data["format_version"] += 1
@@ -154,6 +177,15 @@ def read_result(path: str | os.PathLike[str]) -> dict[str, Any]:
             "version that wrote it, or update this one"
         )
     return upgrade(data)
+
+
+# The spec text older versions wrote for what is now buffers=mlock.
+_PINNED_BEFORE_3 = re.compile(r"(?<![A-Za-z0-9_])buffers=pinned(?![A-Za-z0-9_])")
+
+
+def upgrade_spec_text(spec: str) -> str:
+    """A transport spec of format 1 or 2 as format 3 writes it (results, manifests)."""
+    return _PINNED_BEFORE_3.sub("buffers=mlock", spec) if spec.startswith("uring") else spec
 
 
 def result_files(path: str | os.PathLike[str]) -> list[Path]:

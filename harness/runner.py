@@ -44,6 +44,7 @@ EXIT_GRACE_S = 10.0 * slowdown()
 PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 RING_MIN_SHARE = 0.99
+ZERO_COPY_MIN_SHARE = 0.99  # of data-carrying READ/WRITE lent by the kernel, for zerocopy
 COVERAGE_MIN = 0.5
 DATA_OPS = ("READ", "WRITE")
 
@@ -103,24 +104,66 @@ def ring_share_check(stats: TransportStatistics) -> dict[str, Any] | None:
     }
 
 
-def pinned_check(stats: TransportStatistics) -> dict[str, Any] | None:
-    """A run labelled buffers=pinned must show its ring buffers locked (VmLck >= needed)."""
-    if stats.settings.get("buffers") != "pinned":
+def mlock_check(stats: TransportStatistics) -> dict[str, Any] | None:
+    """A run labelled buffers=mlock must show its ring buffers locked (VmLck >= needed)."""
+    if stats.settings.get("buffers") != "mlock":
         return None
     locked = int(stats.detail.get("locked_bytes") or 0)
     needed = int((stats.detail.get("memlock") or {}).get("needed_bytes") or 0)
     ok = needed > 0 and locked >= needed
     reason = (
         f"the server had {locked} bytes locked (VmLck) for {needed} bytes of ring buffers"
-        + ("" if ok else "; a pinned result needs every buffer locked")
+        + ("" if ok else "; an mlock result needs every buffer locked")
     )
-    return {"name": "pinned", "ok": ok, "locked_bytes": locked, "needed_bytes": needed,
+    return {"name": "mlock", "ok": ok, "locked_bytes": locked, "needed_bytes": needed,
             "pinning": stats.detail.get("pinning"), "reason": reason}
 
 
+def pinned_check(stats: TransportStatistics) -> dict[str, Any] | None:
+    """A run labelled buffers=pinned must show the kernel's pin: every queue's pool listed,
+    whole, among the ring's registered buffers (fdinfo UserBufs), and, for a server
+    without CAP_IPC_LOCK, charged to it (VmPin >= the pools)."""
+    if stats.settings.get("buffers") != "pinned":
+        return None
+    queues = stats.detail.get("per_queue") or []
+    registered = [bool((q.get("registration") or {}).get("pool_registered")) for q in queues]
+    memlock = stats.detail.get("memlock") or {}
+    needed = int(memlock.get("needed_bytes") or 0)
+    charged = not memlock.get("cap_ipc_lock", False)
+    pinned = int(stats.detail.get("pinned_bytes") or 0)
+    ok = bool(queues) and all(registered) and needed > 0 and (not charged or pinned >= needed)
+    reason = (
+        f"{sum(registered)} of {len(queues)} queues show their pool registered in the ring's "
+        f"fdinfo (UserBufs)"
+        + (f"; VmPin {pinned} bytes for {needed} bytes of pools" if charged
+           else "; CAP_IPC_LOCK: nothing charged to VmPin")
+        + ("" if ok else "; a pinned result needs every pool registered (and charged)")
+    )
+    return {"name": "pinned", "ok": ok, "queues_registered": sum(registered),
+            "queues": len(queues), "pinned_bytes": pinned, "needed_bytes": needed,
+            "charged": charged, "pinning": stats.detail.get("pinning"), "reason": reason}
+
+
+def zerocopy_check(stats: TransportStatistics) -> dict[str, Any] | None:
+    """A zerocopy=on run: >= 99% of data-carrying READ/WRITE arrived with lent pages."""
+    if stats.settings.get("zerocopy") != "on":
+        return None
+    buffers = stats.detail.get("buffers") or {}
+    zc, copied = int(buffers.get("zc_requests", 0)), int(buffers.get("copied_requests", 0))
+    total = zc + copied
+    share = zc / total if total else 0.0
+    ok = total > 0 and share >= ZERO_COPY_MIN_SHARE
+    reason = (
+        f"{zc} of {total} data-carrying READ/WRITE requests arrived zero-copied "
+        f"({share:.2%}); at least {ZERO_COPY_MIN_SHARE:.0%} is required for a zerocopy result"
+    )
+    return {"name": "zerocopy", "ok": ok, "share": share, "zero_copied": zc,
+            "copied": copied, "zc_bytes": int(buffers.get("zc_bytes", 0)),
+            "copied_bytes": int(buffers.get("copied_bytes", 0)), "reason": reason}
+
+
 CHECKS: list[Callable[[TransportStatistics], dict[str, Any] | None]] = [
-    ring_share_check,
-    pinned_check,
+    ring_share_check, mlock_check, pinned_check, zerocopy_check,
 ]
 
 

@@ -31,7 +31,16 @@ SERVED_TRANSPORTS = [
     "devfuse",
     "devfuse:threads=2",
     "uring",
+    "uring:buffers=mlock",
+]
+# Protocol 7.46's buffer modes (Linux 7.3+): listed everywhere, run where the kernel offers
+# FUSE_HAS_IO_URING_BUFPOOL (a 7.3 guest), skipped with the reason elsewhere, CI included
+# (its host kernel cannot run them; `ringside guest --kernel 7.3` can).
+POOL_TRANSPORTS = [
+    "uring:buffers=pool",
     "uring:buffers=pinned",
+    "uring:buffers=pool,zerocopy=on",
+    "uring:buffers=pinned,zerocopy=on",
 ]
 # Peers serve the same backing with their own server (qemu-storage-daemon's semantics, not
 # our export's): they share the life-cycle tests, not the semantics suite.
@@ -56,6 +65,39 @@ def require(reason: str | None) -> None:
         if ON_CI:
             pytest.fail(f"CI must be able to mount: {reason}")
         pytest.skip(reason)
+
+
+def bufpool_reason() -> str | None:
+    """None when this kernel offers FUSE-over-io_uring buffer pools (7.46), else why not."""
+    reason = fuse_usable()
+    if reason:
+        return reason
+    enable = Path("/sys/module/fuse/parameters/enable_uring")
+    if enable.exists() and enable.read_text().strip() != "Y":
+        try:
+            enable.write_text("Y\n")
+        except OSError as e:
+            return f"enable_uring is N and cannot be set ({e.strerror})"
+    from transports.fuse.init_probe import kernel_offer
+
+    try:
+        offer = kernel_offer()
+    except Exception as e:  # noqa: BLE001 - any failure to probe is the reason to skip
+        return f"could not read FUSE_INIT from a throwaway mount: {e!r}"
+    if not offer.bufpool:
+        return (
+            f"{offer.describe()} offers no FUSE_HAS_IO_URING_BUFPOOL: a 7.46 mode; run it "
+            "in a 7.3 guest (`ringside guest --kernel 7.3 -- make test`)"
+        )
+    return None
+
+
+def require_transport(spec: str) -> None:
+    """Skip a 7.46 buffer mode on a kernel without pools (on CI too: see POOL_TRANSPORTS)."""
+    if spec in POOL_TRANSPORTS or "buffers=pool" in spec or "buffers=pinned" in spec:
+        reason = bufpool_reason()
+        if reason:
+            pytest.skip(reason)
 
 
 @pytest.fixture(autouse=True)
@@ -160,13 +202,15 @@ def served(
         mounting.unmount_if_mounted(str(path))
 
 
-@pytest.fixture(params=SERVED_TRANSPORTS)
+@pytest.fixture(params=SERVED_TRANSPORTS + POOL_TRANSPORTS)
 def transport_spec(request) -> str:
+    require_transport(request.param)
     return request.param
 
 
-@pytest.fixture(params=SERVED_TRANSPORTS + PEER_TRANSPORTS)
+@pytest.fixture(params=SERVED_TRANSPORTS + POOL_TRANSPORTS + PEER_TRANSPORTS)
 def any_transport_spec(request) -> str:
+    require_transport(request.param)
     return request.param
 
 

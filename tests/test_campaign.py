@@ -33,10 +33,34 @@ def test_plan_interleaves_and_alternates_order():
 
 
 def test_shipped_suites_name_shipped_scenarios():
-    assert {"quick", "full"} <= set(known_suites())
+    assert {"quick", "full", "buffers"} <= set(known_suites())
     for name in known_suites():
-        for scenario in load_suite(name).scenarios:
+        suite = load_suite(name)
+        for scenario in suite.scenarios:
             load_scenario(scenario)
+        for spec in suite.transports or ():
+            parse_spec(spec)  # every named transport parses
+
+
+def test_buffers_suite_names_every_mode_beside_the_other_servers():
+    suite = load_suite("buffers")
+    settings = [parse_spec(t).settings for t in suite.transports if t.startswith("uring")]
+    modes = {(s["buffers"], s["zerocopy"]) for s in settings}
+    assert modes == {("mapped", False), ("mlock", False), ("pool", False), ("pinned", False),
+                     ("pool", True), ("pinned", True)}
+    assert {"pyfuse3", "devfuse"} <= set(suite.transports)
+
+
+def test_buffers_suite_refuses_whole_on_a_kernel_without_pools(tmp_path):
+    from conftest import bufpool_reason
+
+    require(fuse_usable())
+    if bufpool_reason() is None:
+        pytest.skip("this kernel offers pools: the suite runs here")
+    proc = ringside("campaign", "buffers", "--out", str(tmp_path), "--runtime", "1")
+    assert proc.returncode != 0
+    assert "ringside guest --kernel 7.3" in proc.stderr, proc.stderr
+    assert not list(tmp_path.rglob("*.json")), "a refused campaign wrote results"
 
 
 def ringside(*args: str, **kw) -> subprocess.CompletedProcess:

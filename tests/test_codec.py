@@ -45,7 +45,6 @@ KERNEL_SIZES = {
     "FORGET_ONE": 16,
     "BATCH_FORGET_IN": 8,
     "URING_ENT_IN_OUT": 32,
-    "URING_CMD_REQ": 24,
 }
 
 
@@ -73,7 +72,11 @@ def test_binding_compiled_from_the_same_abi_header() -> None:
         ffi.offsetof("struct fuse_uring_req_header", "ring_ent_in_out")
         == abi.URING_REQ_ENT_IN_OUT_OFFSET
     )
-    assert ffi.sizeof("struct fuse_uring_cmd_req") == abi.URING_CMD_REQ.size
+    assert ffi.sizeof("struct fuse_uring_cmd_req") == abi.URING_CMD_REQ_SIZE == 40
+    assert ffi.offsetof("struct fuse_uring_cmd_req", "bufpool") == abi.URING_CMD_REQ_BUFPOOL_OFFSET
+    assert binding.lib.FUSE_IO_URING_CMD_ADD_BUFPOOL == abi.URING_CMD_ADD_BUFPOOL == 4
+    # the ring counts READ/WRITE by the header's two opcodes; abi.py has the whole table
+    assert (binding.lib.FUSE_READ, binding.lib.FUSE_WRITE) == (abi.READ, abi.WRITE)
     assert ffi.sizeof("struct fuse_out_header") == abi.OUT_HEADER.size
     assert binding.lib.FUSE_IO_URING_CMD_COMMIT_AND_FETCH == 2
 
@@ -103,8 +106,8 @@ def test_abi_field_offsets() -> None:
     assert _offsets(abi.ATTR_OUT, 18)[:3] == [0, 8, 16]  # attr starts at 16
     assert _offsets(abi.READ_IN, 6) == [0, 8, 16, 20, 24, 32]
     assert _offsets(abi.READ_IN_HEAD, 2) == [8, 16]
-    assert _offsets(abi.URING_ENT_IN_OUT, 4) == [0, 8, 16, 24]
-    assert _offsets(abi.URING_CMD_REQ, 3) == [0, 8, 16]
+    assert _offsets(abi.URING_ENT_IN_OUT, 5) == [0, 8, 16, 20, 24]
+    assert abi.URING_ENT_OFFSET_OFFSET == 20
 
 
 _C_CHECK = r"""

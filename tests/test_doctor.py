@@ -33,6 +33,7 @@ def test_doctor_reports_every_capability():
         "possible CPUs",
         "fusectl",
         "kernel.io_uring_disabled",
+        "FUSE buffer pools (7.46)",
     ):
         assert name in proc.stdout
 

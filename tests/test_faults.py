@@ -178,7 +178,7 @@ def test_fault_during_fio_fails_the_run_and_the_next_run_works(
 
     again = ringside("run", QUICK_SCENARIO, "-t", spec, "--runtime", "1", "--backing",
                      "memory:64M", "--mountpoint", str(mountpoint), "--out", str(out),
-                     tmp=tmp_path)
+                     tmp=tmp_path, timeout=120 * SLOW)
     assert again.returncode == 0, again.stderr
     assert len(list(out.glob("*.json"))) == 1
     assert_nothing_left(mountpoint, jobs)

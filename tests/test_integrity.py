@@ -5,7 +5,7 @@ the server is gone: fio writes (random offsets and sizes, several jobs, iodepth 
 and verifies through the mount, then fio verifies the backing file itself once the
 server stopped; and our own writer puts a known random image through the mount in
 unaligned pieces from several jobs at once, and the backing file must equal it byte for
-byte. The ring runs at depth 1 and 64 besides its default 8, mapped and pinned.
+byte. The ring runs at depth 1 and 64 besides its default 8, in every buffer mode.
 """
 
 from __future__ import annotations
@@ -22,15 +22,25 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PEER_TRANSPORTS, SERVED_TRANSPORTS, require, served
+from conftest import (
+    PEER_TRANSPORTS,
+    POOL_TRANSPORTS,
+    SERVED_TRANSPORTS,
+    require,
+    require_transport,
+    served,
+)
 
 pytestmark = pytest.mark.mount
 
 MiB = 1 << 20
 RING_DEPTHS = [
-    f"uring:depth={depth}{buffers}" for depth in (1, 64) for buffers in ("", ",buffers=pinned")
+    f"uring:depth={depth}{buffers}" for depth in (1, 64) for buffers in ("", ",buffers=mlock")
 ]
-INTEGRITY_TRANSPORTS = SERVED_TRANSPORTS + RING_DEPTHS + PEER_TRANSPORTS
+POOL_DEPTHS = [f"{spec},depth={depth}" for spec in POOL_TRANSPORTS for depth in (1, 64)]
+INTEGRITY_TRANSPORTS = (
+    SERVED_TRANSPORTS + RING_DEPTHS + POOL_TRANSPORTS + POOL_DEPTHS + PEER_TRANSPORTS
+)
 JOBS = 4
 IODEPTH = 16
 
@@ -47,6 +57,7 @@ KNOWN_PEER_CORRUPTION = {
 
 @pytest.fixture(params=INTEGRITY_TRANSPORTS)
 def spec(request) -> str:
+    require_transport(request.param)
     return request.param
 
 

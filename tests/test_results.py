@@ -111,8 +111,33 @@ def test_stem_sorts_by_scenario_then_time() -> None:
 def test_unknown_format_version_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "future.json"
     path.write_text(json.dumps({"format_version": 99}))
-    with pytest.raises(ResultError, match="format_version 99.*reads 1"):
+    with pytest.raises(ResultError, match="format_version 99.*reads 1, 2"):
         read_result(path)
+
+
+def test_version_1_pinned_is_read_as_mlock(tmp_path: Path) -> None:
+    """In formats 1 and 2 uring:buffers=pinned meant user-space mlock; 3 calls that mlock."""
+    old = {
+        "format_version": 1,
+        "transport": {"name": "uring", "spec": "uring:depth=8,buffers=pinned,pin=off",
+                      "settings": {"depth": 8, "buffers": "pinned"}},
+        "transport_stats": {"settings": {"buffers": "pinned"}, "pinning": "user-space mlock"},
+        "checks": [{"name": "ring_share", "ok": True}, {"name": "pinned", "ok": True}],
+    }
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old))
+    data = read_result(path)
+    assert data["format_version"] == FORMAT_VERSION == 3 and data["upgraded_from"] == 1
+    assert data["transport"]["spec"] == "uring:depth=8,buffers=mlock,pin=off"
+    assert data["transport"]["settings"]["buffers"] == "mlock"
+    assert data["transport_stats"]["settings"]["buffers"] == "mlock"
+    assert [c["name"] for c in data["checks"]] == ["ring_share", "mlock"]
+    # a version-2 file (before protocol 7.46 modes) meant mlock too
+    path.write_text(json.dumps(dict(old, format_version=2)))
+    assert read_result(path)["transport"]["spec"] == "uring:depth=8,buffers=mlock,pin=off"
+    # a version-3 file's pinned is the kernel pin and stays pinned
+    path.write_text(json.dumps(dict(old, format_version=3)))
+    assert read_result(path)["transport"]["spec"] == "uring:depth=8,buffers=pinned,pin=off"
 
 
 @pytest.mark.parametrize("text", ['{"kind": "run"}', "not json", "[1, 2]"])

@@ -468,6 +468,9 @@ def test_parse_output_skips_warnings() -> None:
 
 
 # -- the ring check -----------------------------------------------------------------------------
+_typed = TransportStatistics.from_dict  # a statistics document as the runner reads it
+
+
 def _stats(**fields: Any) -> TransportStatistics:
     fields.setdefault("requests", 10)
     return TransportStatistics(transport="t", settings=fields.pop("settings", {}), **fields)
@@ -527,32 +530,64 @@ def test_per_io_figures() -> None:
     assert json.dumps(metrics.per_io(server, {"ctx": 0}, 0, 0)) == "{}"
 
 
-def test_pinned_check_demands_locked_buffers() -> None:
+def test_mlock_check_demands_locked_buffers() -> None:
+    from harness.runner import CheckError, check_statistics, mlock_check
+
+    assert mlock_check(_typed({"settings": {"buffers": "mapped"}, "locked_bytes": 0})) is None
+    good = {"settings": {"buffers": "mlock"}, "locked_bytes": 5 << 20,
+            "memlock": {"needed_bytes": 4 << 20}}
+    assert mlock_check(_typed(good))["ok"]
+    bad = dict(good, locked_bytes=1 << 20)
+    assert not mlock_check(_typed(bad))["ok"]
+    with pytest.raises(CheckError, match="mlock check failed"):
+        check_statistics(_typed(bad))
+
+
+def test_pinned_check_demands_registered_pools_and_the_charge() -> None:
     from harness.runner import CheckError, check_statistics, pinned_check
 
-    assert pinned_check(_stats(settings={"buffers": "mapped"}, detail={"locked_bytes": 0})) is None
-    memlock = {"needed_bytes": 4 << 20}
-    good = _stats(settings={"buffers": "pinned"},
-                  detail={"locked_bytes": 5 << 20, "memlock": memlock})
-    assert pinned_check(good)["ok"]
-    bad = _stats(settings={"buffers": "pinned"},
-                 detail={"locked_bytes": 1 << 20, "memlock": memlock})
-    assert not pinned_check(bad)["ok"]
+    assert pinned_check(_typed({"settings": {"buffers": "mlock"}})) is None
+    queue = {"registration": {"pool_registered": True}}
+    good = {"settings": {"buffers": "pinned"}, "per_queue": [queue, queue],
+            "memlock": {"needed_bytes": 4 << 20, "cap_ipc_lock": False},
+            "pinned_bytes": 4 << 20}
+    assert pinned_check(_typed(good))["ok"]
+    as_root = dict(good, memlock={"needed_bytes": 4 << 20, "cap_ipc_lock": True},
+                   pinned_bytes=0)
+    assert pinned_check(_typed(as_root))["ok"]  # nothing is charged with CAP_IPC_LOCK
+    uncharged = dict(good, pinned_bytes=1 << 20)
+    assert not pinned_check(_typed(uncharged))["ok"]
+    one_missing = dict(good, per_queue=[queue, {"registration": {"pool_registered": False}}])
+    assert not pinned_check(_typed(one_missing))["ok"]
     with pytest.raises(CheckError, match="pinned check failed"):
-        check_statistics(bad)
+        check_statistics(_typed(one_missing))
+
+
+def test_zerocopy_check_demands_the_share() -> None:
+    from harness.runner import CheckError, check_statistics, zerocopy_check
+
+    assert zerocopy_check(_typed({"settings": {"zerocopy": "off"}})) is None
+    good = {"settings": {"zerocopy": "on"}, "buffers": {"zc_requests": 990,
+                                                        "copied_requests": 10}}
+    assert zerocopy_check(_typed(good))["ok"]
+    bad = dict(good, buffers={"zc_requests": 980, "copied_requests": 20})
+    assert not zerocopy_check(_typed(bad))["ok"]
+    assert not zerocopy_check(_typed(dict(good, buffers={})))["ok"]  # nothing carried: no proof
+    with pytest.raises(CheckError, match="zerocopy check failed"):
+        check_statistics(_typed(bad))
 
 
 @pytest.mark.mount
 @pytest.mark.skipif(os.geteuid() != 0, reason="enable_uring and mlock as root")
-def test_pinned_uring_run_proves_its_lock(tmp_path: Path) -> None:
+def test_mlock_uring_run_proves_its_lock(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "harness", "run", "randread-4k-qd1", "-t", "uring:buffers=pinned",
+        [sys.executable, "-m", "harness", "run", "randread-4k-qd1", "-t", "uring:buffers=mlock",
          "--backing", "memory:64M", "--runtime", "1", "--out", str(tmp_path)],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(Path(proc.stdout.split()[-1]).read_text())
     checks = {c["name"]: c for c in data["checks"]}
-    assert checks["pinned"]["ok"] and checks["ring_share"]["ok"]
-    assert checks["pinned"]["locked_bytes"] >= checks["pinned"]["needed_bytes"] > 0
+    assert checks["mlock"]["ok"] and checks["ring_share"]["ok"]
+    assert checks["mlock"]["locked_bytes"] >= checks["mlock"]["needed_bytes"] > 0
     assert "mlock" in data["transport_stats"]["pinning"]

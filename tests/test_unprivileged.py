@@ -44,6 +44,7 @@ from conftest import (
     SERVED_TRANSPORTS,
     read_until_ready,
     require,
+    require_transport,
 )
 from transports.fuse import mounting
 from transports.ring.queue import HEADER_BUFFER, payload_size, possible_cpus
@@ -55,10 +56,13 @@ pytestmark = [
 
 USER_PATH = "/usr/local/bin:/usr/bin:/bin"
 MEMLOCK_DEFAULT = 8 << 20  # Linux's default RLIMIT_MEMLOCK since 5.16
-# Pinned at the default depth needs more than that; depth=1 fits, so pinned still runs.
+# mlock and pinned at the default depth need more than that; depth=1 fits, so they still
+# run. The 7.46 modes skip on a kernel without pools; zero-copy needs CAP_SYS_ADMIN.
 USER_TRANSPORTS = [
-    t for t in SERVED_TRANSPORTS if t != "uring:buffers=pinned"
-] + ["uring:buffers=pinned,depth=1"] + PEER_TRANSPORTS
+    t for t in SERVED_TRANSPORTS if t != "uring:buffers=mlock"
+] + [
+    "uring:buffers=mlock,depth=1", "uring:buffers=pool", "uring:buffers=pinned,depth=1"
+] + PEER_TRANSPORTS
 
 
 @dataclass
@@ -180,6 +184,7 @@ def userdir(user: User, request) -> Iterator[Path]:
 
 @pytest.fixture(params=USER_TRANSPORTS)
 def user_transport(request) -> str:
+    require_transport(request.param)
     return request.param
 
 
@@ -231,8 +236,12 @@ def test_serve_as_a_user(user, userdir, user_transport):
     if user_transport.startswith("uring"):
         # The ring itself, not a fallback to /dev/fuse.
         assert data["requests_ring"] > 0.9 * data["requests"], data
-        if "pinned" in user_transport:
+        if "mlock" in user_transport:
             assert data["locked_bytes"] >= data["memlock"]["needed_bytes"] > 0
+        if "pinned" in user_transport:
+            # Without CAP_IPC_LOCK io_uring charges the registered pools to the user.
+            assert data["pinned_bytes"] >= data["memlock"]["needed_bytes"] > 0
+            assert all(q["registration"]["pool_registered"] for q in data["per_queue"])
 
 
 def test_run_as_a_user(user, userdir, user_transport):
@@ -244,33 +253,38 @@ def test_run_as_a_user(user, userdir, user_transport):
     assert result.stat().st_uid == user.uid
     data = json.loads(result.read_text())
     assert data["summary"]["total_ios"] > 0
-    assert all(c["ok"] for c in data["checks"])  # ring share, and the lock for pinned
+    assert all(c["ok"] for c in data["checks"])  # ring share, the lock or the pin
     assert not [m for m in mounting.fuse_mounts() if m.path.startswith(str(user.home))]
     assert not [p for p in user.processes() if p], "the run left a process of the user's"
 
 
-def _pinned_needs(depth: int = 8) -> int:
+def _memlock_needs(mode: str, depth: int = 8) -> int:
     from transports.fuse.devloop import MAX_WRITE
 
     page = os.sysconf("SC_PAGE_SIZE")
-    return len(possible_cpus()) * depth * (HEADER_BUFFER + payload_size(MAX_WRITE,
-                                                                        MAX_WRITE // page))
+    payload = payload_size(MAX_WRITE, MAX_WRITE // page)
+    per_entry = HEADER_BUFFER + payload if mode == "mlock" else payload
+    return len(possible_cpus()) * depth * per_entry
 
 
+@pytest.mark.parametrize("mode", ["mlock", "pinned"])
 @pytest.mark.parametrize("command", ["serve", "run"])
-def test_pinned_under_the_default_memlock_limit_names_the_bytes(user, userdir, command):
-    needed = _pinned_needs()
-    assert needed > MEMLOCK_DEFAULT, "pinned would fit: this test shows nothing here"
+def test_locking_under_the_default_memlock_limit_names_the_bytes(user, userdir, command, mode):
+    spec = f"uring:buffers={mode}"
+    require_transport(spec)
+    needed = _memlock_needs(mode)
+    assert needed > MEMLOCK_DEFAULT, f"{mode} would fit: this test shows nothing here"
     if command == "serve":
-        proc = user.ringside("serve", str(userdir / "disk.img"), "-t", "uring:buffers=pinned",
+        proc = user.ringside("serve", str(userdir / "disk.img"), "-t", spec,
                              "--backing", "memory:16M", timeout=60)
     else:
-        proc = user.ringside("run", "randread-4k-qd1", "-t", "uring:buffers=pinned",
+        proc = user.ringside("run", "randread-4k-qd1", "-t", spec,
                              "--runtime", "1", "--backing", "memory:16M", "--out",
                              str(userdir / "o"), timeout=60)
     assert proc.returncode == 1, proc.stderr
     msg = proc.stderr
-    assert f"buffers=pinned needs {needed} bytes of locked memory" in msg
+    what = "locked memory" if mode == "mlock" else "memory pinned by io_uring"
+    assert f"buffers={mode} needs {needed} bytes of {what}" in msg
     assert f"RLIMIT_MEMLOCK is {MEMLOCK_DEFAULT} bytes" in msg
     assert f"ulimit -l {-(-needed // 1024)}" in msg and "buffers=mapped" in msg
     assert "Traceback" not in msg
@@ -390,3 +404,12 @@ def test_fault_during_a_users_run(user, userdir, user_transport, fault):
                           "--out", str(out))
     assert again.returncode == 0, again.stderr
     assert_nothing_left(mountpoint, jobs)
+
+
+def test_zerocopy_as_a_user_names_cap_sys_admin(user, userdir):
+    proc = user.ringside("serve", str(userdir / "disk.img"), "-t",
+                         "uring:buffers=pool,zerocopy=on", "--backing", "memory:16M", timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    assert "zerocopy=on needs CAP_SYS_ADMIN" in proc.stderr and "zerocopy=off" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert mounting.find_mount(str(userdir / "disk.img")) is None

@@ -126,7 +126,7 @@ def _fio(path: Path, workdir: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 # -- data -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("buffers", ["mapped", "pinned"])
+@pytest.mark.parametrize("buffers", ["mapped", "mlock"])
 def test_round_trips_at_odd_offsets(tmp_path, buffers):
     path = tmp_path / "disk.img"
     with serving(path, f"uring:buffers={buffers}") as server:
@@ -162,7 +162,7 @@ FIO_CASES = {
 }
 
 
-@pytest.mark.parametrize("buffers", ["mapped", "pinned"])
+@pytest.mark.parametrize("buffers", ["mapped", "mlock"])
 @pytest.mark.parametrize("case", sorted(FIO_CASES))
 def test_fio_verify(tmp_path, buffers, case):
     path = tmp_path / "disk.img"
@@ -210,16 +210,16 @@ def test_statistics_report_effective_settings(tmp_path):
         assert q["ring"]["fixed_file"] is True
         assert q["dead_entries"] == 4  # after teardown every entry completed
         assert set(q["entry_errors"]) <= {"ENOTCONN", "ECONNABORTED"}
-    assert "mlock" not in stats["pinning"] or stats["settings"]["buffers"] == "pinned"
+    assert "mlock" not in stats["pinning"] or stats["settings"]["buffers"] == "mlock"
 
 
 def test_spec_options_are_validated():
     assert parse_spec("uring").settings == {
-        "depth": 8, "buffers": "mapped", "pin": True, "sched": "normal"
+        "depth": 8, "buffers": "mapped", "zerocopy": False, "pin": True, "sched": "normal"
     }
     with pytest.raises(SpecError, match="positive"):
         parse_spec("uring:depth=0")
-    with pytest.raises(SpecError, match="mapped, pinned"):
+    with pytest.raises(SpecError, match="mapped, mlock, pool, pinned"):
         parse_spec("uring:buffers=huge")
     with pytest.raises(SpecError, match="on or off"):
         parse_spec("uring:pin=maybe")
@@ -239,17 +239,17 @@ def test_sched_idle_applies_to_queue_threads(tmp_path):
     assert os.sched_getscheduler(0) == os.SCHED_OTHER  # only the queue threads changed
 
 
-# -- pinned memory --------------------------------------------------------------------------
-def test_pinned_buffers_are_locked(tmp_path):
+# -- mlocked memory --------------------------------------------------------------------------
+def test_mlock_buffers_are_locked(tmp_path):
     path = tmp_path / "disk.img"
-    with serving(path, "uring:buffers=pinned,depth=2") as server:
+    with serving(path, "uring:buffers=mlock,depth=2") as server:
         stats = server.stats()
     server.wait_returned()
     s = stats["settings"]
     needed = s["queues"] * s["depth"] * (s["header_buffer"] + s["payload_buffer"])
     assert stats["memlock"]["needed_bytes"] == needed
     assert stats["locked_bytes"] >= needed  # VmLck proves mlock took
-    assert "user-space mlock" in stats["pinning"]
+    assert "mlock" in stats["pinning"]
 
 
 MEMLOCK_CHILD = """
@@ -257,7 +257,7 @@ import sys
 from transports.export.backing import parse_backing
 from transports.base import TransportUnavailable, parse_spec
 from transports.export.image import Export
-t = parse_spec("uring:buffers=pinned").create()
+t = parse_spec("uring:buffers=mlock").create()
 try:
     t.serve(Export(parse_backing("memory:1M")), sys.argv[1], lambda: None)
 except TransportUnavailable as e:
@@ -268,7 +268,7 @@ print("served")
 
 
 @pytest.mark.needs("user_tools")
-def test_pinned_fails_under_a_lowered_memlock_limit(tmp_path):
+def test_mlock_fails_under_a_lowered_memlock_limit(tmp_path):
     path = tmp_path / "disk.img"
     path.touch()
     cmd = [sys.executable, "-c", MEMLOCK_CHILD, str(path)]

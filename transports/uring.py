@@ -11,7 +11,20 @@ counted apart.
 
 Per request the queue thread makes two cffi calls and one codec call: the C helper
 writes the out header and the SQE, submits, waits (GIL released) and returns the next
-(entry, payload size); the codec reads and writes the preallocated buffer views.
+(entry, payload buffer, payload size); the codec reads and writes the preallocated
+buffer views.
+
+Payload buffers (`buffers=`): mapped and mlock give every entry its own (the 6.14
+protocol; mlock populates and locks them from user space). Protocol 7.46 (Linux 7.3)
+adds pools: pool = ADD_QUEUE and one ADD_BUFPOOL per queue, entries registered without
+payload, each request's data at pool + offset in a slot the kernel picks; pinned = the
+same pool registered with the ring's io_uring (the kernel pins it long-term) and named
+by every command. zerocopy=on (with a pool) adds zero-copy queues: the codec answers
+OPEN with FOPEN_IO_URING_ZERO_COPY, the kernel lends the client's pages of a READ or
+WRITE to the entry's slot of the ring's buffer table, and the export moves the data
+between its backing and those pages (READ_FIXED / WRITE_FIXED, submitted by the C
+helper on the same ring) without the data passing through the pool. Modes the kernel
+cannot serve are refused before the export is mounted, never replaced by another.
 
 Scheduling: the kernel queues a request on the queue of the CPU its caller runs on, so
 with pin=on the serving thread is always on the client's CPU. With sched=normal the
@@ -54,12 +67,16 @@ from transports.base import (
 from transports.export.image import Export
 from transports.fuse import abi, devloop, mounting
 from transports.fuse.codec import Codec, merge_counters
+from transports.fuse.init_probe import KernelOffer, kernel_offer
+from transports.fuse.mounting import MountError
 from transports.ring.queue import (
+    BUFFER_MODES,
+    CAP_IPC_LOCK,
     CAP_SYS_ADMIN,
     HEADER_BUFFER,
     IO_URING_GROUP,
-    PINNING_NONE,
-    PINNING_USERSPACE,
+    PINNING,
+    POOL_MODES,
     Arena,
     Ring,
     enable_uring,
@@ -68,6 +85,7 @@ from transports.ring.queue import (
     locked_bytes,
     memlock_check,
     payload_size,
+    pinned_bytes,
     possible_cpus,
 )
 
@@ -105,6 +123,7 @@ class _Queue:
         self.no_reply = 0  # requests the codec answered with "no reply": refused with EIO
         self.ring_counters: dict = {}
         self.ring_settings: dict = {}
+        self.registration: dict | None = None  # pinned: the pool as fdinfo shows it
         self.dead_entries = 0
 
     def stats(self) -> dict[str, Any]:
@@ -124,6 +143,7 @@ class _Queue:
             "errors": codec["errors"],
             "ops": codec["ops"],
             "ring": dict(self.ring_settings, **self.ring_counters),
+            "registration": self.registration,
             "entry_errors": dict(self.entry_errors),
             "dead_entries": self.dead_entries,
             "no_reply": self.no_reply,
@@ -139,8 +159,14 @@ class UringTransport(Transport):
     options: ClassVar[dict[str, Option]] = {
         "depth": Option(positive_int, 8, "ring entries per queue"),
         "buffers": Option(
-            str, "mapped", "mapped: ordinary memory; pinned: page aligned, populated, mlocked",
-            choices=("mapped", "pinned"),
+            str, "mapped", "mapped: per-entry, ordinary memory; mlock: per-entry, populated "
+            "and mlocked; pool: one pool per queue (7.46); pinned: the pool registered with "
+            "io_uring, pinned by the kernel (7.46)",
+            choices=BUFFER_MODES,
+        ),
+        "zerocopy": Option(
+            on_off, False, "on: zero-copy READ/WRITE via the client's lent pages (7.46, "
+            "buffers=pool|pinned, CAP_SYS_ADMIN)",
         ),
         "pin": Option(on_off, True, "pin each queue thread to its CPU (on|off)"),
         "sched": Option(
@@ -153,7 +179,9 @@ class UringTransport(Transport):
     def __init__(self, settings: dict[str, Any]):
         super().__init__(settings)
         self._depth = int(settings.get("depth", 8))
-        self._pinned = settings.get("buffers", "mapped") == "pinned"
+        self._buffers = str(settings.get("buffers", "mapped"))
+        zc = settings.get("zerocopy", False)
+        self._zero_copy = on_off(zc) if isinstance(zc, str) else bool(zc)
         pin = settings.get("pin", True)
         self._pin = on_off(pin) if isinstance(pin, str) else bool(pin)
         self._sched_idle = settings.get("sched", "normal") == "idle"
@@ -170,6 +198,8 @@ class UringTransport(Transport):
         self._payload = 0
         self._memlock: dict | None = None
         self._locked_bytes = 0
+        self._pinned_bytes = 0
+        self._offer: KernelOffer | None = None
         self._enable_uring: str | None = None
         self._ready_via_ring: bool | None = None
         self._aborted_via_fusectl = False
@@ -209,29 +239,78 @@ class UringTransport(Transport):
                 )
         if os.geteuid() != 0 and not os.access("/dev/fuse", os.R_OK | os.W_OK):
             raise TransportUnavailable("/dev/fuse is not readable and writable by this user")
+        if self._buffers not in BUFFER_MODES:
+            raise TransportUnavailable(
+                f"buffers={self._buffers} is not one of {', '.join(BUFFER_MODES)}"
+            )
+        if self._zero_copy and self._buffers not in POOL_MODES:
+            raise TransportUnavailable(
+                f"zerocopy=on needs a pool: use buffers=pool or buffers=pinned, not "
+                f"buffers={self._buffers}"
+            )
+        if self._zero_copy and not has_capability(CAP_SYS_ADMIN):
+            raise TransportUnavailable(
+                "zerocopy=on needs CAP_SYS_ADMIN (the kernel refuses zero-copy queues to "
+                "other servers with EPERM): run the server as root, or use zerocopy=off"
+            )
+        if self._buffers in POOL_MODES or self._zero_copy:
+            self._require_bufpool()
+
+    def _mode_words(self) -> str:
+        return f"buffers={self._buffers}" + (",zerocopy=on" if self._zero_copy else "")
+
+    def _require_bufpool(self) -> None:
+        """Refuse pool modes before mounting when the kernel does not offer pools."""
+        try:
+            offer = kernel_offer()
+        except (MountError, OSError, TimeoutError, RuntimeError) as e:
+            raise TransportUnavailable(
+                f"{self._mode_words()} needs FUSE_HAS_IO_URING_BUFPOOL, and whether this "
+                f"kernel (Linux {os.uname().release}) offers it could not be read from a "
+                f"throwaway mount: {e}"
+            ) from e
+        self._offer = offer
+        if not offer.bufpool:
+            raise TransportUnavailable(
+                f"{self._mode_words()} needs FUSE-over-io_uring buffer pools (protocol 7.46, "
+                f"Linux 7.3+), and this kernel ({offer.describe()}) does not offer "
+                f"FUSE_HAS_IO_URING_BUFPOOL in FUSE_INIT (read from a throwaway mount "
+                f"before mounting the export): run it in a 7.3 guest with "
+                f"`ringside guest --kernel 7.3 -- ...`, or use buffers=mlock (user-space "
+                f"locking) or buffers=mapped here"
+            )
 
     # -- life cycle -----------------------------------------------------------------------
     def serve(self, export: Export, mountpoint: str, on_ready: Callable[[], None]) -> None:
         self.check_available()
         mountpoint = os.path.abspath(mountpoint)
         cpus = possible_cpus()
-        init_codec = Codec(export, want_uring=True, max_write=MAX_WRITE)
+        init_codec = Codec(
+            export, want_uring=True, max_write=MAX_WRITE, uring_zero_copy=self._zero_copy
+        )
         self._devfuse_codec = init_codec
         self._payload = payload_size(init_codec.max_write, init_codec.max_pages)
-        needed = len(cpus) * self._depth * (HEADER_BUFFER + self._payload)
-        if self._pinned:
-            self._check_memlock(needed, len(cpus))
+        mlock = self._buffers == "mlock"
+        if mlock:
+            needed = len(cpus) * self._depth * (HEADER_BUFFER + self._payload)
+            self._check_memlock(needed, len(cpus), HEADER_BUFFER + self._payload, "mlock")
+        elif self._buffers == "pinned":
+            # io_uring charges the registered pools (one slot per entry) to RLIMIT_MEMLOCK.
+            needed = len(cpus) * self._depth * self._payload
+            self._check_memlock(needed, len(cpus), self._payload, "pinned")
+        else:
+            needed = 0
         arenas: list[Arena] = []
         wake_fds: list[int] = []
         fd = -1
         try:
             try:
                 for _ in cpus:
-                    arenas.append(Arena(self._depth, self._payload, self._pinned))
+                    arenas.append(Arena(self._depth, self._payload, self._buffers))
             except OSError as e:
-                if self._pinned and e.errno in (errno.ENOMEM, errno.EPERM, errno.EAGAIN):
+                if mlock and e.errno in (errno.ENOMEM, errno.EPERM, errno.EAGAIN):
                     raise TransportUnavailable(
-                        f"buffers=pinned: mlock of {needed} bytes failed ({e.strerror}); "
+                        f"buffers=mlock: mlock of {needed} bytes failed ({e.strerror}); "
                         f"{self._memlock_fix(needed)}"
                     ) from e
                 raise
@@ -284,7 +363,8 @@ class UringTransport(Transport):
         negotiated = self._devfuse_codec.negotiated if self._devfuse_codec else None
         settings = {
             "depth": self._depth,
-            "buffers": "pinned" if self._pinned else "mapped",
+            "buffers": self._buffers,
+            "zerocopy": "on" if self._zero_copy else "off",
             "pin": "on" if self._pin else "off",
             "sched": "idle" if self._sched_idle else "normal",
             "queues": len(self._queues),
@@ -303,8 +383,11 @@ class UringTransport(Transport):
             detail={
                 "per_queue": per_queue,
                 "locked_bytes": self._locked_bytes,
+                "pinned_bytes": self._pinned_bytes,
                 "memlock": self._memlock,
-                "pinning": PINNING_USERSPACE if self._pinned else PINNING_NONE,
+                "pinning": PINNING[self._buffers],
+                "buffers": _buffer_totals(per_queue),
+                "kernel_offer": self._offer.as_dict() if self._offer else None,
                 "enable_uring": self._enable_uring,
                 "first_request_via_ring": self._ready_via_ring,
                 "teardown": dict(self._teardown),
@@ -312,13 +395,17 @@ class UringTransport(Transport):
         )
 
     # -- setup ----------------------------------------------------------------------------
-    def _check_memlock(self, needed: int, queues: int) -> None:
+    def _check_memlock(self, needed: int, queues: int, per_entry: int, mode: str) -> None:
         check = memlock_check(needed)
         self._memlock = check.as_dict()
         if not check.fits:
+            what = (
+                "locked memory" if mode == "mlock"
+                else "memory pinned by io_uring (charged to RLIMIT_MEMLOCK)"
+            )
             raise TransportUnavailable(
-                f"buffers=pinned needs {needed} bytes of locked memory ({queues} queues x "
-                f"{self._depth} entries x {HEADER_BUFFER + self._payload} bytes) but "
+                f"buffers={mode} needs {needed} bytes of {what} ({queues} queues x "
+                f"{self._depth} entries x {per_entry} bytes) but "
                 f"RLIMIT_MEMLOCK is {check.limit} bytes ({check.limit // 1024} KiB, "
                 f"{check.already_locked} bytes already locked); {self._memlock_fix(needed)}"
             )
@@ -356,6 +443,12 @@ class UringTransport(Transport):
                 "FUSE_OVER_IO_URING in FUSE_INIT"
             )
             raise TransportUnavailable(f"FUSE-over-io_uring was not negotiated: {cause}")
+        if (self._buffers in POOL_MODES or self._zero_copy) and not neg.uring_bufpool_offered:
+            # The probe said yes; the export's own connection says no: still no fallback.
+            raise TransportUnavailable(
+                f"{self._mode_words()}: the kernel (FUSE protocol 7.{neg.kernel_minor}) did "
+                "not offer FUSE_HAS_IO_URING_BUFPOOL in this mount's FUSE_INIT"
+            )
         required = payload_size(neg.max_write, neg.max_pages)
         if required > self._payload:
             raise UringError(f"negotiated payload {required} exceeds buffers of {self._payload}")
@@ -365,7 +458,9 @@ class UringTransport(Transport):
         )
         self._devfuse_thread.start()
         for qid, cpu in enumerate(cpus):
-            qcodec = Codec(export, want_uring=True, max_write=MAX_WRITE)
+            qcodec = Codec(
+                export, want_uring=True, max_write=MAX_WRITE, uring_zero_copy=self._zero_copy
+            )
             qcodec.adopt(neg)
             self._queues.append(_Queue(qid, cpu, arenas[qid], qcodec, wake_fds[qid]))
         for q in self._queues:
@@ -379,6 +474,9 @@ class UringTransport(Transport):
                 raise UringError(f"queue {q.qid} did not register within {_SETUP_TIMEOUT}s")
             if q.failure is not None:
                 raise UringError(f"queue {q.qid} failed to start: {q.failure}") from q.failure
+        if self._buffers == "pinned" and not has_capability(CAP_IPC_LOCK):
+            # io_uring charged every registered pool to this process (VmPin).
+            self._pinned_bytes = pinned_bytes()
         if self._stopping or not self._answering(mountpoint):
             return
         on_ready()
@@ -412,8 +510,16 @@ class UringTransport(Transport):
                 # other one (and its next request to the other queue) on every request.
                 os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
             q.policy = _POLICY_NAMES.get(os.sched_getscheduler(0), "other")
-            q.ring = Ring(q.qid, q.arena, fd, q.wake_fd)
+            q.ring = Ring(q.qid, q.arena, fd, q.wake_fd, zero_copy=self._zero_copy)
             q.ring_settings = q.ring.settings()
+            if self._buffers == "pinned":
+                q.registration = q.ring.registration()
+                if not q.registration["pool_registered"]:
+                    raise UringError(
+                        f"queue {q.qid}: the ring's fdinfo does not list the pool "
+                        f"({q.registration['pool_address']}, {q.arena.pool_size} bytes) "
+                        f"among its UserBufs: {q.registration['user_bufs']}"
+                    )
             q.ring.register()
             q.registered.set()
             self._ring_loop(q, q.ring)
@@ -433,10 +539,15 @@ class UringTransport(Transport):
 
         idx_bits = lib.RS_IDX_BITS
         idx_mask = (1 << idx_bits) - 1
+        buf_mask = (1 << lib.RS_BUF_BITS) - 1
+        size_shift = lib.RS_SIZE_SHIFT
+        lent_bit = lib.RS_ZERO_COPY
         entry_error, woken = lib.RS_ENTRY_ERROR, lib.RS_WOKEN
         rq = ring.q
         reply_next = lib.rs_reply_next
         handle = q.codec.handle
+        handle_lent = q.codec.handle_lent
+        lent = ring.lent
         arena = q.arena
         in_headers = [h[: abi.IN_HEADER.size] for h in arena.headers]
         op_ins = [h[abi.URING_REQ_OP_IN_OFFSET : abi.URING_REQ_ENT_IN_OUT_OFFSET]
@@ -449,8 +560,13 @@ class UringTransport(Transport):
         while True:
             if v >= 0:
                 idx = v & idx_mask
-                n = v >> idx_bits
-                out = payloads[idx]
+                out = payloads[v >> idx_bits & buf_mask]
+                if v & lent_bit and lent is not None:
+                    # The data stays in the client's pages: the export moves it.
+                    lent.entry = idx
+                    v = reply_next(rq, idx, handle_lent(in_headers[idx], op_ins[idx], lent, out))
+                    continue
+                n = v >> size_shift
                 result = handle(in_headers[idx], op_ins[idx], out[:n] if n else empty, out)
                 if result is None:
                     # Replies cannot be skipped on the ring: the entry only comes back
@@ -572,6 +688,24 @@ class UringTransport(Transport):
         with self._lock:
             path, minor = self._mountpoint, self._conn_minor
         mounting.unmount_connection(path, minor)
+
+
+def _buffer_totals(per_queue: list[dict[str, Any]]) -> dict[str, Any]:
+    """The queues' buffer counters summed (slots_hwm: the largest of any queue), and the
+    share of data-carrying READ/WRITE the kernel lent (zero-copy)."""
+    from transports.ring.queue import BUFFER_COUNTERS
+
+    total: dict[str, Any] = dict.fromkeys(BUFFER_COUNTERS, 0)
+    for q in per_queue:
+        ring = q.get("ring") or {}
+        for name in BUFFER_COUNTERS:
+            if name == "slots_hwm":
+                total[name] = max(total[name], int(ring.get(name, 0)))
+            else:
+                total[name] += int(ring.get(name, 0))
+    data = total["zc_requests"] + total["copied_requests"]
+    total["zero_copy_share"] = total["zc_requests"] / data if data else None
+    return total
 
 
 def _read_int(path: str) -> int | None:

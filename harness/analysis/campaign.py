@@ -17,7 +17,14 @@ from typing import Any
 import pandas
 
 from harness.analysis import where
-from harness.results import METADATA_COLUMNS, ResultError, load, metadata_columns, read_result
+from harness.results import (
+    METADATA_COLUMNS,
+    ResultError,
+    load,
+    metadata_columns,
+    read_result,
+    upgrade_spec_text,
+)
 
 REPO_DIR = Path(__file__).resolve().parent.parent.parent
 RESULTS_DIR = REPO_DIR / "results"
@@ -141,12 +148,27 @@ def _plain(value: Any) -> Any:
 
 
 def _manifest(path: Path) -> dict[str, Any]:
-    """The campaign's manifest (harness/campaign.py writes campaign.json), or {}."""
+    """The campaign's manifest (harness/campaign.py writes campaign.json), or {}, in the
+    current manifest format."""
     try:
         data = json.loads((path / "campaign.json").read_text())
     except (OSError, json.JSONDecodeError):
         return {}
-    return data if isinstance(data, dict) else {}
+    return _upgrade_manifest(data) if isinstance(data, dict) else {}
+
+
+def _upgrade_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Manifests before format 2 said buffers=pinned for what is now buffers=mlock."""
+    if int(manifest.get("campaign_format") or 1) < 2:
+        specs = manifest.get("transports")
+        if isinstance(specs, list):
+            manifest["transports"] = [
+                upgrade_spec_text(s) if isinstance(s, str) else s for s in specs
+            ]
+        for run in manifest.get("runs") or ():
+            if isinstance(run, dict) and isinstance(run.get("transport"), str):
+                run["transport"] = upgrade_spec_text(run["transport"])
+    return manifest
 
 
 def load_campaign(campaign: str | os.PathLike[str]) -> CampaignResults:

@@ -344,7 +344,8 @@ def server_cpu(ctx: PlotContext) -> Figure:
 # -- pinned against mapped ---------------------------------------------------------------
 def buffer_pairs(specs: list[str],
                  settings: dict[str, dict[str, Any]] | None = None) -> list[tuple[str, str]]:
-    """(mapped, pinned) spec pairs of one transport that differ in `buffers` only.
+    """(mapped, other) spec pairs of one transport that differ in their buffer mode only:
+    `buffers` (mlock, pool, pinned against mapped) and `zerocopy` together.
 
     `settings` (spec -> settings as recorded, defaults included) lets `uring` pair with
     `uring:buffers=pinned`; without it the spec text alone is read.
@@ -363,15 +364,17 @@ def buffer_pairs(specs: list[str],
     for spec in specs:
         name, values = parsed(spec)
         if "buffers" in values:
-            others = frozenset((k, v) for k, v in values.items() if k != "buffers")
-            keyed[spec] = (name, others, values["buffers"])
+            mode = ("buffers", "zerocopy")
+            others = frozenset((k, v) for k, v in values.items() if k not in mode)
+            kind = values["buffers"] + ("+zerocopy" if values.get("zerocopy") == "true" else "")
+            keyed[spec] = (name, others, kind)
     pairs = []
     for mapped, (name, others, kind) in keyed.items():
         if kind != "mapped":
             continue
-        for pinned, (name2, others2, kind2) in keyed.items():
-            if kind2 == "pinned" and (name2, others2) == (name, others):
-                pairs.append((mapped, pinned))
+        for other, (name2, others2, kind2) in keyed.items():
+            if kind2 != "mapped" and (name2, others2) == (name, others):
+                pairs.append((mapped, other))
     return pairs
 
 
@@ -379,11 +382,12 @@ PAIRED = (("throughput", None, True), ("p99 latency", "clat_p99_us", False),
           ("server CPU per I/O", "server_cpu_us_per_io", False))
 
 
-@plot("pinned_vs_mapped", "Pinned against mapped buffers",
-      "uring with pinned buffers over the same uring with mapped buffers, per point")
+@plot("pinned_vs_mapped", "Buffer modes against mapped buffers",
+      "uring with mlock, pool, pinned (and zero-copy) buffers over the same uring with "
+      "mapped buffers, per point")
 def pinned_vs_mapped(ctx: PlotContext) -> Figure:
     pairs = buffer_pairs(ctx.order, ctx.campaign.transport_settings())
-    _require(bool(pairs), "no pair of transports differing only in buffers=mapped/pinned")
+    _require(bool(pairs), "no pair of transports differing only in buffers= (one mapped)")
     groups = ctx.groups()
     fig, axes = panels(len(PAIRED), ncols=3, width=4.6,
                        height=max(3.0, 0.34 * len(groups) * len(pairs) + 1.2))
@@ -411,10 +415,10 @@ def pinned_vs_mapped(ctx: PlotContext) -> Figure:
                       fontsize=8)
         ax.set_ylim(len(labels) - 0.5, -0.5)
         better = "right" if higher_better else "left"
-        ax.set_xlabel(f"{what}: pinned / mapped\n(log scale; {better} is better)")
+        ax.set_xlabel(f"{what}: mode / mapped\n(log scale; {better} is better)")
     handles = [Patch(facecolor=ctx.colors[p], label=f"{ctx.label(p)} / {ctx.label(m)}")
                for m, p in pairs]
-    return finish(fig, ctx, "Pinned against mapped buffers (paired by scenario point)",
+    return finish(fig, ctx, "Buffer modes against mapped buffers (paired by scenario point)",
                   "ratio of geometric means, 95% CI (Welch, log scale); hollow: not significant",
                   handles)
 

@@ -33,7 +33,7 @@ from transports.export.spec import ExportSpec
 # What a campaign measures when no --transport is given: every transport this machine runs.
 DEFAULT_BACKING = ExportSpec.backing
 DEFAULT_WARMUP = 1
-DEFAULT_TRANSPORTS = ("pyfuse3", "devfuse", "uring", "uring:buffers=pinned", "qsd")
+DEFAULT_TRANSPORTS = ("pyfuse3", "devfuse", "uring", "uring:buffers=mlock", "qsd")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -139,8 +139,9 @@ def build(args: argparse.Namespace) -> Campaign:
     if reps < 1 or args.warmup < 0:
         raise ScenarioError("--reps must be at least 1 and --warmup at least 0")
     scenarios = list(iter_scenarios(targets))
-    if args.transport:
-        specs = [parse_spec(t) for t in args.transport]
+    named = args.transport or (suite.transports if suite is not None else None)
+    if named:
+        specs = [parse_spec(t) for t in named]
         for spec in specs:
             spec.create().check_available()
     else:

@@ -18,6 +18,7 @@ import stat
 import threading
 import time
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 import cffi
 
@@ -47,6 +48,19 @@ def _fallocate(fd: int, mode: int, offset: int, length: int) -> None:
     if _libc.fallocate(fd, mode, offset, length) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
+
+
+class FdPages(Protocol):
+    """Memory the export cannot address but can fill from, or drain into, a file
+    descriptor: e.g. a client's pages lent to the server's io_uring (FUSE zero-copy)."""
+
+    def fill_from(self, fd: int, offset: int, length: int) -> int:
+        """Copy `length` bytes of fd at offset into the pages; returns bytes moved."""
+        ...
+
+    def drain_to(self, fd: int, offset: int, length: int) -> int:
+        """Copy `length` bytes of the pages to fd at offset; returns bytes moved."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,11 +266,29 @@ class Export:
             return self._map_view[offset : offset + min(size, avail)].tobytes()  # type: ignore[index]
         return os.pread(self.fd, min(size, avail), offset)
 
+    def read_to(self, offset: int, size: int, pages: FdPages) -> int:
+        """read_into for pages only reachable through a file descriptor (zero-copy)."""
+        avail = self._size - offset
+        if avail <= 0:
+            return 0
+        return pages.fill_from(self.fd, offset, min(size, avail))
+
     def write(self, offset: int, data: memoryview | bytes) -> int:
         """Write data at offset; returns bytes written (short at the end of a fixed image)."""
+        n = self._writable(offset, len(data))
+        if n < len(data):
+            data = memoryview(data)[:n]
+        return os.pwrite(self.fd, data, offset)
+
+    def write_from(self, offset: int, size: int, pages: FdPages) -> int:
+        """write for pages only reachable through a file descriptor (zero-copy)."""
+        return pages.drain_to(self.fd, offset, self._writable(offset, size))
+
+    def _writable(self, offset: int, size: int) -> int:
+        """How much of a write of `size` at `offset` lands: grows a growable image first."""
         if self.options.read_only:
             raise OSError(errno.EROFS, "read-only export")
-        end = offset + len(data)
+        end = offset + size
         if end > self._size:
             if self.options.growable:
                 with self._resize_lock:
@@ -266,8 +298,8 @@ class Export:
             elif offset >= self._size:
                 raise OSError(errno.ENOSPC, "write past the end of a fixed-size export")
             else:
-                data = memoryview(data)[: self._size - offset]
-        return os.pwrite(self.fd, data, offset)
+                return self._size - offset
+        return size
 
     def flush(self) -> None:
         """Called on every close(2) of the file; nothing is buffered here."""

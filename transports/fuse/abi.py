@@ -1,4 +1,4 @@
-"""The kernel's FUSE ABI (protocol 7.42), defined here rather than taken from a header.
+"""The kernel's FUSE ABI (protocol 7.42 and 7.46's ring additions), stated here, not included.
 
 Debian 12 ships protocol 7.38, which lacks flags2 users such as FUSE_OVER_IO_URING and
 the io_uring structs, so the project states the layout itself. Everything is
@@ -20,7 +20,8 @@ from pathlib import Path
 from cffi import FFI
 
 KERNEL_VERSION = 7
-KERNEL_MINOR_VERSION = 42  # the protocol this module describes
+KERNEL_MINOR_VERSION = 42  # the protocol we reply with (7.43-7.46 change nothing we use
+# but the ring, whose 7.46 additions the kernel offers by INIT flag, not by minor)
 ROOT_ID = 1
 MIN_READ_BUFFER = 8192  # /dev/fuse reads need a buffer at least this large
 
@@ -115,7 +116,8 @@ FUSE_PASSTHROUGH = 1 << 37
 FUSE_NO_EXPORT_SUPPORT = 1 << 38
 FUSE_HAS_RESEND = 1 << 39
 FUSE_ALLOW_IDMAP = 1 << 40
-FUSE_OVER_IO_URING = 1 << 41  # bit 9 of flags2
+# FUSE_OVER_IO_URING (1 << 41, bit 9 of flags2) and FUSE_HAS_IO_URING_BUFPOOL (1 << 43,
+# 7.46): from fuse_uring.h, below.
 
 # -- open reply flags (fuse_open_out.open_flags) -----------------------------------------
 FOPEN_DIRECT_IO = 1 << 0
@@ -123,6 +125,7 @@ FOPEN_KEEP_CACHE = 1 << 1
 FOPEN_NONSEEKABLE = 1 << 2
 FOPEN_NOFLUSH = 1 << 5
 FOPEN_PARALLEL_DIRECT_WRITES = 1 << 6  # protocol 7.38+
+# FOPEN_IO_URING_ZERO_COPY (1 << 8, 7.46): from fuse_uring.h, below.
 
 # -- fuse_setattr_in.valid ----------------------------------------------------------------
 FATTR_MODE = 1 << 0
@@ -231,7 +234,7 @@ for _op, _st in (
     OP_IN_SIZE[_op] = _st.size
 del _op, _st
 
-# -- FUSE-over-io_uring (7.42): read from fuse_uring.h, which the ring's C includes --------
+# -- FUSE-over-io_uring (7.42, 7.46): read from fuse_uring.h, which the ring's C includes ----
 def _uring_abi() -> FFI:
     ffi = FFI()
     ffi.cdef((Path(__file__).resolve().parent / "fuse_uring.h").read_text())
@@ -256,14 +259,34 @@ def _struct_of(ffi: FFI, cname: str) -> struct.Struct:
 
 
 _uring = _uring_abi()
-# fuse_uring_ent_in_out: flags, commit_id, payload_sz, padding, reserved
+_consts = _uring.dlopen(None)  # only for the header's #defines and enums: no symbol is used
+FUSE_OVER_IO_URING: int = _consts.FUSE_OVER_IO_URING
+FUSE_HAS_IO_URING_BUFPOOL: int = _consts.FUSE_HAS_IO_URING_BUFPOOL
+FOPEN_IO_URING_ZERO_COPY: int = _consts.FOPEN_IO_URING_ZERO_COPY
+FUSE_URING_ENT_ZERO_COPY: int = _consts.FUSE_URING_ENT_ZERO_COPY
+FUSE_URING_ZERO_COPY: int = _consts.FUSE_URING_ZERO_COPY
+URING_CMD_REGISTER: int = _consts.FUSE_IO_URING_CMD_REGISTER
+URING_CMD_COMMIT_AND_FETCH: int = _consts.FUSE_IO_URING_CMD_COMMIT_AND_FETCH
+URING_CMD_ADD_QUEUE: int = _consts.FUSE_IO_URING_CMD_ADD_QUEUE
+URING_CMD_ADD_BUFPOOL: int = _consts.FUSE_IO_URING_CMD_ADD_BUFPOOL
+# fuse_uring_ent_in_out: flags, commit_id, payload_sz, offset (7.46; padding before), reserved
 URING_ENT_IN_OUT = _struct_of(_uring, "struct fuse_uring_ent_in_out")
+URING_ENT_OFFSET_OFFSET = _uring.offsetof("struct fuse_uring_ent_in_out", "offset")
 # fuse_uring_req_header = in_out[128], op_in[128], fuse_uring_ent_in_out
 URING_REQ_OP_IN_OFFSET = _uring.offsetof("struct fuse_uring_req_header", "op_in")
 URING_REQ_ENT_IN_OUT_OFFSET = _uring.offsetof("struct fuse_uring_req_header", "ring_ent_in_out")
 URING_REQ_HEADER_SIZE = _uring.sizeof("struct fuse_uring_req_header")  # 288
-# fuse_uring_cmd_req (in sqe->cmd): flags, commit_id, qid, padding[6]
-URING_CMD_REQ = _struct_of(_uring, "struct fuse_uring_cmd_req")
+# fuse_uring_cmd_req (in sqe->cmd): flags, commit_id, qid, padding[6], then (7.46) a union
+# of bufpool {uaddr, len, reserved} and ent_zero_copy_buf_index. Only the C writes it.
+URING_CMD_REQ_SIZE = _uring.sizeof("struct fuse_uring_cmd_req")  # 40
+URING_CMD_REQ_QID_OFFSET = _uring.offsetof("struct fuse_uring_cmd_req", "qid")
+URING_CMD_REQ_BUFPOOL_OFFSET = _uring.offsetof("struct fuse_uring_cmd_req", "bufpool")
+URING_CMD_REQ_BUFPOOL_LEN_OFFSET = _uring.offsetof("struct fuse_uring_cmd_req", "bufpool", "len")
+URING_CMD_REQ_BUFPOOL_RESERVED_OFFSET = _uring.offsetof(
+    "struct fuse_uring_cmd_req", "bufpool", "reserved"
+)
+URING_CMD_REQ_ZC_INDEX_OFFSET = _uring.offsetof("struct fuse_uring_cmd_req",
+                                                "ent_zero_copy_buf_index")
 # fuse_out_header: len, error (negative errno or 0), unique
 OUT_HEADER = _struct_of(_uring, "struct fuse_out_header")
-del _uring
+del _uring, _consts

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from transports.export.image import Attr, Export
+from transports.export.image import Attr, Export, FdPages
 from transports.fuse import abi
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -63,6 +63,8 @@ class Negotiated:
     max_readahead: int
     uring: bool  # FUSE_OVER_IO_URING agreed (asked for and offered)
     uring_offered: bool
+    # 7.46: the kernel takes buffer pools, registered pools and zero-copy queues
+    uring_bufpool_offered: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -101,7 +103,14 @@ class Codec:
 
     pack_out_header = staticmethod(pack_out_header)
 
-    def __init__(self, export: Export, *, want_uring: bool = False, max_write: int = 1 << 20):
+    def __init__(
+        self,
+        export: Export,
+        *,
+        want_uring: bool = False,
+        max_write: int = 1 << 20,
+        uring_zero_copy: bool = False,
+    ):
         if max_write < 4096:
             raise ValueError("max_write must be at least 4096")
         self.export = export
@@ -128,9 +137,13 @@ class Codec:
         self._attr_out_size = abi.ATTR_OUT.size
         self._statfs_size = abi.STATFS_OUT.size
         self._direct_open_flags = abi.FOPEN_DIRECT_IO | abi.FOPEN_PARALLEL_DIRECT_WRITES
+        # Every open asks for zero-copy READ/WRITE when the ring's queues offer it.
+        self._zero_copy_flag = abi.FOPEN_IO_URING_ZERO_COPY if uring_zero_copy else 0
         # Bound methods looked up once: the hot path does one list index per request.
         self._read_into = export.read_into
         self._write = export.write
+        self._read_to = export.read_to
+        self._write_from = export.write_from
         enosys = self._enosys
         table = [enosys] * abi.OPCODE_LIMIT
         for opcode, handler in (
@@ -219,6 +232,40 @@ class Codec:
             self.errors += 1
         return result
 
+    def handle_lent(
+        self, in_header: memoryview, op_in: memoryview, pages: FdPages, out: memoryview
+    ) -> int:
+        """Serve a READ or WRITE whose data pages the kernel lent (zero-copy): the export
+        moves the data between its backing and `pages`; `out` takes the rest of the reply.
+
+        Returns as handle() does; any other opcode is answered EIO (the kernel lends
+        pages for READ and WRITE only).
+        """
+        opcode, unique = _UNPACK_OPCODE_UNIQUE(in_header)
+        self.last_unique = unique
+        self.last_opcode = opcode if opcode < _LIMIT else 0
+        self._op_counts[self.last_opcode] += 1
+        try:
+            offset, size = _UNPACK_OFFSET_SIZE(op_in)
+            if opcode == abi.READ:
+                result = self._read_to(offset, size, pages)
+            elif opcode == abi.WRITE:
+                _PACK_WRITE_OUT(out, 0, self._write_from(offset, size, pages))
+                result = _WRITE_OUT_SIZE
+            else:
+                result = -errno.EIO
+        except OSError as e:
+            result = _errno_of(e)
+        except (struct.error, OverflowError, ValueError):
+            result = -errno.EINVAL
+        except Exception as e:  # never let one request take the worker down
+            self.exceptions += 1
+            self.last_exception = f"{abi.OPCODE_NAMES.get(opcode, opcode)} (lent): {e!r}"
+            result = -errno.EIO
+        if result < 0:
+            self.errors += 1
+        return result
+
     def adopt(self, negotiated: Negotiated) -> None:
         """Use the INIT outcome another codec negotiated (one INIT per connection)."""
         self.negotiated = negotiated
@@ -290,6 +337,7 @@ class Codec:
                 max_readahead=max_readahead,
                 uring=bool(replied & abi.FUSE_OVER_IO_URING),
                 uring_offered=bool(offered & abi.FUSE_OVER_IO_URING),
+                uring_bufpool_offered=bool(offered & abi.FUSE_HAS_IO_URING_BUFPOOL),
             )
         )
         if neg_minor < 5:
@@ -356,7 +404,7 @@ class Codec:
     def _open(self, op_in: memoryview, payload: memoryview, out: memoryview) -> int:
         flags = _U32.unpack_from(op_in)[0]
         reply = self.export.open(flags)
-        open_flags = self._direct_open_flags if reply.direct_io else 0
+        open_flags = (self._direct_open_flags if reply.direct_io else 0) | self._zero_copy_flag
         if reply.keep_cache:
             open_flags |= abi.FOPEN_KEEP_CACHE
         abi.OPEN_OUT.pack_into(out, 0, 0, open_flags, 0)

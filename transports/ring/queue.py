@@ -33,10 +33,15 @@ IO_URING_GROUP = "/proc/sys/kernel/io_uring_group"
 CAP_IPC_LOCK = 14
 CAP_SYS_ADMIN = 21
 
-PINNING_USERSPACE = (
-    "user-space mlock (kernel 6.18 has no kernel-side long-term pinning of FUSE ring buffers)"
-)
-PINNING_NONE = "none (buffers=mapped: ordinary pageable allocations)"
+# How each buffers= mode keeps its payload buffers, for result files.
+PINNING = {
+    "mapped": "none (per-entry buffers: ordinary pageable allocations)",
+    "mlock": "user space: per-entry buffers populated and mlocked (no kernel-side pin)",
+    "pool": "none (one pool per queue, pageable; the kernel imports it per request)",
+    "pinned": "kernel: the pool registered with io_uring (long-term pin, FOLL_LONGTERM)",
+}
+BUFFER_MODES = tuple(PINNING)
+POOL_MODES = ("pool", "pinned")
 
 
 def _status_field(name: str) -> str | None:
@@ -56,6 +61,43 @@ def locked_bytes() -> int:
     """VmLck of this process: memory mlocked (whole process; the mm is shared by threads)."""
     raw = _status_field("VmLck")  # "1234 kB"
     return int(raw.split()[0]) * 1024 if raw else 0
+
+
+def pinned_bytes() -> int:
+    """VmPin of this process: pages pinned long-term and charged to RLIMIT_MEMLOCK.
+
+    io_uring charges registered buffers here only for a task without CAP_IPC_LOCK.
+    """
+    raw = _status_field("VmPin")
+    return int(raw.split()[0]) * 1024 if raw else 0
+
+
+def registered_buffers(ring_fd: int) -> list[tuple[int, int, int]] | None:
+    """(table index, address, length) of each buffer registered with an io_uring.
+
+    Read from the `UserBufs:` section of /proc/self/fdinfo/<ring fd> (io_uring/fdinfo.c
+    prints `index: 0xADDR/LEN` per slot, `<none>` for empty ones); None when the kernel
+    printed no such section.
+    """
+    try:
+        with open(f"/proc/self/fdinfo/{ring_fd}") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    found: list[tuple[int, int, int]] | None = None
+    for line in lines:
+        if line.startswith("UserBufs:"):
+            found = []
+            continue
+        if found is None:
+            continue
+        index, sep, rest = line.strip().partition(": ")
+        if not sep or not index.isdigit():
+            break  # the next section
+        if rest.startswith("0x") and "/" in rest:
+            addr, _, length = rest.partition("/")
+            found.append((int(index), int(addr, 16), int(length)))
+    return found
 
 
 def payload_size(max_write: int, max_pages: int) -> int:
@@ -94,52 +136,111 @@ def memlock_check(needed: int) -> MemlockCheck:
 
 
 class Arena:
-    """One queue's buffers: `depth` header pages, then `depth` payload buffers.
+    """One queue's buffers: `depth` header pages and the payload buffers.
 
-    mapped: an ordinary page-aligned heap allocation, faulted in on first use.
-    pinned: an anonymous mmap populated up front and mlocked, so the kernel's copies
-    never fault or wait on reclaim.
+    mapped: per-entry payload buffers in an ordinary page-aligned heap allocation.
+    mlock: the same, in an anonymous mmap populated up front and mlocked, so the kernel's
+    copies never fault or wait on reclaim.
+    pool, pinned: `slots` payload slots of `payload` bytes in one populated anonymous
+    mapping (the queue's pool; pinned registers it with io_uring), headers apart.
+    `payloads[i]` is payload buffer i: entry i's own, or pool slot i.
     """
 
-    def __init__(self, depth: int, payload: int, pinned: bool):
+    def __init__(self, depth: int, payload: int, mode: str = "mapped", slots: int = 0):
+        if mode not in BUFFER_MODES:
+            raise ValueError(f"unknown buffer mode {mode!r}")
         self.depth = depth
         self.payload = payload
-        self.pinned = pinned
-        self.size = depth * (HEADER_BUFFER + payload)
-        if pinned:
+        self.mode = mode
+        self.pooled = mode in POOL_MODES
+        self.slots = (slots or depth) if self.pooled else depth
+        headers = depth * HEADER_BUFFER
+        self.pool_size = self.slots * payload if self.pooled else 0
+        self.size = headers + (self.pool_size if self.pooled else depth * payload)
+        self._pool_ptr = ffi.NULL
+        if mode == "mlock":
             err = ffi.new("int *")
             self._ptr = lib.rs_alloc_pinned(self.size, err)
             if self._ptr == ffi.NULL:
                 raise OSError(-err[0], f"locking {self.size} bytes: {os.strerror(-err[0])}")
         else:
-            self._ptr = lib.rs_alloc_mapped(self.size)
+            self._ptr = lib.rs_alloc_mapped(headers if self.pooled else self.size)
             if self._ptr == ffi.NULL:
                 raise OSError(errno.ENOMEM, f"allocating {self.size} bytes")
+        if self.pooled:
+            err = ffi.new("int *")
+            self._pool_ptr = lib.rs_alloc_pages(self.pool_size, err)
+            if self._pool_ptr == ffi.NULL:
+                lib.rs_free_mapped(self._ptr)
+                raise OSError(-err[0], f"mapping a pool of {self.pool_size} bytes")
         base = ffi.cast("char *", self._ptr)
         self.header_ptrs = [base + i * HEADER_BUFFER for i in range(depth)]
-        first_payload = base + depth * HEADER_BUFFER
-        self.payload_ptrs = [first_payload + i * payload for i in range(depth)]
-        self._whole = memoryview(ffi.buffer(base, self.size))
+        self._whole = memoryview(ffi.buffer(base, headers if self.pooled else self.size))
         self.headers = [
             self._whole[i * HEADER_BUFFER : (i + 1) * HEADER_BUFFER] for i in range(depth)
         ]
-        start = depth * HEADER_BUFFER
+        if self.pooled:
+            self.pool_ptr = ffi.cast("char *", self._pool_ptr)
+            self.pool_address = int(ffi.cast("uintptr_t", self._pool_ptr))
+            self._payload_area = memoryview(ffi.buffer(self.pool_ptr, self.pool_size))
+            self.payload_ptrs = [ffi.NULL] * depth  # entries bring no payload buffer
+            start = 0
+        else:
+            self.pool_ptr = ffi.NULL
+            self.pool_address = 0
+            self._payload_area = self._whole
+            first_payload = base + headers
+            self.payload_ptrs = [first_payload + i * payload for i in range(depth)]
+            start = headers
         self.payloads = [
-            self._whole[start + i * payload : start + (i + 1) * payload] for i in range(depth)
+            self._payload_area[start + i * payload : start + (i + 1) * payload]
+            for i in range(self.slots)
         ]
 
     def close(self) -> None:
         """Free the memory; only once no ring and no thread can touch it any more."""
         if self._ptr is None:
             return
-        for view in (*self.headers, *self.payloads, self._whole):
+        for view in (*self.headers, *self.payloads, self._whole, self._payload_area):
             view.release()
         self.headers, self.payloads = [], []
-        if self.pinned:
+        if self.mode == "mlock":
             lib.rs_free_pinned(self._ptr, self.size)
         else:
             lib.rs_free_mapped(self._ptr)
+        if self._pool_ptr != ffi.NULL:
+            lib.rs_free_pages(self._pool_ptr, self.pool_size)
+            self._pool_ptr = ffi.NULL
         self._ptr = None
+
+
+class LentPages:
+    """The client pages the kernel lent to one ring entry (zero-copy), as the export sees
+    them: memory it cannot address, only fill from its backing or drain into it.
+
+    The kernel registered them in the ring's buffer table; READ_FIXED / WRITE_FIXED on
+    that slot move the data (the C helper submits and waits). One per queue, pointed at
+    the entry being served: nothing is allocated per request.
+    """
+
+    def __init__(self, q: object):
+        self._q = q
+        self._fixed_io = lib.rs_fixed_io
+        self.entry = 0
+
+    def fill_from(self, fd: int, offset: int, length: int) -> int:
+        """Read `length` bytes of `fd` at `offset` into the pages (a READ's reply)."""
+        n = self._fixed_io(self._q, self.entry, fd, offset, length, 0)
+        if n < 0:
+            raise OSError(-n, f"READ_FIXED into lent pages: {os.strerror(-n)}")
+        return n
+
+    def drain_to(self, fd: int, offset: int, length: int) -> int:
+        """Write `length` bytes of the pages to `fd` at `offset` (a WRITE's data)."""
+        n = self._fixed_io(self._q, self.entry, fd, offset, length, 1)
+        if n < 0:
+            raise OSError(-n, f"WRITE_FIXED from lent pages: {os.strerror(-n)}")
+        return n
 
 
 class Ring:
@@ -150,7 +251,9 @@ class Ring:
     cancels a task's commands when that task exits.
     """
 
-    def __init__(self, qid: int, arena: Arena, fuse_fd: int, wake_fd: int = -1):
+    def __init__(
+        self, qid: int, arena: Arena, fuse_fd: int, wake_fd: int = -1, zero_copy: bool = False
+    ):
         self.qid = qid
         self.arena = arena
         # Guards close() against statistics() reading the counters from another thread.
@@ -167,6 +270,18 @@ class Ring:
             if rc < 0:
                 self.close()
                 raise OSError(-rc, f"queue {qid} entry {i}: {os.strerror(-rc)}")
+        if arena.pooled:
+            registered = arena.mode == "pinned"
+            rc = lib.rs_queue_add_pool(
+                q, arena.pool_ptr, arena.payload, arena.slots, int(registered), int(zero_copy)
+            )
+            if rc < 0:
+                step = ("registering the pool with io_uring", "ADD_QUEUE", "ADD_BUFPOOL")[
+                    min(q.last_idx, 2)
+                ]
+                self.close()
+                raise OSError(-rc, f"queue {qid}: {step} failed: {os.strerror(-rc)}")
+        self.lent = LentPages(q) if zero_copy else None
 
     def register(self) -> int:
         """Submit REGISTER for every entry (plus the wake-up poll); returns SQEs submitted.
@@ -197,6 +312,7 @@ class Ring:
                 "completions_with_request": int(q.requests),
                 "commits": int(q.commits),
                 "waits": int(q.enters),
+                **buffer_counters(q),
             }
 
     def settings(self) -> dict:
@@ -209,10 +325,45 @@ class Ring:
                 "sq_entries": int(q.sq_entries),
                 "cq_entries": int(q.cq_entries),
                 "fixed_file": bool(q.fixed_file),
+                "buffer_mode": ("per-entry", "pool", "registered pool")[q.buf_mode],
+                "zero_copy_queue": bool(q.zero_copy),
+                "pool_slots": int(q.slots),
+                "slot_size": int(q.slot_size),
             }
+
+    def registration(self) -> dict:
+        """What the kernel shows registered in this ring's buffer table (fdinfo)."""
+        with self._lock:
+            if self.q is None:
+                return {}
+            ring_fd = lib.rs_queue_ring_fd(self.q)
+        bufs = registered_buffers(ring_fd)
+        arena = self.arena
+        pool = next((b for b in bufs or () if b[1] == arena.pool_address), None)
+        return {
+            "ring_fd": ring_fd,
+            "user_bufs": None if bufs is None else [[i, hex(a), n] for i, a, n in bufs],
+            "pool_address": hex(arena.pool_address),
+            "pool_bytes": arena.pool_size,
+            "pool_registered": pool is not None and pool[2] >= arena.pool_size,
+        }
 
     def close(self) -> None:
         with self._lock:
             q, self.q = self.q, None
             if q is not None:
                 lib.rs_queue_destroy(q)
+
+
+# The per-queue buffer counters (ring.c counts them per request); one place, so they can
+# move into a typed statistics record as they are.
+BUFFER_COUNTERS = (
+    "zc_requests", "zc_bytes", "copied_requests", "copied_bytes", "fixed_ios",
+    "slots_in_use", "slots_hwm",
+)
+
+
+def buffer_counters(q: object) -> dict[str, int]:
+    """Data-carrying READ/WRITE zero-copied vs copied (requests, bytes), READ_FIXED /
+    WRITE_FIXED issued, pool slots held now and at most at once."""
+    return {name: int(getattr(q, name)) for name in BUFFER_COUNTERS}
