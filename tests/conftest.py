@@ -217,3 +217,21 @@ def any_transport_spec(request) -> str:
 @pytest.fixture
 def mountfile(tmp_path: Path) -> Path:
     return tmp_path / "disk.img"
+
+
+def serve_child_code(spec: str) -> str:
+    """`python -c` code that serves a 1M memory export through `spec` on argv[1] in this
+    process (no harness in between) and exits 3 printing the refusal, if refused."""
+    return f"""
+import sys
+from transports.base import TransportUnavailable, parse_spec
+from transports.export.backing import parse_backing
+from transports.export.image import Export
+t = parse_spec({spec!r}).create()
+try:
+    t.serve(Export(parse_backing("memory:1M")), sys.argv[1], lambda: None)
+except TransportUnavailable as e:
+    print("UNAVAILABLE:", e)
+    sys.exit(3)
+print("served")
+"""

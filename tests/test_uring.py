@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ON_CI, REPO, fuse_usable, require
+from conftest import ON_CI, REPO, fuse_usable, require, serve_child_code
 from transports.base import SpecError, TransportUnavailable, parse_spec
 from transports.export.backing import parse_backing
 from transports.export.image import Export, ExportOptions
@@ -252,26 +252,13 @@ def test_mlock_buffers_are_locked(tmp_path):
     assert "mlock" in stats["pinning"]
 
 
-MEMLOCK_CHILD = """
-import sys
-from transports.export.backing import parse_backing
-from transports.base import TransportUnavailable, parse_spec
-from transports.export.image import Export
-t = parse_spec("uring:buffers=mlock").create()
-try:
-    t.serve(Export(parse_backing("memory:1M")), sys.argv[1], lambda: None)
-except TransportUnavailable as e:
-    print("UNAVAILABLE:", e)
-    sys.exit(3)
-print("served")
-"""
 
 
 @pytest.mark.needs("user_tools")
 def test_mlock_fails_under_a_lowered_memlock_limit(tmp_path):
     path = tmp_path / "disk.img"
     path.touch()
-    cmd = [sys.executable, "-c", MEMLOCK_CHILD, str(path)]
+    cmd = [sys.executable, "-c", serve_child_code("uring:buffers=mlock"), str(path)]
     if os.geteuid() == 0:
         # root's CAP_IPC_LOCK lifts the limit; drop it so the limit applies as it does
         # for an unprivileged user.

@@ -27,7 +27,7 @@ from test_uring import (  # noqa: F401 (uring_on: a fixture, used by being impor
     uring_on,
 )
 
-from conftest import POOL_TRANSPORTS, REPO, bufpool_reason, fuse_usable, require
+from conftest import POOL_TRANSPORTS, REPO, bufpool_reason, fuse_usable, require, serve_child_code
 from transports.fuse import mounting
 
 POOL_MODES = [spec.partition(":")[2] for spec in POOL_TRANSPORTS]
@@ -190,19 +190,6 @@ def test_zero_copy_1m_reads_move_no_payload_through_the_pool(pools, tmp_path, bu
     assert after["copied_bytes"] == before["copied_bytes"], (before, after)
 
 
-MEMLOCK_CHILD = """
-import sys
-from transports.export.backing import parse_backing
-from transports.base import TransportUnavailable, parse_spec
-from transports.export.image import Export
-t = parse_spec("uring:buffers=pinned").create()
-try:
-    t.serve(Export(parse_backing("memory:1M")), sys.argv[1], lambda: None)
-except TransportUnavailable as e:
-    print("UNAVAILABLE:", e)
-    sys.exit(3)
-print("served")
-"""
 
 
 def test_pinned_refuses_under_a_lowered_memlock_limit(pools, tmp_path):
@@ -210,7 +197,7 @@ def test_pinned_refuses_under_a_lowered_memlock_limit(pools, tmp_path):
         require("setpriv / prlimit (util-linux) are missing")
     path = tmp_path / "disk.img"
     path.touch()
-    cmd = [sys.executable, "-c", MEMLOCK_CHILD, str(path)]
+    cmd = [sys.executable, "-c", serve_child_code("uring:buffers=pinned"), str(path)]
     if os.geteuid() == 0:  # CAP_IPC_LOCK lifts the limit: drop it, as for a user
         cmd = ["setpriv", "--inh-caps=-ipc_lock", "--bounding-set=-ipc_lock", *cmd]
     limit = 1 << 20
