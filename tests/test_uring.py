@@ -162,20 +162,27 @@ FIO_CASES = {
 }
 
 
+def fio_verify_on_the_ring(server, path: Path, tmp_path: Path, case: str) -> dict:
+    """fio verify (FIO_CASES[case]) through a served mount: no error, every job verified,
+    the data carried by the ring; returns the server's statistics."""
+    proc = _fio(path, tmp_path, *FIO_CASES[case])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "err= 0" in proc.stdout
+    jobs = 2 if case == "qd16x2" else 1
+    # fio reports the verify pass as reads: every block written was read back.
+    assert proc.stdout.count("read: IOPS=") == jobs, proc.stdout
+    stats = server.stats()
+    ring, dev = _data_share(stats)
+    assert ring >= 0.99 * (ring + dev), f"ring {ring}, /dev/fuse {dev}"
+    return stats
+
+
 @pytest.mark.parametrize("buffers", ["mapped", "mlock"])
 @pytest.mark.parametrize("case", sorted(FIO_CASES))
 def test_fio_verify(tmp_path, buffers, case):
     path = tmp_path / "disk.img"
     with serving(path, f"uring:buffers={buffers}") as server:
-        proc = _fio(path, tmp_path, *FIO_CASES[case])
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        assert "err= 0" in proc.stdout
-        jobs = 2 if case == "qd16x2" else 1
-        # fio reports the verify pass as reads: every block written was read back.
-        assert proc.stdout.count("read: IOPS=") == jobs, proc.stdout
-        stats = server.stats()
-        ring, dev = _data_share(stats)
-        assert ring >= 0.99 * (ring + dev), f"ring {ring}, /dev/fuse {dev}"
+        stats = fio_verify_on_the_ring(server, path, tmp_path, case)
         assert stats["requests"] == stats["requests_ring"] + stats["requests_devfuse"]
         assert sum(q["requests"] for q in stats["per_queue"]) == stats["requests_ring"]
     server.wait_returned()

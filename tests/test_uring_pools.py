@@ -23,6 +23,7 @@ from test_uring import (  # noqa: F401 (uring_on: a fixture, used by being impor
     FIO_CASES,
     _data_share,
     _fio,
+    fio_verify_on_the_ring,
     serving,
     uring_on,
 )
@@ -156,14 +157,7 @@ def test_pool_mode_fio_verify(pools, tmp_path, mode, case):
     path = tmp_path / "disk.img"
     depth = ",depth=64" if case == "qd64" else ""
     with serving(path, f"uring:{mode}{depth}") as server:
-        proc = _fio(path, tmp_path, *FIO_CASES[case])
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        assert "err= 0" in proc.stdout
-        jobs = 2 if case == "qd16x2" else 1
-        assert proc.stdout.count("read: IOPS=") == jobs, proc.stdout
-        stats = server.stats()
-        ring, dev = _data_share(stats)
-        assert ring >= 0.99 * (ring + dev), f"ring {ring}, /dev/fuse {dev}"
+        stats = fio_verify_on_the_ring(server, path, tmp_path, case)
         if "zerocopy=on" in mode:
             assert stats["buffers"]["zero_copy_share"] >= 0.99, stats["buffers"]
     server.wait_returned()
