@@ -531,7 +531,11 @@ def _interrupted(guest: Guest, attempt: Attempt, status: Path, opts: GuestOption
         opts.log("ringside guest: stopping the guest")
     guest.stop()
     exit_file = status / "exit"
-    return int(exit_file.read_text().strip() or 1) if exit_file.exists() else None
+    if not exit_file.exists():
+        return None
+    code = int(exit_file.read_text().strip() or 1)
+    # A command that finished 0 just as the stop arrived was still interrupted.
+    return code or 130
 
 
 def attempt_accel(guest: Guest) -> str:

@@ -298,7 +298,13 @@ def test_ctrl_c_while_booting_stops_qemu(tmp_path: Path) -> None:
          "--command", "--", "true"], cwd=REPO, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True, env=dict(os.environ, TMPDIR=str(tmp_path)))
     try:
-        time.sleep(8)  # qemu is up, the guest still booting
+        # Interrupt as soon as qemu runs: a TCG kernel takes seconds to boot, so the
+        # command cannot have started yet (a fixed sleep raced a quick boot).
+        deadline = time.monotonic() + 120
+        while not _guest_qemus(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _guest_qemus(tmp_path), "qemu did not start"
+        time.sleep(1)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
     finally:
