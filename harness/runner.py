@@ -45,6 +45,7 @@ PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 RING_MIN_SHARE = 0.99
 ZERO_COPY_MIN_SHARE = 0.99  # of data-carrying READ/WRITE lent by the kernel, for zerocopy
+NATIVE_MIN_SHARE = 0.99  # of READ/WRITE answered by the compiled helper, for datapath=native
 COVERAGE_MIN = 0.5
 DATA_OPS = ("READ", "WRITE")
 
@@ -162,8 +163,24 @@ def zerocopy_check(stats: TransportStatistics) -> dict[str, Any] | None:
             "copied_bytes": int(buffers.get("copied_bytes", 0)), "reason": reason}
 
 
+def native_check(stats: TransportStatistics) -> dict[str, Any] | None:
+    """A datapath=native run: the compiled helper answered >= 99% of READ/WRITE."""
+    if stats.settings.get("datapath") != "native":
+        return None
+    served = int((stats.detail.get("native") or {}).get("served", 0))
+    total = stats.data_requests(DATA_OPS) or 0
+    share = served / total if total else 0.0
+    ok = total > 0 and share >= NATIVE_MIN_SHARE
+    reason = (
+        f"the native data path answered {served} of {total} READ+WRITE requests "
+        f"({share:.2%}); at least {NATIVE_MIN_SHARE:.0%} is required for a native result"
+    )
+    return {"name": "native", "ok": ok, "share": share, "served": served, "total": total,
+            "reason": reason}
+
+
 CHECKS: list[Callable[[TransportStatistics], dict[str, Any] | None]] = [
-    ring_share_check, mlock_check, pinned_check, zerocopy_check,
+    ring_share_check, mlock_check, pinned_check, zerocopy_check, native_check,
 ]
 
 

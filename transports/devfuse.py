@@ -20,6 +20,13 @@ from transports.base import (
     name_os_thread,
     positive_int,
 )
+from transports.datapath import (
+    DATAPATH_OPTION,
+    DEFAULT_DATAPATH,
+    NativeDataPath,
+    NativeImage,
+    native_totals,
+)
 from transports.export.image import Export
 from transports.fuse import devloop, mounting
 from transports.fuse.codec import Codec, merge_counters
@@ -34,12 +41,15 @@ class DevFuseTransport(Transport):
     description: ClassVar[str] = "read/write loop on /dev/fuse with Ringside's own codec"
     options: ClassVar[dict[str, Option]] = {
         "threads": Option(positive_int, 1, "worker threads reading /dev/fuse"),
+        "datapath": DATAPATH_OPTION,
     }
 
     def __init__(self, settings: dict[str, Any]):
         super().__init__(settings)
         self._threads_wanted: int = int(settings.get("threads", 1))
+        self._datapath = str(settings.get("datapath", DEFAULT_DATAPATH))
         self._codecs: list[Codec] = []
+        self._natives: list[NativeDataPath] = []
         self._mountpoint: str | None = None
         self._conn_minor: int | None = None
         self._stopping = False
@@ -65,9 +75,14 @@ class DevFuseTransport(Transport):
                 return
             for codec in codecs[1:]:
                 codec.adopt(codecs[0].negotiated)
+            if self._datapath == "native":
+                image = NativeImage(export)
+                self._natives = [NativeDataPath(image) for _ in codecs]
             for i, codec in enumerate(codecs):
+                native = self._natives[i] if self._natives else None
                 t = threading.Thread(
-                    target=self._worker, args=(fd, codec), name=f"devfuse-{i}", daemon=True
+                    target=self._worker, args=(fd, codec, native), name=f"devfuse-{i}",
+                    daemon=True,
                 )
                 t.start()
                 threads.append(t)
@@ -82,6 +97,8 @@ class DevFuseTransport(Transport):
                 t.join()
             os.close(fd)
             self._unmount_ours()
+            if self._natives:
+                self._natives[0].image.close()
         if self._failure is not None:
             raise DevFuseError(f"devfuse worker failed: {self._failure!r}") from self._failure
 
@@ -94,16 +111,20 @@ class DevFuseTransport(Transport):
 
     def statistics(self) -> TransportStatistics:
         per_thread = [c.counters() for c in self._codecs]
-        total = merge_counters(per_thread)
+        natives = self._natives
+        total = merge_counters(per_thread + [n.codec_counters() for n in natives])
         negotiated = self._codecs[0].negotiated if self._codecs else None
         settings = {
             "threads": self._threads_wanted,
+            "datapath": self._datapath,
             "max_write": devloop.MAX_WRITE,
             "negotiated": negotiated.as_dict() if negotiated else None,
         }
-        return TransportStatistics.of_codecs(
-            self.name, settings, total, devfuse=total, detail={"per_thread": per_thread}
-        )
+        detail: dict[str, Any] = {"per_thread": per_thread}
+        if natives:
+            detail["native"] = native_totals(natives)
+        return TransportStatistics.of_codecs(self.name, settings, total, devfuse=total,
+                                             detail=detail)
 
     # -- internals ------------------------------------------------------------------------
     def _unmount_ours(self) -> None:
@@ -123,10 +144,10 @@ class DevFuseTransport(Transport):
             return False  # unmounted meanwhile: the stat answered from the file below
         return not self._stopping and all(t.is_alive() for t in threads)
 
-    def _worker(self, fd: int, codec: Codec) -> None:
+    def _worker(self, fd: int, codec: Codec, native: NativeDataPath | None) -> None:
         name_os_thread()
         try:
-            devloop.serve_requests(fd, codec)
+            devloop.serve_requests(fd, codec, native)
             with self._lock:
                 if self._connection_end is None and not self._stopping:
                     self._connection_end = mounting.connection_end(

@@ -64,6 +64,13 @@ from transports.base import (
     on_off,
     positive_int,
 )
+from transports.datapath import (
+    DATAPATH_OPTION,
+    DEFAULT_DATAPATH,
+    NativeDataPath,
+    NativeImage,
+    native_totals,
+)
 from transports.export.image import Export
 from transports.fuse import abi, devloop, mounting
 from transports.fuse.codec import Codec, merge_counters
@@ -106,11 +113,15 @@ class UringError(RuntimeError):
 class _Queue:
     """One ring queue: its CPU, buffers, codec, thread and what it counted."""
 
-    def __init__(self, qid: int, cpu: int, arena: Arena, codec: Codec, wake_fd: int):
+    def __init__(
+        self, qid: int, cpu: int, arena: Arena, codec: Codec, wake_fd: int,
+        native: NativeDataPath | None = None,
+    ):
         self.qid = qid
         self.cpu = cpu
         self.arena = arena
         self.codec = codec
+        self.native = native  # datapath=native: READ/WRITE answered in the ring's C
         self.wake_fd = wake_fd
         self.ring: Ring | None = None
         self.thread: threading.Thread | None = None
@@ -132,7 +143,7 @@ class _Queue:
             # Racy reads of plain counters, fine for a snapshot.
             self.ring_counters = ring.counters() or self.ring_counters
             self.ring_settings = ring.settings() or self.ring_settings
-        codec = self.codec.counters()
+        codec = self.counters()
         return {
             "qid": self.qid,
             "cpu": self.cpu,
@@ -148,7 +159,14 @@ class _Queue:
             "dead_entries": self.dead_entries,
             "no_reply": self.no_reply,
             "failure": repr(self.failure) if self.failure else None,
+            "native": self.native.counters() if self.native else None,
         }
+
+    def counters(self) -> dict[str, Any]:
+        """What the ring carried, as Codec.counters(): the codec's and the native path's."""
+        if self.native is None:
+            return self.codec.counters()
+        return merge_counters([self.codec.counters(), self.native.codec_counters()])
 
 
 class UringTransport(Transport):
@@ -168,6 +186,7 @@ class UringTransport(Transport):
             on_off, False, "on: zero-copy READ/WRITE via the client's lent pages (7.46, "
             "buffers=pool|pinned, CAP_SYS_ADMIN)",
         ),
+        "datapath": DATAPATH_OPTION,
         "pin": Option(on_off, True, "pin each queue thread to its CPU (on|off)"),
         "sched": Option(
             str, "normal", "queue threads' scheduling policy: normal (SCHED_OTHER) or idle "
@@ -185,6 +204,8 @@ class UringTransport(Transport):
         pin = settings.get("pin", True)
         self._pin = on_off(pin) if isinstance(pin, str) else bool(pin)
         self._sched_idle = settings.get("sched", "normal") == "idle"
+        self._datapath = str(settings.get("datapath", DEFAULT_DATAPATH))
+        self._native_image: NativeImage | None = None
         self._queues: list[_Queue] = []
         self._devfuse_codec: Codec | None = None
         self._devfuse_thread: threading.Thread | None = None
@@ -328,6 +349,8 @@ class UringTransport(Transport):
                 self._shutdown()
         finally:
             self._unmount_ours()
+            if self._native_image is not None:
+                self._native_image.close()
             if fd >= 0:
                 os.close(fd)
             for wfd in wake_fds:
@@ -355,7 +378,8 @@ class UringTransport(Transport):
 
     def statistics(self) -> TransportStatistics:
         per_queue = [q.stats() for q in self._queues]
-        ring_counts = [q.codec.counters() for q in self._queues]
+        ring_counts = [q.counters() for q in self._queues]
+        natives = [q.native for q in self._queues if q.native is not None]
         dev = self._devfuse_codec.counters() if self._devfuse_codec else None
         ring_total = merge_counters(ring_counts)
         dev_total = merge_counters([dev] if dev else [])
@@ -367,6 +391,7 @@ class UringTransport(Transport):
             "zerocopy": "on" if self._zero_copy else "off",
             "pin": "on" if self._pin else "off",
             "sched": "idle" if self._sched_idle else "normal",
+            "datapath": self._datapath,
             "queues": len(self._queues),
             "threads": len(self._queues) + 1,
             "header_buffer": HEADER_BUFFER,
@@ -391,6 +416,7 @@ class UringTransport(Transport):
                 "enable_uring": self._enable_uring,
                 "first_request_via_ring": self._ready_via_ring,
                 "teardown": dict(self._teardown),
+                **({"native": native_totals(natives)} if natives else {}),
             },
         )
 
@@ -457,12 +483,15 @@ class UringTransport(Transport):
             target=self._devfuse_worker, args=(fd, codec), name="uring-devfuse", daemon=True
         )
         self._devfuse_thread.start()
+        if self._datapath == "native":
+            self._native_image = NativeImage(export)
         for qid, cpu in enumerate(cpus):
             qcodec = Codec(
                 export, want_uring=True, max_write=MAX_WRITE, uring_zero_copy=self._zero_copy
             )
             qcodec.adopt(neg)
-            self._queues.append(_Queue(qid, cpu, arenas[qid], qcodec, wake_fds[qid]))
+            native = NativeDataPath(self._native_image) if self._native_image else None
+            self._queues.append(_Queue(qid, cpu, arenas[qid], qcodec, wake_fds[qid], native))
         for q in self._queues:
             q.thread = threading.Thread(
                 target=self._queue_worker, args=(q, fd), name=f"uring-q{q.qid}", daemon=True
@@ -511,6 +540,8 @@ class UringTransport(Transport):
                 os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
             q.policy = _POLICY_NAMES.get(os.sched_getscheduler(0), "other")
             q.ring = Ring(q.qid, q.arena, fd, q.wake_fd, zero_copy=self._zero_copy)
+            if q.native is not None:
+                q.ring.q.native = q.native.struct
             q.ring_settings = q.ring.settings()
             if self._buffers == "pinned":
                 q.registration = q.ring.registration()

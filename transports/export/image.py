@@ -17,6 +17,7 @@ import os
 import stat
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -141,6 +142,8 @@ class Export:
         self._map_view: memoryview | None = None
         self._map_ptr = _ffi.NULL
         self._mapped_reads = False
+        # Called after the size changes or mapped reads end (a native data path's view).
+        self._watchers: list[Callable[[], None]] = []
         if backing.kind == "memory" and options.fill and not options.growable:
             self._map_image()
 
@@ -166,6 +169,23 @@ class Export:
     @property
     def size(self) -> int:
         return self._size
+
+    def mapped_address(self) -> int:
+        """Where the read-only mapping of the image starts while reads use it, else 0."""
+        if not self._mapped_reads:
+            return 0
+        return int(_ffi.cast("uintptr_t", self._map_ptr))
+
+    def watch(self, callback: Callable[[], None]) -> None:
+        """Call `callback` after the size changes or mapped reads end."""
+        self._watchers.append(callback)
+
+    def unwatch(self, callback: Callable[[], None]) -> None:
+        self._watchers.remove(callback)
+
+    def _changed(self) -> None:
+        for callback in self._watchers:
+            callback()
 
     def close(self) -> None:
         if not self._closed:
@@ -222,6 +242,7 @@ class Export:
             with self._resize_lock:
                 os.ftruncate(self.fd, size)
                 self._size = size
+                self._changed()
         changes: dict = {"ctime_ns": time.time_ns()}
         if mode is not None:
             changes["mode"] = stat.S_IFREG | (mode & 0o7777)
@@ -295,6 +316,7 @@ class Export:
                     if end > self._size:
                         os.ftruncate(self.fd, end)
                         self._size = end
+                        self._changed()
             elif offset >= self._size:
                 raise OSError(errno.ENOSPC, "write past the end of a fixed-size export")
             else:
@@ -328,11 +350,13 @@ class Export:
             if end > self._size:
                 os.ftruncate(self.fd, end)
                 self._size = end
+                self._changed()
             self._fallocate_in_place(mode | FALLOC_FL_KEEP_SIZE, offset, length)
 
     def _fallocate_in_place(self, mode: int, offset: int, length: int) -> None:
-        if mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE):
+        if mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE) and self._mapped_reads:
             self._mapped_reads = False  # reads through the mapping would fill the hole
+            self._changed()
         try:
             _fallocate(self.fd, mode, offset, length)
         except OSError as e:

@@ -12,6 +12,7 @@ import errno
 import io
 import os
 import time
+from typing import Any
 
 from transports.fuse import abi
 from transports.fuse.codec import Codec
@@ -73,8 +74,12 @@ def answer_init(fd: int, codec: Codec, timeout: float | None = None) -> bool:
     raise InitTimeout(f"no FUSE_INIT within {timeout} s")
 
 
-def serve_requests(fd: int, codec: Codec) -> None:
-    """Answer requests read from `fd` until the connection is gone. The hot loop."""
+def serve_requests(fd: int, codec: Codec, native: Any = None) -> None:
+    """Answer requests read from `fd` until the connection is gone. The hot loop.
+
+    `native` (a transports.datapath.NativeDataPath) reads the requests instead and
+    answers READ and WRITE itself; the loop gets only what it leaves.
+    """
     inmv = memoryview(bytearray(IN_BUFFER))
     outmv = memoryview(bytearray(OUT_BUFFER))
     header_size = abi.OUT_HEADER.size
@@ -82,6 +87,8 @@ def serve_requests(fd: int, codec: Codec) -> None:
     # FileIO.readinto is read(2) into our buffer with the GIL released, and cheaper per
     # call than os.readv; closefd=False leaves the fd to its owner.
     readinto = io.FileIO(fd, "rb", closefd=False).readinto
+    if native is not None:
+        readinto = native.dev_reader(fd, inmv, outmv)
     write = os.write
     split = codec.split
     handle = codec.handle

@@ -1,7 +1,8 @@
 """cffi builder of the uring transport's binding to liburing (>= 2.3): reads the C next to it.
 
 Compiled at install time (setup.py `cffi_modules`) into `transports._uring_cffi`:
-ring.c is the source, ring.h (the functions and the fields of a queue Python may read)
+ring.c is the source (with ../datapath/native.c, the native data path both the ring
+and the /dev/fuse loop call), ring.h (the functions and the fields of a queue Python may read)
 and ../fuse/fuse_uring.h (the kernel's FUSE-over-io_uring ABI, which transports/fuse/abi.py reads
 too) are both the C headers and cffi's declarations, so C and Python read one text.
 cffi checks at build time that the compiler lays the ABI structs out as it parsed them.
@@ -17,6 +18,7 @@ from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
 ABI_HEADER = HERE.parent / "fuse" / "fuse_uring.h"
+DATAPATH = HERE.parent / "datapath"  # the native data path: native.c, native.h
 
 
 def _pkg_config(*args: str) -> list[str]:
@@ -33,16 +35,18 @@ def _build() -> FFI:
     libs = [a[2:] for a in _pkg_config("--libs-only-l")] or ["uring"]
     ffi = FFI()
     ffi.cdef(ABI_HEADER.read_text())
+    ffi.cdef((DATAPATH / "native.h").read_text())
     ffi.cdef((HERE / "ring.h").read_text())
     ffi.set_source(
         "transports._uring_cffi",
         (HERE / "ring.c").read_text(),
+        sources=[str(DATAPATH / "native.c")],
         libraries=libs,
-        include_dirs=[str(HERE), str(ABI_HEADER.parent)]
+        include_dirs=[str(HERE), str(ABI_HEADER.parent), str(DATAPATH)]
         + [a[2:] for a in _pkg_config("--cflags-only-I")],
         library_dirs=[a[2:] for a in _pkg_config("--libs-only-L")],
         extra_compile_args=["-O2", "-Wall", "-Wno-unused-function"],
-        depends=[str(HERE / "ring.h"), str(ABI_HEADER)],
+        depends=[str(HERE / "ring.h"), str(ABI_HEADER), str(DATAPATH / "native.h")],
     )
     return ffi
 

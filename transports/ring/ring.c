@@ -19,6 +19,7 @@
 #include <liburing.h>
 
 #include "fuse_uring.h"
+#include "native.h"
 #include "ring.h"
 
 #define RS_WAKE_TAG 0xffffffffffffffffULL
@@ -417,60 +418,122 @@ static long long rs_take(struct rs_ring *r, struct io_uring_cqe *cqe)
 	return rs_take_tag(r, tag, res);
 }
 
+static long long rs_commit(struct rs_ring *r, unsigned idx, long result);
+
+/*
+ * datapath=native: answer a delivered READ or WRITE here, as the export would in
+ * Python (transports/datapath/native.c), and queue its commit. Returns 1 when it did
+ * (0 when the request goes to Python), or RS_WAIT_ERROR when the commit could not be
+ * queued.
+ */
+static long long rs_serve_native(struct rs_ring *r, long long v)
+{
+	struct rs_queue *q = &r->q;
+	struct rs_native *n = q->native;
+	unsigned idx = (unsigned)(v & ((1 << RS_IDX_BITS) - 1));
+	unsigned buf = (unsigned)(v >> RS_IDX_BITS & ((1 << RS_BUF_BITS) - 1));
+	uint32_t payload_sz = (uint32_t)(v >> RS_SIZE_SHIFT);
+	int write = r->ent_op[idx] == FUSE_WRITE;
+	const char *op_in = (const char *)((struct fuse_uring_req_header *)r->headers[idx])->op_in;
+	char *payload;
+	size_t payload_len;
+	uint64_t offset;
+	uint32_t size;
+	long res;
+
+	if (!r->ent_op[idx])
+		return 0;
+	memcpy(&offset, op_in + 8, sizeof(offset));	/* fuse_read_in / fuse_write_in */
+	memcpy(&size, op_in + 16, sizeof(size));
+	if (q->buf_mode == RS_BUF_PER_ENTRY) {
+		payload = r->iov[2 * idx + 1].iov_base;
+		payload_len = r->iov[2 * idx + 1].iov_len;
+	} else {
+		payload = r->pool + (size_t)buf * q->slot_size;
+		payload_len = q->slot_size;
+	}
+	if (r->ent_zc[idx]) {
+		/* the client's pages are lent: READ_FIXED / WRITE_FIXED move the data */
+		if (!rs_native_claim(n, write, offset, size))
+			return 0;
+		res = rs_native_count(n, write,
+				      (long)rs_fixed_io(q, idx, n->image->fd, offset, size, write));
+	} else if (write) {
+		if (size > payload_sz) {
+			n->deferred++;	/* malformed: the codec answers it */
+			return 0;
+		}
+		res = rs_native_write(n, offset, size, payload);
+	} else {
+		res = rs_native_read(n, offset, size, payload, payload_len);
+	}
+	if (res == RS_NATIVE_DEFER)
+		return 0;
+	if (write && res >= 0) {
+		uint32_t out[2] = { (uint32_t)res, 0 };	/* fuse_write_out */
+
+		memcpy(payload, out, sizeof(out));
+		res = sizeof(out);
+	}
+	return rs_commit(r, idx, res) < 0 ? RS_WAIT_ERROR : 1;
+}
+
 /*
  * Next completion. Replies prepared since the last call are submitted only when no
  * completion is waiting, so a burst is answered with one io_uring_enter, and at QD1
- * the reply and the wait for the next request are the same syscall.
+ * the reply and the wait for the next request are the same syscall. With a native data
+ * path, READ and WRITE are answered here and the loop goes on.
  */
 long long rs_next(struct rs_queue *q)
 {
 	struct rs_ring *r = rs_ring_of(q);
 	struct io_uring_cqe *cqe;
-	long long v;
+	long long v, served;
 	int ret;
 
-	while (r->stash_len) {
-		struct rs_cqe c = r->stash[r->stash_head];
-
-		r->stash_head = (r->stash_head + 1) % (q->depth + 2);
-		r->stash_len--;
-		v = rs_take_tag(r, c.tag, c.res);
-		if (v != RS_STRAY)
-			return v;
-	}
 	for (;;) {
-		cqe = NULL;
-		if (io_uring_peek_cqe(&r->ring, &cqe) == 0 && cqe) {
+		if (r->stash_len) {
+			/* completions rs_fixed_io set aside come first */
+			struct rs_cqe c = r->stash[r->stash_head];
+
+			r->stash_head = (r->stash_head + 1) % (q->depth + 2);
+			r->stash_len--;
+			v = rs_take_tag(r, c.tag, c.res);
+		} else {
+			cqe = NULL;
+			if (io_uring_peek_cqe(&r->ring, &cqe) != 0 || !cqe) {
+				ret = io_uring_submit_and_wait(&r->ring, 1);
+				q->enters++;
+				if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -ETIME) {
+					q->last_res = ret;
+					return RS_WAIT_ERROR;
+				}
+				continue;
+			}
 			v = rs_take(r, cqe);
-			if (v != RS_STRAY)
-				return v;
+		}
+		if (v == RS_STRAY)
 			continue;
-		}
-		ret = io_uring_submit_and_wait(&r->ring, 1);
-		q->enters++;
-		if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -ETIME) {
-			q->last_res = ret;
-			return RS_WAIT_ERROR;
-		}
+		if (v < 0 || !q->native)
+			return v;
+		served = rs_serve_native(r, v);
+		if (served < 0)
+			return served;
+		if (served == 0)
+			return v;
 	}
 }
 
-/*
- * Answer the request in entry idx and fetch the next one into it: write the
- * fuse_out_header (result < 0: an errno reply; else the reply data length, data
- * already in the payload buffer), set payload_sz, queue COMMIT_AND_FETCH with
- * commit_id = the request's unique, and return the next completion as rs_next does.
- */
-long long rs_reply_next(struct rs_queue *q, unsigned idx, int result)
+static long long rs_commit(struct rs_ring *r, unsigned idx, long result)
 {
-	struct rs_ring *r = rs_ring_of(q);
+	struct rs_queue *q = &r->q;
 	struct fuse_uring_ent_in_out *eio = rs_ent(r, idx);
 	struct fuse_out_header *oh = (struct fuse_out_header *)r->headers[idx];
 	uint64_t unique = eio->commit_id;
 	struct io_uring_sqe *sqe;
 
 	if (result < 0) {
-		oh->error = result;
+		oh->error = (int32_t)result;
 		eio->payload_sz = 0;
 		oh->len = sizeof(*oh);
 	} else {
@@ -501,7 +564,20 @@ long long rs_reply_next(struct rs_queue *q, unsigned idx, int result)
 	}
 	rs_prep_cmd(r, sqe, idx, FUSE_IO_URING_CMD_COMMIT_AND_FETCH, unique);
 	q->commits++;
-	return rs_next(q);
+	return 0;
+}
+
+/*
+ * Answer the request in entry idx and fetch the next one into it: write the
+ * fuse_out_header (result < 0: an errno reply; else the reply data length, data
+ * already in the payload buffer), set payload_sz, queue COMMIT_AND_FETCH with
+ * commit_id = the request's unique, and return the next completion as rs_next does.
+ */
+long long rs_reply_next(struct rs_queue *q, unsigned idx, int result)
+{
+	long long ret = rs_commit(rs_ring_of(q), idx, result);
+
+	return ret < 0 ? ret : rs_next(q);
 }
 
 /*

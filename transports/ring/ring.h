@@ -8,6 +8,7 @@
  *   payload_sz << RS_SIZE_SHIFT | RS_ZERO_COPY (if lent) | buffer << RS_IDX_BITS | entry
  * where `buffer` is the payload buffer holding its data: the entry's own one (per-entry
  * buffers) or the pool slot the kernel chose (pools); or one of the negative codes below.
+ * With a native data path set, READ and WRITE are answered inside and never returned.
  */
 
 #define RS_ENTRY_ERROR -1	/* an entry completed with an error: last_idx, last_res */
@@ -48,6 +49,9 @@ struct rs_queue {
 	unsigned slots_hwm;		/* the most ever held at once */
 	int last_res;
 	unsigned last_idx;
+	/* datapath=native: READ/WRITE served inside rs_next (transports/datapath/native.h);
+	   NULL: every request goes to Python. Set before the first rs_next. */
+	struct rs_native *native;
 };
 
 struct rs_queue *rs_queue_create(unsigned depth, unsigned qid, int fuse_fd, int use_fixed,
