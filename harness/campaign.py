@@ -32,7 +32,9 @@ from transports.base import TransportSpec
 SUITE_DIR = SCENARIO_DIR / "suites"
 MANIFEST = "campaign.json"
 # 2: uring:buffers=pinned is the kernel pin (7.46); in 1 it meant mlock (see results.py)
-MANIFEST_VERSION = 2
+# 3: devfuse and uring default to datapath=native (and uring to sched=batch); before, to
+#    datapath=python and sched=normal
+MANIFEST_VERSION = 3
 RUN_OVERHEAD_S = 1.5  # mount, server start and stop per run, for the first ETA
 
 

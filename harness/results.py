@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 # 3: `uring:buffers=pinned` is the kernel's pin of a registered pool (protocol 7.46);
 #    in versions 1 and 2 it meant user-space mlock, now `buffers=mlock`. Older files are
 #    upgraded on reading, so old and new never share a label.
-FORMAT_VERSION = 3
-SUPPORTED_VERSIONS = (1, 2, 3)
+FORMAT_VERSION = 4
+SUPPORTED_VERSIONS = (1, 2, 3, 4)
 
 
 class ResultError(ValueError):
@@ -108,7 +108,8 @@ def _upgrade_2_to_3(data: dict[str, Any]) -> None:
     if transport.get("name", "uring") == "uring":
         spec = transport.get("spec")
         if isinstance(spec, str):
-            transport["spec"] = upgrade_spec_text(spec)
+            name, sep, options = spec.partition(":")
+            transport["spec"] = name + sep + _PINNED_BEFORE_3.sub("buffers=mlock", options)
         for settings in (transport.get("settings"),
                          (data.get("transport_stats") or {}).get("settings")):
             if isinstance(settings, dict) and settings.get("buffers") == "pinned":
@@ -118,7 +119,28 @@ def _upgrade_2_to_3(data: dict[str, Any]) -> None:
                 check["name"] = "mlock"
 
 
-_UPGRADES = {1: _upgrade_1_to_2, 2: _upgrade_2_to_3}  # version -> the step to the next
+def _upgrade_3_to_4(data: dict[str, Any]) -> None:
+    """Version 4: devfuse and uring have `datapath` (python|native, default native) and
+    uring's `sched` defaults to batch. Older runs served data in Python with SCHED_OTHER
+    queue threads: their spec (and a label that was the spec) and settings say so."""
+    transport = data.get("transport") or {}
+    name = transport.get("name")
+    defaults = _DEFAULTS_BEFORE_4.get(name or "")
+    if not defaults:
+        return
+    spec = transport.get("spec")
+    if isinstance(spec, str):
+        transport["spec"] = upgrade_spec_text(spec, 3)
+        if transport.get("label") == spec:
+            transport["label"] = transport["spec"]
+    for settings in (transport.get("settings"),
+                     (data.get("transport_stats") or {}).get("settings")):
+        if isinstance(settings, dict):
+            for key, value in defaults.items():
+                settings.setdefault(key, value)
+
+
+_UPGRADES = {1: _upgrade_1_to_2, 2: _upgrade_2_to_3, 3: _upgrade_3_to_4}  # version -> next
 
 
 def upgrade(data: dict[str, Any]) -> dict[str, Any]:
@@ -183,9 +205,25 @@ def read_result(path: str | os.PathLike[str]) -> dict[str, Any]:
 _PINNED_BEFORE_3 = re.compile(r"(?<![A-Za-z0-9_])buffers=pinned(?![A-Za-z0-9_])")
 
 
-def upgrade_spec_text(spec: str) -> str:
-    """A transport spec of format 1 or 2 as format 3 writes it (results, manifests)."""
-    return _PINNED_BEFORE_3.sub("buffers=mlock", spec) if spec.startswith("uring") else spec
+# Defaults that changed in format 4: what a spec without the key meant before.
+_DEFAULTS_BEFORE_4 = {"devfuse": {"datapath": "python"},
+                      "uring": {"datapath": "python", "sched": "normal"}}
+
+
+def upgrade_spec_text(spec: str, version: int = 1) -> str:
+    """A transport spec written by format `version` as the current format writes it
+    (results, manifests): before 3, buffers=pinned meant mlock; before 4, devfuse and
+    uring served data in Python and uring's queue threads ran SCHED_OTHER, so those
+    defaults are written out."""
+    name, sep, options = spec.partition(":")
+    if version < 3 and name == "uring":
+        options = _PINNED_BEFORE_3.sub("buffers=mlock", options)
+    if version < 4 and name in _DEFAULTS_BEFORE_4:
+        given = {part.partition("=")[0] for part in options.split(",") if part}
+        added = [f"{key}={value}" for key, value in _DEFAULTS_BEFORE_4[name].items()
+                 if key not in given]
+        options = ",".join(filter(None, [options, *added]))
+    return f"{name}:{options}" if options else name + sep
 
 
 def result_files(path: str | os.PathLike[str]) -> list[Path]:

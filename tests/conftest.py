@@ -30,10 +30,10 @@ SERVED_TRANSPORTS = [
     "pyfuse3",
     "devfuse",
     "devfuse:threads=2",
-    "devfuse:datapath=native",
+    "devfuse:datapath=python",
     "uring",
     "uring:buffers=mlock",
-    "uring:datapath=native",
+    "uring:datapath=python",
 ]
 # Protocol 7.46's buffer modes (Linux 7.3+): listed everywhere, run where the kernel offers
 # FUSE_HAS_IO_URING_BUFPOOL (a 7.3 guest), skipped with the reason elsewhere, CI included
@@ -43,8 +43,8 @@ POOL_TRANSPORTS = [
     "uring:buffers=pinned",
     "uring:buffers=pool,zerocopy=on",
     "uring:buffers=pinned,zerocopy=on",
-    "uring:buffers=pool,datapath=native",
-    "uring:buffers=pinned,zerocopy=on,datapath=native",
+    "uring:buffers=pool,datapath=python",
+    "uring:buffers=pinned,zerocopy=on,datapath=python",
 ]
 # Peers serve the same backing with their own server (qemu-storage-daemon's semantics, not
 # our export's): they share the life-cycle tests, not the semantics suite.

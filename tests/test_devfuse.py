@@ -72,8 +72,9 @@ def mounted(tmp_path) -> Iterator[Served]:
 
 
 def test_spec() -> None:
-    assert parse_spec("devfuse").settings == {"threads": 1}
-    assert parse_spec("devfuse:threads=3").settings == {"threads": 3}
+    assert parse_spec("devfuse").settings == {"threads": 1, "datapath": "native"}
+    assert parse_spec("devfuse:threads=3,datapath=python").settings == {
+        "threads": 3, "datapath": "python"}
     with pytest.raises(SpecError):
         parse_spec("devfuse:threads=0")
 

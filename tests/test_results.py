@@ -127,17 +127,43 @@ def test_version_1_pinned_is_read_as_mlock(tmp_path: Path) -> None:
     path = tmp_path / "old.json"
     path.write_text(json.dumps(old))
     data = read_result(path)
-    assert data["format_version"] == FORMAT_VERSION == 3 and data["upgraded_from"] == 1
-    assert data["transport"]["spec"] == "uring:depth=8,buffers=mlock,pin=off"
+    assert data["format_version"] == FORMAT_VERSION == 4 and data["upgraded_from"] == 1
+    spec = "uring:depth=8,buffers=mlock,pin=off,datapath=python,sched=normal"
+    assert data["transport"]["spec"] == spec
     assert data["transport"]["settings"]["buffers"] == "mlock"
     assert data["transport_stats"]["settings"]["buffers"] == "mlock"
     assert [c["name"] for c in data["checks"]] == ["ring_share", "mlock"]
     # a version-2 file (before protocol 7.46 modes) meant mlock too
     path.write_text(json.dumps(dict(old, format_version=2)))
-    assert read_result(path)["transport"]["spec"] == "uring:depth=8,buffers=mlock,pin=off"
+    assert read_result(path)["transport"]["spec"] == spec
     # a version-3 file's pinned is the kernel pin and stays pinned
     path.write_text(json.dumps(dict(old, format_version=3)))
-    assert read_result(path)["transport"]["spec"] == "uring:depth=8,buffers=pinned,pin=off"
+    assert read_result(path)["transport"]["spec"] == (
+        "uring:depth=8,buffers=pinned,pin=off,datapath=python,sched=normal")
+
+
+@pytest.mark.parametrize(("spec", "label", "want"), [
+    ("uring", "uring", "uring:datapath=python,sched=normal"),
+    ("uring:sched=idle", "fast", "uring:sched=idle,datapath=python"),
+    ("devfuse:threads=2", "devfuse:threads=2", "devfuse:threads=2,datapath=python"),
+    ("pyfuse3", "pyfuse3", "pyfuse3"),
+])
+def test_version_3_runs_served_data_in_python(tmp_path: Path, spec: str, label: str,
+                                              want: str) -> None:
+    """Before format 4 devfuse and uring answered READ/WRITE in Python and uring's queue
+    threads ran SCHED_OTHER: a version-3 result says so, never reads as today's default."""
+    name = spec.partition(":")[0]
+    old = {"format_version": 3,
+           "transport": {"name": name, "spec": spec, "label": label, "settings": {}},
+           "transport_stats": {"settings": {}}}
+    path = tmp_path / "v3.json"
+    path.write_text(json.dumps(old))
+    data = read_result(path)
+    assert data["transport"]["spec"] == want
+    assert data["transport"]["label"] == (want if label == spec else label)
+    if name != "pyfuse3":
+        for settings in (data["transport"]["settings"], data["transport_stats"]["settings"]):
+            assert settings["datapath"] == "python"
 
 
 @pytest.mark.parametrize("text", ['{"kind": "run"}', "not json", "[1, 2]"])

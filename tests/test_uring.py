@@ -203,8 +203,9 @@ def test_statistics_report_effective_settings(tmp_path):
     assert stats["transport"] == "uring"
     assert stats["settings"]["depth"] == 4
     assert stats["settings"]["pin"] == "off"
-    assert stats["settings"]["sched"] == "normal"
-    assert {q["sched"] for q in stats["per_queue"]} == {"normal"}
+    assert stats["settings"]["sched"] == "batch"
+    assert {q["sched"] for q in stats["per_queue"]} == {"batch"}
+    assert stats["settings"]["datapath"] == "native"
     assert stats["settings"]["buffers"] == "mapped"
     assert stats["settings"]["queues"] == queues == len(stats["per_queue"])
     assert stats["settings"]["negotiated"]["uring"] is True
@@ -222,7 +223,8 @@ def test_statistics_report_effective_settings(tmp_path):
 
 def test_spec_options_are_validated():
     assert parse_spec("uring").settings == {
-        "depth": 8, "buffers": "mapped", "zerocopy": False, "pin": True, "sched": "normal"
+        "depth": 8, "buffers": "mapped", "zerocopy": False, "datapath": "native", "pin": True,
+        "sched": "batch",
     }
     with pytest.raises(SpecError, match="positive"):
         parse_spec("uring:depth=0")
@@ -230,8 +232,10 @@ def test_spec_options_are_validated():
         parse_spec("uring:buffers=huge")
     with pytest.raises(SpecError, match="on or off"):
         parse_spec("uring:pin=maybe")
-    with pytest.raises(SpecError, match="normal, idle"):
+    with pytest.raises(SpecError, match="normal, batch, idle"):
         parse_spec("uring:sched=fifo")
+    with pytest.raises(SpecError, match="python, native"):
+        parse_spec("uring:datapath=c")
 
 
 def test_sched_idle_applies_to_queue_threads(tmp_path):

@@ -103,7 +103,8 @@ _SETUP_TIMEOUT = 10.0  # seconds for INIT and for every queue to register
 _STOP_GRACE = 5.0  # after stop(): how long open files may keep the connection alive
 _JOIN_TIMEOUT = 5.0
 FUSECTL = "/sys/fs/fuse/connections"
-_POLICY_NAMES = {os.SCHED_OTHER: "normal", os.SCHED_IDLE: "idle", os.SCHED_BATCH: "batch"}
+_POLICIES = {"normal": os.SCHED_OTHER, "batch": os.SCHED_BATCH, "idle": os.SCHED_IDLE}
+_POLICY_NAMES = {policy: name for name, policy in _POLICIES.items()}
 
 
 class UringError(RuntimeError):
@@ -189,9 +190,10 @@ class UringTransport(Transport):
         "datapath": DATAPATH_OPTION,
         "pin": Option(on_off, True, "pin each queue thread to its CPU (on|off)"),
         "sched": Option(
-            str, "normal", "queue threads' scheduling policy: normal (SCHED_OTHER) or idle "
+            str, "batch", "queue threads' scheduling policy: normal (SCHED_OTHER), batch "
+            "(SCHED_BATCH: a woken queue thread does not preempt the client) or idle "
             "(SCHED_IDLE: a woken client stays on the queue's CPU; starves under CPU load)",
-            choices=("normal", "idle"),
+            choices=tuple(_POLICIES),
         ),
     }
 
@@ -203,7 +205,7 @@ class UringTransport(Transport):
         self._zero_copy = on_off(zc) if isinstance(zc, str) else bool(zc)
         pin = settings.get("pin", True)
         self._pin = on_off(pin) if isinstance(pin, str) else bool(pin)
-        self._sched_idle = settings.get("sched", "normal") == "idle"
+        self._sched = str(settings.get("sched", "batch"))
         self._datapath = str(settings.get("datapath", DEFAULT_DATAPATH))
         self._native_image: NativeImage | None = None
         self._queues: list[_Queue] = []
@@ -390,7 +392,7 @@ class UringTransport(Transport):
             "buffers": self._buffers,
             "zerocopy": "on" if self._zero_copy else "off",
             "pin": "on" if self._pin else "off",
-            "sched": "idle" if self._sched_idle else "normal",
+            "sched": self._sched,
             "datapath": self._datapath,
             "queues": len(self._queues),
             "threads": len(self._queues) + 1,
@@ -533,11 +535,14 @@ class UringTransport(Transport):
                     # ring to become ready, it just never gets requests.
                     q.pin_error = e.strerror
             q.affinity = sorted(os.sched_getaffinity(0))
-            if self._sched_idle:
-                # The scheduler treats a CPU running only SCHED_IDLE tasks as idle, so the
-                # client our reply wakes stays on this CPU instead of being moved to the
-                # other one (and its next request to the other queue) on every request.
-                os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            if self._sched != "normal":
+                # idle: the scheduler treats a CPU running only SCHED_IDLE tasks as idle,
+                # so the client our reply wakes stays on this CPU instead of being moved to
+                # the other one (and its next request to the other queue) on every request.
+                # batch: a woken SCHED_BATCH task never preempts the running one, so a
+                # client on the queue's CPU keeps submitting until it blocks, and the
+                # queue thread then answers the whole batch.
+                os.sched_setscheduler(0, _POLICIES[self._sched], os.sched_param(0))
             q.policy = _POLICY_NAMES.get(os.sched_getscheduler(0), "other")
             q.ring = Ring(q.qid, q.arena, fd, q.wake_fd, zero_copy=self._zero_copy)
             if q.native is not None:

@@ -157,17 +157,31 @@ def _manifest(path: Path) -> dict[str, Any]:
     return _upgrade_manifest(data) if isinstance(data, dict) else {}
 
 
+# The result format whose specs each manifest format wrote (harness/results.py upgrades).
+_MANIFEST_SPECS = {1: 2, 2: 3}
+
+
 def _upgrade_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
-    """Manifests before format 2 said buffers=pinned for what is now buffers=mlock."""
-    if int(manifest.get("campaign_format") or 1) < 2:
-        specs = manifest.get("transports")
-        if isinstance(specs, list):
-            manifest["transports"] = [
-                upgrade_spec_text(s) if isinstance(s, str) else s for s in specs
-            ]
-        for run in manifest.get("runs") or ():
-            if isinstance(run, dict) and isinstance(run.get("transport"), str):
-                run["transport"] = upgrade_spec_text(run["transport"])
+    """Specs of older manifests as results of the current format write them: format 1
+    said buffers=pinned for buffers=mlock; formats 1 and 2 left out datapath=python (and
+    uring's sched=normal), the defaults then."""
+    version = _MANIFEST_SPECS.get(int(manifest.get("campaign_format") or 1))
+    if version is None:
+        return manifest
+
+    def upgraded(spec: Any) -> Any:
+        return upgrade_spec_text(spec, version) if isinstance(spec, str) else spec
+
+    if isinstance(manifest.get("transports"), list):
+        manifest["transports"] = [upgraded(s) for s in manifest["transports"]]
+    if isinstance(manifest.get("labels"), dict):
+        manifest["labels"] = {
+            (upgraded(label) if label == spec else label): upgraded(spec)
+            for label, spec in manifest["labels"].items()
+        }
+    for run in manifest.get("runs") or ():
+        if isinstance(run, dict) and "transport" in run:
+            run["transport"] = upgraded(run["transport"])
     return manifest
 
 
