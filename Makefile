@@ -26,7 +26,11 @@ GUEST_PYTEST := $(PY) -m pytest -p no:cacheprovider --timeout 3600
 setup: $(VENV)/.installed
 	@bash .ci/host-setup.sh
 
-$(VENV)/.installed: pyproject.toml Makefile
+# The compiled helper is built by pip: a change to its C or its builder reinstalls.
+NATIVE_SOURCES := $(wildcard transports/ring/*.c transports/ring/*.h transports/ring/build.py \
+	transports/datapath/*.c transports/datapath/*.h transports/fuse/fuse_uring.h)
+
+$(VENV)/.installed: pyproject.toml Makefile $(NATIVE_SOURCES)
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:" $$missing; \

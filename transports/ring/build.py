@@ -10,6 +10,7 @@ cffi checks at build time that the compiler lays the ABI structs out as it parse
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 from pathlib import Path
@@ -40,7 +41,8 @@ def _build() -> FFI:
     ffi.set_source(
         "transports._uring_cffi",
         (HERE / "ring.c").read_text(),
-        sources=[str(DATAPATH / "native.c")],
+        # setuptools takes extra sources relative to the project root only
+        sources=[os.path.relpath(DATAPATH / "native.c")],
         libraries=libs,
         include_dirs=[str(HERE), str(ABI_HEADER.parent), str(DATAPATH)]
         + [a[2:] for a in _pkg_config("--cflags-only-I")],
