@@ -22,7 +22,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.guard import group_alive, stop_group
 from harness.kernels import CACHE_DIR, Kernel, KernelError
 
 QEMU = "qemu-system-x86_64"
@@ -297,7 +297,9 @@ def vng_argv(opts: GuestOptions, accel: str, script: Path, rwdirs: list[Path]) -
 class Guest:
     """One vng/qemu process group, its console read on a thread."""
 
-    def __init__(self, argv: list[str], opts: GuestOptions, attempt: Attempt):
+    def __init__(
+        self, argv: list[str], opts: GuestOptions, attempt: Attempt, leftovers: list[Path]
+    ):
         self.opts = opts
         self.attempt = attempt
         self.last_line = time.monotonic()
@@ -310,6 +312,12 @@ class Guest:
             env=env,
             start_new_session=True,  # Ctrl-C reaches us only; we stop the guest ourselves
         )
+        # Stops the group (qemu is vng's grandchild) should this process die unannounced.
+        self.guard = subprocess.Popen(
+            [sys.executable, "-m", "harness.guard", str(self.proc.pid), *map(str, leftovers)],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd=Path(__file__).resolve().parent.parent, start_new_session=True,
+        )  # fmt: skip
         self.started_at = time.monotonic()
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -364,33 +372,21 @@ class Guest:
     def stop(self) -> None:
         """SIGTERM the whole group, SIGKILL what is left, reap; no qemu survives."""
         pgid = self.proc.pid
-        for sig, grace in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, STOP_GRACE_S)):
-            try:
-                os.killpg(pgid, sig)
-            except ProcessLookupError:
-                break
-            deadline = time.monotonic() + grace
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None and not _group_alive(pgid):
-                    break
-                time.sleep(0.1)
-            else:
-                continue
-            break
+        stop_group(pgid, STOP_GRACE_S)
         self.proc.wait()
         self.reader.join(timeout=2)
-        if _group_alive(pgid):
+        if group_alive(pgid):
             raise GuestError(f"qemu process group {pgid} survived SIGKILL")
 
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    def release_guard(self) -> None:
+        """The group is gone and we know it: the guard leaves it be and exits."""
+        guard = self.guard
+        if guard.poll() is None:
+            try:
+                guard.communicate(b"done", timeout=10)
+            except (subprocess.TimeoutExpired, BrokenPipeError):
+                guard.kill()
+                guard.wait()
 
 
 def _boot_failure(attempt: Attempt) -> str:
@@ -430,7 +426,8 @@ def run(args: list[str], opts: GuestOptions) -> int:
             script.write_text(guest_script(args, opts, status, accel))
             (status / "exit").unlink(missing_ok=True)
             attempt = Attempt()
-            guest = Guest(vng_argv(opts, accel, script, [*rwdirs, status]), opts, attempt)
+            guest = Guest(vng_argv(opts, accel, script, [*rwdirs, status]), opts, attempt,
+                          leftovers=[status])
             try:
                 attempt.returncode = guest.wait()
             except KeyboardInterrupt:
@@ -440,8 +437,9 @@ def run(args: list[str], opts: GuestOptions) -> int:
                     raise
                 return code
             finally:
-                if guest.proc.poll() is None or _group_alive(guest.proc.pid):
+                if guest.proc.poll() is None or group_alive(guest.proc.pid):
                     guest.stop()
+                guest.release_guard()
             attempts += 1
             exit_file = status / "exit"
             if attempt.started and accel == "kvm":
@@ -527,7 +525,7 @@ def _interrupted(guest: Guest, attempt: Attempt, status: Path, opts: GuestOption
             guest.proc.wait(timeout=GRACEFUL_STOP_S * (1 if attempt_accel(guest) == "kvm" else 4))
         except (subprocess.TimeoutExpired, KeyboardInterrupt):
             pass
-    if guest.proc.poll() is None or _group_alive(guest.proc.pid):
+    if guest.proc.poll() is None or group_alive(guest.proc.pid):
         opts.log("ringside guest: stopping the guest")
     guest.stop()
     exit_file = status / "exit"

@@ -316,6 +316,34 @@ def test_ctrl_c_while_booting_stops_qemu(tmp_path: Path) -> None:
     assert not _guest_qemus(tmp_path)
 
 
+def test_a_killed_ringside_guest_leaves_no_qemu(tmp_path: Path) -> None:
+    """SIGKILL gives Ringside no chance to stop the guest: its guard process does."""
+    _boot_kernel()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", "guest", "--kernel", BOOT_KERNEL, "--accel", "tcg",
+         "--command", "--", "sleep", "600"], cwd=REPO, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, env=dict(os.environ, TMPDIR=str(tmp_path)))
+    try:
+        deadline = time.monotonic() + 120
+        while not _guest_qemus(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _guest_qemus(tmp_path), "qemu did not start"
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (
+                _guest_qemus(tmp_path) or list(tmp_path.glob("ringside-guest-*"))):
+            time.sleep(0.5)
+        assert not _guest_qemus(tmp_path), "qemu outlived the killed ringside guest"
+        assert not list(tmp_path.glob("ringside-guest-*")), "the status directory was left"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for line in _guest_qemus(tmp_path):  # never leave one behind, even on failure
+            os.kill(int(line.split()[0]), 9)
+
+
 def test_a_kernel_that_does_not_boot_shows_its_console_and_leaves_no_qemu(tmp_path: Path) -> None:
     _boot_kernel()  # the same tools; this image only looks like a kernel
     image = fake_bzimage(tmp_path / "bzImage")
