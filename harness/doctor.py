@@ -217,11 +217,15 @@ def check_fusectl() -> Capability:
     )
     if mounted:
         return Capability("fusectl", True, f"mounted on {path}", required=False)
+    if os.geteuid() == 0:
+        return Capability("fusectl", True, f"not mounted: Ringside mounts it on {path} for "
+                          "the moment it aborts a connection, and unmounts it after",
+                          required=False)
     return Capability(
         "fusectl",
         False,
-        "not mounted (no per-connection abort/waiting files)",
-        f"`make setup`, or `mount -t fusectl none {path}` as root",
+        "not mounted, and only root can mount it (no per-connection abort files)",
+        f"`mount -t fusectl none {path}` as root",
         required=False,
     )
 

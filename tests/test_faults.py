@@ -40,7 +40,7 @@ from transports.fuse.codec import Codec
 pytestmark = pytest.mark.mount
 
 MiB = 1 << 20
-FUSECTL = Path("/sys/fs/fuse/connections")
+FUSECTL = Path(mounting.FUSECTL)
 # Reads and writes from two jobs, sixteen in flight each, when the fault hits.
 LOADED_SCENARIO = "randrw-4k-qd16-2jobs"
 QUICK_SCENARIO = "randread-4k-qd1"
@@ -102,19 +102,25 @@ def kill_leftovers(*needles: str) -> None:
 
 @pytest.fixture
 def fusectl() -> Iterator[Path]:
-    """/sys/fs/fuse/connections, mounted for the test when it was not (and unmounted after)."""
+    """/sys/fs/fuse/connections, mounted for the test when it was not (and unmounted after,
+    however the test ends)."""
     require(fuse_usable())
-    mounted_here = False
-    if mounting.find_mount(str(FUSECTL)) is None:
-        if os.geteuid() != 0:
+    with mounting.fusectl() as connections:
+        if connections is None:
             require("fusectl is not mounted and only root can mount it")
-        subprocess.run(["mount", "-t", "fusectl", "none", str(FUSECTL)], check=True)
-        mounted_here = True
-    try:
-        yield FUSECTL
-    finally:
-        if mounted_here:
-            mounting.unmount(str(FUSECTL), lazy=True)
+        yield Path(connections)
+
+
+def test_fusectl_is_left_as_found_even_when_the_block_fails():
+    if os.geteuid() != 0:
+        require("mounting fusectl needs root")
+    before = mounting.find_mount(mounting.FUSECTL) is not None
+    with pytest.raises(RuntimeError, match="the block fails"):
+        with mounting.fusectl() as connections:
+            assert connections == mounting.FUSECTL
+            assert mounting.find_mount(connections) is not None
+            raise RuntimeError("the block fails")
+    assert (mounting.find_mount(mounting.FUSECTL) is not None) == before
 
 
 # -- faults while fio runs -----------------------------------------------------------------

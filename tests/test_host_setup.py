@@ -69,6 +69,16 @@ def test_host_setup_gives_dev_fuse_to_users_without_udev():
         assert "/dev/fuse" not in again.stdout  # nothing to do the second time
 
 
+def test_host_setup_leaves_fusectl_as_it_found_it():
+    """fusectl is mounted only for the moment a connection is aborted, never left by setup."""
+    from transports.fuse import mounting
+
+    before = mounting.find_mount(mounting.FUSECTL) is not None
+    out = subprocess.run(["bash", str(HOST_SETUP)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert (mounting.find_mount(mounting.FUSECTL) is not None) == before
+
+
 def test_a_missing_precondition_fails_once_with_its_fix():
     with dev_fuse_mode(0o600):
         proc = subprocess.run(

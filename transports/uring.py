@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -102,7 +101,6 @@ _TEARDOWN = (-errno.ENOTCONN, -errno.ECONNABORTED, -errno.ECANCELED, -errno.ENOD
 _SETUP_TIMEOUT = 10.0  # seconds for INIT and for every queue to register
 _STOP_GRACE = 5.0  # after stop(): how long open files may keep the connection alive
 _JOIN_TIMEOUT = 5.0
-FUSECTL = "/sys/fs/fuse/connections"
 _POLICIES = {"normal": os.SCHED_OTHER, "batch": os.SCHED_BATCH, "idle": os.SCHED_IDLE}
 _POLICY_NAMES = {policy: name for name, policy in _POLICIES.items()}
 
@@ -695,30 +693,19 @@ class UringTransport(Transport):
         return not stuck
 
     def _abort_connection(self) -> None:
-        """Abort our FUSE connection through fusectl, mounting fusectl for that if needed."""
+        """Abort our FUSE connection through fusectl (mounted for that if it is not)."""
         minor = self._conn_minor
         if minor is None:
             return
-        path = os.path.join(FUSECTL, str(minor), "abort")
-        mounted_here = False
-        if not os.path.exists(path) and os.geteuid() == 0:
-            if mounting.find_mount(FUSECTL) is None:
-                proc = subprocess.run(
-                    ["mount", "-t", "fusectl", "none", FUSECTL], capture_output=True, check=False
-                )
-                mounted_here = proc.returncode == 0
-        try:
-            with open(path, "w") as f:
-                f.write("1")
-            self._aborted_via_fusectl = True
-        except OSError:
-            pass
-        finally:
-            if mounted_here:  # leave the machine as we found it
-                try:
-                    mounting.unmount(FUSECTL, lazy=True)
-                except OSError:
-                    pass
+        with mounting.fusectl() as connections:
+            if connections is None:
+                return
+            try:
+                with open(os.path.join(connections, str(minor), "abort"), "w") as f:
+                    f.write("1")
+                self._aborted_via_fusectl = True
+            except OSError:
+                pass
 
     def _unmount_ours(self) -> None:
         with self._lock:

@@ -14,12 +14,15 @@ import shutil
 import socket
 import stat
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_char_p]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
+FUSECTL = "/sys/fs/fuse/connections"
 MNT_DETACH = 2
 MS_NOSUID = 2
 MS_NODEV = 4
@@ -105,6 +108,30 @@ def connection_end(path: str, minor: int | None) -> str:
     if entry is not None and (minor is None or entry.minor == minor):
         return "aborted"
     return "unmounted"
+
+
+@contextmanager
+def fusectl() -> Iterator[str | None]:
+    """/sys/fs/fuse/connections (per-connection `abort` files) for the duration of the
+    block: as found when it is mounted, else mounted here (root only) and unmounted
+    after, however the block ends, so the machine is left as it was. None when it is not
+    mounted and cannot be."""
+    mounted_here = False
+    if find_mount(FUSECTL) is None:
+        if os.geteuid() != 0 or not os.path.isdir(FUSECTL):
+            yield None
+            return
+        proc = subprocess.run(["mount", "-t", "fusectl", "none", FUSECTL],
+                              capture_output=True, check=False)
+        if proc.returncode != 0:
+            yield None
+            return
+        mounted_here = True
+    try:
+        yield FUSECTL
+    finally:
+        if mounted_here:
+            unmount(FUSECTL, lazy=True)
 
 
 def unmount(path: str, lazy: bool = True) -> None:
