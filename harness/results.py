@@ -108,8 +108,7 @@ def _upgrade_2_to_3(data: dict[str, Any]) -> None:
     if transport.get("name", "uring") == "uring":
         spec = transport.get("spec")
         if isinstance(spec, str):
-            name, sep, options = spec.partition(":")
-            transport["spec"] = name + sep + _PINNED_BEFORE_3.sub("buffers=mlock", options)
+            transport["spec"] = _spec_2_to_3(spec)
         for settings in (transport.get("settings"),
                          (data.get("transport_stats") or {}).get("settings")):
             if isinstance(settings, dict) and settings.get("buffers") == "pinned":
@@ -130,7 +129,7 @@ def _upgrade_3_to_4(data: dict[str, Any]) -> None:
         return
     spec = transport.get("spec")
     if isinstance(spec, str):
-        transport["spec"] = upgrade_spec_text(spec, 3)
+        transport["spec"] = _spec_3_to_4(spec)
         if transport.get("label") == spec:
             transport["label"] = transport["spec"]
     for settings in (transport.get("settings"),
@@ -203,27 +202,39 @@ def read_result(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 # The spec text older versions wrote for what is now buffers=mlock.
 _PINNED_BEFORE_3 = re.compile(r"(?<![A-Za-z0-9_])buffers=pinned(?![A-Za-z0-9_])")
-
-
 # Defaults that changed in format 4: what a spec without the key meant before.
 _DEFAULTS_BEFORE_4 = {"devfuse": {"datapath": "python"},
                       "uring": {"datapath": "python", "sched": "normal"}}
 
 
+def _spec_2_to_3(spec: str) -> str:
+    """buffers=pinned meant mlock."""
+    name, sep, options = spec.partition(":")
+    return name + sep + _PINNED_BEFORE_3.sub("buffers=mlock", options) if name == "uring" else spec
+
+
+def _spec_3_to_4(spec: str) -> str:
+    """devfuse and uring served data in Python, uring's queue threads ran SCHED_OTHER:
+    those defaults are written out."""
+    name, sep, options = spec.partition(":")
+    defaults = _DEFAULTS_BEFORE_4.get(name)
+    if not defaults:
+        return spec
+    given = {part.partition("=")[0] for part in options.split(",") if part}
+    added = [f"{key}={value}" for key, value in defaults.items() if key not in given]
+    options = ",".join(filter(None, [options, *added]))
+    return f"{name}:{options}" if options else name + sep
+
+
+_SPEC_UPGRADES = {2: _spec_2_to_3, 3: _spec_3_to_4}  # format version -> the step to the next
+
+
 def upgrade_spec_text(spec: str, version: int = 1) -> str:
     """A transport spec written by format `version` as the current format writes it
-    (results, manifests): before 3, buffers=pinned meant mlock; before 4, devfuse and
-    uring served data in Python and uring's queue threads ran SCHED_OTHER, so those
-    defaults are written out."""
-    name, sep, options = spec.partition(":")
-    if version < 3 and name == "uring":
-        options = _PINNED_BEFORE_3.sub("buffers=mlock", options)
-    if version < 4 and name in _DEFAULTS_BEFORE_4:
-        given = {part.partition("=")[0] for part in options.split(",") if part}
-        added = [f"{key}={value}" for key, value in _DEFAULTS_BEFORE_4[name].items()
-                 if key not in given]
-        options = ",".join(filter(None, [options, *added]))
-    return f"{name}:{options}" if options else name + sep
+    (results, manifests)."""
+    for step in range(max(version, 2), FORMAT_VERSION):
+        spec = _SPEC_UPGRADES[step](spec)
+    return spec
 
 
 def result_files(path: str | os.PathLike[str]) -> list[Path]:

@@ -18,12 +18,11 @@ from pathlib import Path
 
 import pytest
 from test_uring import Server
+from test_uring import serving as uring_serving
 
 from conftest import fuse_usable, require
-from transports.base import parse_spec
 from transports.export.backing import parse_backing
 from transports.export.image import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, Export, ExportOptions
-from transports.fuse import mounting
 
 NATIVE_SPECS = ["devfuse:datapath=native", "uring:datapath=native"]
 SIZE = 8 << 20
@@ -33,20 +32,8 @@ CHUNK = 64 << 10
 @contextmanager
 def serving(path: Path, spec: str, export: Export) -> Iterator[Server]:
     require(fuse_usable())
-    mounting.prepare_mountpoint(str(path))
-    server = Server(parse_spec(spec).create(), export, path)
-    server.thread.start()
-    try:
-        server.ready.wait(30)
-        if server.error is not None:
-            raise server.error
-        assert server.ready.is_set(), f"{spec} did not get ready"
+    with uring_serving(path, spec, export=export) as server:
         yield server
-    finally:
-        server.transport.stop()
-        server.thread.join(30)
-        mounting.unmount_if_mounted(str(path))
-        export.close()
 
 
 def _pattern(seed: int) -> mmap.mmap:

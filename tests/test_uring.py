@@ -90,16 +90,21 @@ class Server:
 
 
 @contextmanager
-def serving(path: Path, spec: str = "uring", size: int = EXPORT_SIZE) -> Iterator[Server]:
+def serving(
+    path: Path, spec: str = "uring", size: int = EXPORT_SIZE, export: Export | None = None
+) -> Iterator[Server]:
+    """Serve `export` (default: an empty memory image of `size`) through `spec` on `path`
+    in a thread; stopped, unmounted and closed however the block ends."""
     mounting.prepare_mountpoint(str(path))
-    export = Export(parse_backing(f"memory:{size}"), ExportOptions())
+    if export is None:
+        export = Export(parse_backing(f"memory:{size}"), ExportOptions())
     server = Server(parse_spec(spec).create(), export, path)
     server.thread.start()
     try:
         server.ready.wait(30)
         if server.error is not None:
             raise server.error
-        assert server.ready.is_set(), "the uring transport did not get ready"
+        assert server.ready.is_set(), f"{spec} did not get ready"
         yield server
     finally:
         server.transport.stop()

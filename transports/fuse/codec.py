@@ -219,15 +219,8 @@ class Codec:
         self._op_counts[opcode] += 1
         try:
             result = self._dispatch[opcode](op_in, payload, out)
-        except OSError as e:
-            result = _errno_of(e)
-        except (struct.error, OverflowError, ValueError):
-            # A request too short for its op header, or a field out of range.
-            result = -errno.EINVAL
         except Exception as e:  # never let one request take the worker down
-            self.exceptions += 1
-            self.last_exception = f"{abi.OPCODE_NAMES.get(opcode, opcode)}: {e!r}"
-            result = -errno.EIO
+            result = self._error_reply(e, opcode)
         if result is not None and result < 0:
             self.errors += 1
         return result
@@ -254,17 +247,21 @@ class Codec:
                 result = _WRITE_OUT_SIZE
             else:
                 result = -errno.EIO
-        except OSError as e:
-            result = _errno_of(e)
-        except (struct.error, OverflowError, ValueError):
-            result = -errno.EINVAL
         except Exception as e:  # never let one request take the worker down
-            self.exceptions += 1
-            self.last_exception = f"{abi.OPCODE_NAMES.get(opcode, opcode)} (lent): {e!r}"
-            result = -errno.EIO
+            result = self._error_reply(e, opcode, " (lent)")
         if result < 0:
             self.errors += 1
         return result
+
+    def _error_reply(self, e: Exception, opcode: int, how: str = "") -> int:
+        """The error a request that raised `e` is answered with."""
+        if isinstance(e, OSError):
+            return _errno_of(e)
+        if isinstance(e, (struct.error, OverflowError, ValueError)):
+            return -errno.EINVAL  # a request too short for its op header, or a field out of range
+        self.exceptions += 1
+        self.last_exception = f"{abi.OPCODE_NAMES.get(opcode, opcode)}{how}: {e!r}"
+        return -errno.EIO
 
     def adopt(self, negotiated: Negotiated) -> None:
         """Use the INIT outcome another codec negotiated (one INIT per connection)."""
