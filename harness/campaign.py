@@ -34,7 +34,9 @@ MANIFEST = "campaign.json"
 # 2: uring:buffers=pinned is the kernel pin (7.46); in 1 it meant mlock (see results.py)
 # 3: devfuse and uring default to datapath=native (and uring to sched=batch); before, to
 #    datapath=python and sched=normal
-MANIFEST_VERSION = 3
+# 4: uring defaults to sched=auto, and sched=idle is guarded; before, to sched=batch and
+#    an unguarded idle
+MANIFEST_VERSION = 4
 RUN_OVERHEAD_S = 1.5  # mount, server start and stop per run, for the first ETA
 
 

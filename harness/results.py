@@ -15,6 +15,7 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,8 +26,11 @@ if TYPE_CHECKING:
 # 3: `uring:buffers=pinned` is the kernel's pin of a registered pool (protocol 7.46);
 #    in versions 1 and 2 it meant user-space mlock, now `buffers=mlock`. Older files are
 #    upgraded on reading, so old and new never share a label.
-FORMAT_VERSION = 4
-SUPPORTED_VERSIONS = (1, 2, 3, 4)
+# 5: uring's `sched` defaults to auto (SCHED_IDLE with a starvation guard where it may act)
+#    and sched=idle is guarded unless idle_guard=off; before, the default was batch and
+#    idle was unguarded.
+FORMAT_VERSION = 5
+SUPPORTED_VERSIONS = (1, 2, 3, 4, 5)
 
 
 class ResultError(ValueError):
@@ -122,24 +126,45 @@ def _upgrade_3_to_4(data: dict[str, Any]) -> None:
     """Version 4: devfuse and uring have `datapath` (python|native, default native) and
     uring's `sched` defaults to batch. Older runs served data in Python with SCHED_OTHER
     queue threads: their spec (and a label that was the spec) and settings say so."""
+    _write_out_defaults(data, _spec_3_to_4)
+
+
+def _upgrade_4_to_5(data: dict[str, Any]) -> None:
+    """Version 5: uring's `sched` defaults to auto, and sched=idle is guarded. Older uring
+    runs without a sched ran SCHED_BATCH, and none had a guard: their spec (and a label that
+    was the spec) and settings say so."""
+    _write_out_defaults(data, _spec_4_to_5)
+
+
+def _write_out_defaults(data: dict[str, Any], spec_step: Callable[[str], str]) -> None:
+    """Rewrite a result's spec with `spec_step`, which writes out the defaults of then, and
+    add what it added to the spec to the requested and effective settings where missing."""
     transport = data.get("transport") or {}
-    name = transport.get("name")
-    defaults = _DEFAULTS_BEFORE_4.get(name or "")
-    if not defaults:
-        return
     spec = transport.get("spec")
-    if isinstance(spec, str):
-        transport["spec"] = _spec_3_to_4(spec)
-        if transport.get("label") == spec:
-            transport["label"] = transport["spec"]
+    if not isinstance(spec, str):
+        return
+    new_spec = spec_step(spec)
+    if new_spec == spec:
+        return
+    transport["spec"] = new_spec
+    if transport.get("label") == spec:
+        transport["label"] = new_spec
+    added = _spec_options(new_spec).items() - _spec_options(spec).items()
     for settings in (transport.get("settings"),
                      (data.get("transport_stats") or {}).get("settings")):
         if isinstance(settings, dict):
-            for key, value in defaults.items():
+            for key, value in added:
                 settings.setdefault(key, value)
 
 
-_UPGRADES = {1: _upgrade_1_to_2, 2: _upgrade_2_to_3, 3: _upgrade_3_to_4}  # version -> next
+def _spec_options(spec: str) -> dict[str, str]:
+    options = spec.partition(":")[2]
+    return dict(part.partition("=")[::2] for part in options.split(",") if part)
+
+
+_UPGRADES = {  # version -> the step to the next
+    1: _upgrade_1_to_2, 2: _upgrade_2_to_3, 3: _upgrade_3_to_4, 4: _upgrade_4_to_5,
+}
 
 
 def upgrade(data: dict[str, Any]) -> dict[str, Any]:
@@ -216,17 +241,33 @@ def _spec_2_to_3(spec: str) -> str:
 def _spec_3_to_4(spec: str) -> str:
     """devfuse and uring served data in Python, uring's queue threads ran SCHED_OTHER:
     those defaults are written out."""
-    name, sep, options = spec.partition(":")
-    defaults = _DEFAULTS_BEFORE_4.get(name)
-    if not defaults:
+    return _with_defaults(spec, _DEFAULTS_BEFORE_4.get(spec.partition(":")[0], {}))
+
+
+def _spec_4_to_5(spec: str) -> str:
+    """uring's queue threads ran SCHED_BATCH unless told otherwise, and SCHED_IDLE had no
+    guard: those are written out."""
+    if spec.partition(":")[0] != "uring":
         return spec
-    given = {part.partition("=")[0] for part in options.split(",") if part}
+    spec = _with_defaults(spec, {"sched": "batch"})
+    if _spec_options(spec)["sched"] != "idle":
+        return spec
+    return _with_defaults(spec, {"idle_guard": "off"})
+
+
+def _with_defaults(spec: str, defaults: dict[str, str]) -> str:
+    """`spec` with each of `defaults` it does not give appended."""
+    name, sep, options = spec.partition(":")
+    given = _spec_options(spec)
     added = [f"{key}={value}" for key, value in defaults.items() if key not in given]
-    options = ",".join(filter(None, [options, *added]))
-    return f"{name}:{options}" if options else name + sep
+    if not added:
+        return spec
+    return f"{name}:" + ",".join(filter(None, [options, *added]))
 
 
-_SPEC_UPGRADES = {2: _spec_2_to_3, 3: _spec_3_to_4}  # format version -> the step to the next
+_SPEC_UPGRADES = {  # format version -> the step to the next
+    2: _spec_2_to_3, 3: _spec_3_to_4, 4: _spec_4_to_5,
+}
 
 
 def upgrade_spec_text(spec: str, version: int = 1) -> str:

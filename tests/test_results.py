@@ -127,7 +127,7 @@ def test_version_1_pinned_is_read_as_mlock(tmp_path: Path) -> None:
     path = tmp_path / "old.json"
     path.write_text(json.dumps(old))
     data = read_result(path)
-    assert data["format_version"] == FORMAT_VERSION == 4 and data["upgraded_from"] == 1
+    assert data["format_version"] == FORMAT_VERSION == 5 and data["upgraded_from"] == 1
     spec = "uring:depth=8,buffers=mlock,pin=off,datapath=python,sched=normal"
     assert data["transport"]["spec"] == spec
     assert data["transport"]["settings"]["buffers"] == "mlock"
@@ -144,7 +144,7 @@ def test_version_1_pinned_is_read_as_mlock(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("spec", "label", "want"), [
     ("uring", "uring", "uring:datapath=python,sched=normal"),
-    ("uring:sched=idle", "fast", "uring:sched=idle,datapath=python"),
+    ("uring:sched=idle", "fast", "uring:sched=idle,datapath=python,idle_guard=off"),
     ("devfuse:threads=2", "devfuse:threads=2", "devfuse:threads=2,datapath=python"),
     ("pyfuse3", "pyfuse3", "pyfuse3"),
 ])
@@ -164,6 +164,28 @@ def test_version_3_runs_served_data_in_python(tmp_path: Path, spec: str, label: 
     if name != "pyfuse3":
         for settings in (data["transport"]["settings"], data["transport_stats"]["settings"]):
             assert settings["datapath"] == "python"
+
+
+@pytest.mark.parametrize(("spec", "want", "settings"), [
+    ("uring", "uring:sched=batch", {"sched": "batch"}),
+    ("uring:depth=4,sched=idle", "uring:depth=4,sched=idle,idle_guard=off",
+     {"idle_guard": "off"}),
+    ("uring:sched=normal", "uring:sched=normal", {}),
+    ("devfuse", "devfuse", {}),
+])
+def test_version_4_uring_ran_batch_and_idle_unguarded(tmp_path: Path, spec: str, want: str,
+                                                      settings: dict) -> None:
+    """Before format 5 uring's default was SCHED_BATCH and SCHED_IDLE had no guard."""
+    old = {"format_version": 4,
+           "transport": {"name": spec.partition(":")[0], "spec": spec, "label": spec,
+                         "settings": {"sched": "batch"}},
+           "transport_stats": {"settings": {}}}
+    path = tmp_path / "v4.json"
+    path.write_text(json.dumps(old))
+    data = read_result(path)
+    assert data["transport"]["spec"] == data["transport"]["label"] == want
+    assert data["transport_stats"]["settings"] == settings
+    assert data["transport"]["settings"] == {"sched": "batch", **settings}
 
 
 @pytest.mark.parametrize("text", ['{"kind": "run"}', "not json", "[1, 2]"])

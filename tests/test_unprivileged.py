@@ -72,24 +72,28 @@ class User:
     gid: int
     home: Path  # a directory of its own, outside pytest's (root-only) temp dir
 
-    def command(self, *argv: str) -> list[str]:
+    def command(self, *argv: str, cap: str = "") -> list[str]:
         # Every step execs (none forks, unlike runuser), so a signal to the child reaches
-        # the harness itself. The memlock limit is the one a fresh login gets, set while
-        # still root so it may exceed the test runner's own hard limit.
+        # the harness itself. The memlock and nice limits are the ones a fresh login gets,
+        # set while still root so they may exceed the test runner's own. `cap`: one
+        # capability the user keeps (ambient), e.g. "sys_nice".
+        caps = [f"--inh-caps=+{cap}", f"--ambient-caps=+{cap}"] if cap else []
         return [
-            "prlimit", f"--memlock={MEMLOCK_DEFAULT}:{MEMLOCK_DEFAULT}",
-            "setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups",
+            "prlimit", f"--memlock={MEMLOCK_DEFAULT}:{MEMLOCK_DEFAULT}", "--nice=0:0",
+            "setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups", *caps,
             "env", "-i", f"HOME={self.home}", f"TMPDIR={self.home}", "LANG=C.UTF-8",
             f"USER={self.name}", f"PATH={USER_PATH}",
             *argv,
         ]
 
-    def run(self, *argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run(self.command(*argv), cwd=REPO, capture_output=True,
-                              text=True, timeout=timeout)
+    def run(self, *argv: str, timeout: float = 120, cap: str = ""
+            ) -> subprocess.CompletedProcess:
+        return subprocess.run(self.command(*argv, cap=cap), cwd=REPO,
+                              capture_output=True, text=True, timeout=timeout)
 
-    def ringside(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return self.run(sys.executable, "-m", "harness", *args, timeout=timeout)
+    def ringside(self, *args: str, timeout: float = 120, cap: str = ""
+                 ) -> subprocess.CompletedProcess:
+        return self.run(sys.executable, "-m", "harness", *args, timeout=timeout, cap=cap)
 
     def processes(self) -> list[int]:
         pids = []
@@ -236,6 +240,8 @@ def test_serve_as_a_user(user, userdir, user_transport):
     if user_transport.startswith("uring"):
         # The ring itself, not a fallback to /dev/fuse.
         assert data["requests_ring"] > 0.9 * data["requests"], data
+        # sched=auto: a user without RLIMIT_NICE could not leave SCHED_IDLE, so no idle
+        assert data["settings"]["sched"] == "batch" and "sched_guard" not in data
         if "mlock" in user_transport:
             assert data["locked_bytes"] >= data["memlock"]["needed_bytes"] > 0
         if "pinned" in user_transport:
@@ -404,6 +410,30 @@ def test_fault_during_a_users_run(user, userdir, user_transport, fault):
                           "--out", str(out))
     assert again.returncode == 0, again.stderr
     assert_nothing_left(mountpoint, jobs)
+
+
+def test_sched_idle_as_a_user_names_rlimit_nice(user, userdir):
+    proc = user.ringside("serve", str(userdir / "disk.img"), "-t", "uring:sched=idle",
+                         "--backing", "memory:16M", timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    assert "RLIMIT_NICE" in proc.stderr and "ulimit -e 20" in proc.stderr
+    assert "sched=batch" in proc.stderr and "Traceback" not in proc.stderr
+    assert mounting.find_mount(str(userdir / "disk.img")) is None
+
+
+def test_sched_auto_as_a_user_allowed_to_leave_idle(user, userdir):
+    """With CAP_SYS_NICE a user may move its threads off SCHED_IDLE: auto is the guarded
+    idle. (RLIMIT_NICE would do too, but raising it needs CAP_SYS_RESOURCE, which root
+    lacks on some of these machines.)"""
+    out = userdir / "results"
+    proc = user.ringside("run", "randread-4k-qd1", "-t", "uring", "--runtime", "1",
+                         "--backing", "memory:16M", "--out", str(out), cap="sys_nice")
+    assert proc.returncode == 0, proc.stderr
+    (result,) = out.glob("*.json")
+    stats = json.loads(result.read_text())["transport_stats"]
+    assert stats["settings"]["sched"] == "idle" and stats["settings"]["idle_guard"] == "on"
+    assert stats["sched_guard"]["checks"] > 0
+    assert not [t for t in stats["sched_guard"]["per_thread"] if t["last_error"]]
 
 
 def test_zerocopy_as_a_user_names_cap_sys_admin(user, userdir):

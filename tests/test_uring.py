@@ -208,8 +208,11 @@ def test_statistics_report_effective_settings(tmp_path):
     assert stats["transport"] == "uring"
     assert stats["settings"]["depth"] == 4
     assert stats["settings"]["pin"] == "off"
-    assert stats["settings"]["sched"] == "batch"
-    assert {q["sched"] for q in stats["per_queue"]} == {"batch"}
+    # sched=auto: SCHED_IDLE, guarded, wherever the guard may act (root may)
+    assert stats["settings"]["sched"] == "idle"
+    assert stats["settings"]["idle_guard"] == "on"
+    assert {q["sched"] for q in stats["per_queue"]} == {"idle"}
+    assert stats["sched_guard"]["checks"] > 0
     assert stats["settings"]["datapath"] == "native"
     assert stats["settings"]["buffers"] == "mapped"
     assert stats["settings"]["queues"] == queues == len(stats["per_queue"])
@@ -229,7 +232,7 @@ def test_statistics_report_effective_settings(tmp_path):
 def test_spec_options_are_validated():
     assert parse_spec("uring").settings == {
         "depth": 8, "buffers": "mapped", "zerocopy": False, "datapath": "native", "pin": True,
-        "sched": "batch",
+        "sched": "auto", "idle_guard": True,
     }
     with pytest.raises(SpecError, match="positive"):
         parse_spec("uring:depth=0")
@@ -237,22 +240,65 @@ def test_spec_options_are_validated():
         parse_spec("uring:buffers=huge")
     with pytest.raises(SpecError, match="on or off"):
         parse_spec("uring:pin=maybe")
-    with pytest.raises(SpecError, match="normal, batch, idle"):
+    with pytest.raises(SpecError, match="auto, normal, batch, idle"):
         parse_spec("uring:sched=fifo")
     with pytest.raises(SpecError, match="python, native"):
         parse_spec("uring:datapath=c")
 
 
-def test_sched_idle_applies_to_queue_threads(tmp_path):
+@pytest.mark.parametrize("sched", ["batch", "idle,idle_guard=off"])
+def test_sched_applies_to_queue_threads(tmp_path, sched):
     path = tmp_path / "disk.img"
-    with serving(path, "uring:sched=idle") as server:
+    with serving(path, f"uring:sched={sched}") as server:
         with open(path, "rb") as f:
             assert f.read(4096) == bytes(4096)
         stats = server.stats()
     server.wait_returned()
-    assert stats["settings"]["sched"] == "idle"
-    assert {q["sched"] for q in stats["per_queue"]} == {"idle"}
+    policy = sched.partition(",")[0]
+    assert stats["settings"]["sched"] == policy
+    assert stats["settings"]["idle_guard"] == "off"
+    assert "sched_guard" not in stats
+    assert {q["sched"] for q in stats["per_queue"]} == {policy}
     assert os.sched_getscheduler(0) == os.SCHED_OTHER  # only the queue threads changed
+
+
+def _policies(tids: list[int]) -> set[int]:
+    return {os.sched_getscheduler(tid) for tid in tids}
+
+
+def test_idle_guard_moves_a_starved_queue_thread_to_batch_and_back(tmp_path):
+    """A CPU hog per CPU in this process's scheduling group (the test's session) starves
+    SCHED_IDLE queue threads: the guard must move them to SCHED_BATCH, so reads go on, and
+    back to SCHED_IDLE once the hogs are gone."""
+    path = tmp_path / "disk.img"
+    hog = "while True: pass"
+    with serving(path, "uring:sched=idle") as server:
+        tids = [t["tid"] for t in server.stats()["sched_guard"]["per_thread"]]
+        assert tids and _policies(tids) == {os.SCHED_IDLE}
+        hogs = [subprocess.Popen([sys.executable, "-c", hog]) for _ in range(os.cpu_count() or 1)]
+        try:
+            reads = 0
+            deadline = time.monotonic() + 60
+            with open(path, "rb", buffering=0) as f:
+                # Only the guard sets SCHED_BATCH; sampled, as a hold may end meanwhile.
+                while os.SCHED_BATCH not in _policies(tids):
+                    assert time.monotonic() < deadline, "no queue thread was found starved"
+                    f.seek(reads % 256 * 4096)
+                    assert f.read(4096) == bytes(4096)
+                    reads += 1
+            assert server.stats()["sched_guard"]["boosts"] >= 1
+        finally:
+            for p in hogs:
+                p.kill()
+                p.wait()
+        # After the longest hold a boost can have got (holds double while starvation recurs).
+        deadline = time.monotonic() + 30
+        while _policies(tids) != {os.SCHED_IDLE}:
+            assert time.monotonic() < deadline, "the guard did not restore SCHED_IDLE"
+            time.sleep(0.05)
+        guard = server.stats()["sched_guard"]
+    assert guard["restores"] >= 1 and guard["boosted_ms"] > 0
+    assert not [t for t in guard["per_thread"] if t["last_error"]]
 
 
 # -- mlocked memory --------------------------------------------------------------------------

@@ -94,6 +94,7 @@ from transports.ring.queue import (
     pinned_bytes,
     possible_cpus,
 )
+from transports.ring.sched_guard import SchedGuard, may_leave_idle
 
 MAX_WRITE = devloop.MAX_WRITE
 # Entry completions that mean the connection is going away, not a bug.
@@ -129,6 +130,7 @@ class _Queue:
         self.affinity: list[int] | None = None
         self.pin_error: str | None = None
         self.policy: str | None = None
+        self.tid = 0
         self.entry_errors: dict[str, int] = {}
         self.no_reply = 0  # requests the codec answered with "no reply": refused with EIO
         self.ring_counters: dict = {}
@@ -188,10 +190,15 @@ class UringTransport(Transport):
         "datapath": DATAPATH_OPTION,
         "pin": Option(on_off, True, "pin each queue thread to its CPU (on|off)"),
         "sched": Option(
-            str, "batch", "queue threads' scheduling policy: normal (SCHED_OTHER), batch "
-            "(SCHED_BATCH: a woken queue thread does not preempt the client) or idle "
-            "(SCHED_IDLE: a woken client stays on the queue's CPU; starves under CPU load)",
-            choices=tuple(_POLICIES),
+            str, "auto", "queue threads' scheduling policy: normal (SCHED_OTHER), batch "
+            "(SCHED_BATCH: a woken queue thread does not preempt the client), idle "
+            "(SCHED_IDLE: a woken client stays on the queue's CPU) or auto (idle where "
+            "its guard may act: root, CAP_SYS_NICE or RLIMIT_NICE; else batch)",
+            choices=("auto", *_POLICIES),
+        ),
+        "idle_guard": Option(
+            on_off, True, "with sched=idle: move a starved queue thread to SCHED_BATCH for "
+            "a while (off: plain SCHED_IDLE, which starves under CPU load in its group)",
         ),
     }
 
@@ -203,7 +210,11 @@ class UringTransport(Transport):
         self._zero_copy = on_off(zc) if isinstance(zc, str) else bool(zc)
         pin = settings.get("pin", True)
         self._pin = on_off(pin) if isinstance(pin, str) else bool(pin)
-        self._sched = str(settings.get("sched", "batch"))
+        self._sched_requested = str(settings.get("sched", "auto"))
+        self._sched = self._sched_requested  # resolved by check_available()
+        guard = settings.get("idle_guard", True)
+        self._idle_guard = on_off(guard) if isinstance(guard, str) else bool(guard)
+        self._guard: SchedGuard | None = None
         self._datapath = str(settings.get("datapath", DEFAULT_DATAPATH))
         self._native_image: NativeImage | None = None
         self._queues: list[_Queue] = []
@@ -276,6 +287,20 @@ class UringTransport(Transport):
             )
         if self._buffers in POOL_MODES or self._zero_copy:
             self._require_bufpool()
+        self._sched = self._resolve_sched()
+
+    def _resolve_sched(self) -> str:
+        guarded = self._idle_guard and may_leave_idle()
+        if self._sched_requested == "auto":
+            return "idle" if guarded else "batch"
+        if self._sched_requested == "idle" and self._idle_guard and not guarded:
+            raise TransportUnavailable(
+                "sched=idle's guard could not move a starved queue thread off SCHED_IDLE: "
+                "this process has no CAP_SYS_NICE and RLIMIT_NICE does not allow nice 0 "
+                "(`ulimit -e` is below 20): raise it with `ulimit -e 20`, run as root, or "
+                "use sched=batch (or idle_guard=off, which starves under CPU load)"
+            )
+        return self._sched_requested
 
     def _mode_words(self) -> str:
         return f"buffers={self._buffers}" + (",zerocopy=on" if self._zero_copy else "")
@@ -391,6 +416,7 @@ class UringTransport(Transport):
             "zerocopy": "on" if self._zero_copy else "off",
             "pin": "on" if self._pin else "off",
             "sched": self._sched,
+            "idle_guard": "on" if self._sched == "idle" and self._idle_guard else "off",
             "datapath": self._datapath,
             "queues": len(self._queues),
             "threads": len(self._queues) + 1,
@@ -417,6 +443,7 @@ class UringTransport(Transport):
                 "first_request_via_ring": self._ready_via_ring,
                 "teardown": dict(self._teardown),
                 **({"native": native_totals(natives)} if natives else {}),
+                **({"sched_guard": self._guard.counters()} if self._guard else {}),
             },
         )
 
@@ -506,6 +533,9 @@ class UringTransport(Transport):
         if self._buffers == "pinned" and not has_capability(CAP_IPC_LOCK):
             # io_uring charged every registered pool to this process (VmPin).
             self._pinned_bytes = pinned_bytes()
+        if self._sched == "idle" and self._idle_guard:
+            self._guard = SchedGuard([q.tid for q in self._queues if q.policy == "idle"])
+            self._guard.start()
         if self._stopping or not self._answering(mountpoint):
             return
         on_ready()
@@ -542,6 +572,7 @@ class UringTransport(Transport):
                 # queue thread then answers the whole batch.
                 os.sched_setscheduler(0, _POLICIES[self._sched], os.sched_param(0))
             q.policy = _POLICY_NAMES.get(os.sched_getscheduler(0), "other")
+            q.tid = threading.get_native_id()
             q.ring = Ring(q.qid, q.arena, fd, q.wake_fd, zero_copy=self._zero_copy)
             if q.native is not None:
                 q.ring.q.native = q.native.struct
@@ -662,6 +693,8 @@ class UringTransport(Transport):
 
     def _shutdown(self) -> bool:
         """Unmount, make every thread end, join them; True when all were joined."""
+        if self._guard is not None:
+            self._guard.stop()
         self._unmount_ours()
         deadline = time.monotonic() + _JOIN_TIMEOUT
         for t in self._threads():

@@ -158,13 +158,13 @@ def _manifest(path: Path) -> dict[str, Any]:
 
 
 # The result format whose specs each manifest format wrote (harness/results.py upgrades).
-_MANIFEST_SPECS = {1: 2, 2: 3}
+_MANIFEST_SPECS = {1: 2, 2: 3, 3: 4}
 
 
 def _upgrade_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
     """Specs of older manifests as results of the current format write them: format 1
     said buffers=pinned for buffers=mlock; formats 1 and 2 left out datapath=python (and
-    uring's sched=normal), the defaults then."""
+    uring's sched=normal), format 3 uring's sched=batch, the defaults then."""
     version = _MANIFEST_SPECS.get(int(manifest.get("campaign_format") or 1))
     if version is None:
         return manifest

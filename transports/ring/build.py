@@ -1,11 +1,12 @@
 """cffi builder of the uring transport's binding to liburing (>= 2.3): reads the C next to it.
 
 Compiled at install time (setup.py `cffi_modules`) into `transports._uring_cffi`:
-ring.c is the source (with ../datapath/native.c, the native data path both the ring
-and the /dev/fuse loop call), ring.h (the functions and the fields of a queue Python may read)
-and ../fuse/fuse_uring.h (the kernel's FUSE-over-io_uring ABI, which transports/fuse/abi.py reads
-too) are both the C headers and cffi's declarations, so C and Python read one text.
-cffi checks at build time that the compiler lays the ABI structs out as it parsed them.
+ring.c is the source, with ../datapath/native.c (the native data path both the ring and
+the /dev/fuse loop call) and sched_guard.c (sched=idle's starvation guard); ring.h and
+sched_guard.h (the functions and the fields Python may read) and ../fuse/fuse_uring.h
+(the kernel's FUSE-over-io_uring ABI, which transports/fuse/abi.py reads too) are both
+the C headers and cffi's declarations, so C and Python read one text. cffi checks at
+build time that the compiler lays the ABI structs out as it parsed them.
 """
 
 from __future__ import annotations
@@ -38,17 +39,21 @@ def _build() -> FFI:
     ffi.cdef(ABI_HEADER.read_text())
     ffi.cdef((DATAPATH / "native.h").read_text())
     ffi.cdef((HERE / "ring.h").read_text())
+    ffi.cdef((HERE / "sched_guard.h").read_text())
     ffi.set_source(
         "transports._uring_cffi",
         (HERE / "ring.c").read_text(),
         # setuptools takes extra sources relative to the project root only
-        sources=[os.path.relpath(DATAPATH / "native.c")],
+        sources=[os.path.relpath(DATAPATH / "native.c"), os.path.relpath(HERE / "sched_guard.c")],
         libraries=libs,
         include_dirs=[str(HERE), str(ABI_HEADER.parent), str(DATAPATH)]
         + [a[2:] for a in _pkg_config("--cflags-only-I")],
         library_dirs=[a[2:] for a in _pkg_config("--libs-only-L")],
         extra_compile_args=["-O2", "-Wall", "-Wno-unused-function"],
-        depends=[str(HERE / "ring.h"), str(ABI_HEADER), str(DATAPATH / "native.h")],
+        depends=[
+            str(HERE / "ring.h"), str(HERE / "sched_guard.h"), str(ABI_HEADER),
+            str(DATAPATH / "native.h"),
+        ],
     )
     return ffi
 

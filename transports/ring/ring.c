@@ -21,6 +21,7 @@
 #include "fuse_uring.h"
 #include "native.h"
 #include "ring.h"
+#include "sched_guard.h"
 
 #define RS_WAKE_TAG 0xffffffffffffffffULL
 #define RS_FIXED_TAG (1ULL << 62)	/* | entry: a READ_FIXED / WRITE_FIXED of that entry */

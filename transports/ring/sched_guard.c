@@ -1,0 +1,250 @@
+/*
+ * The starvation guard of uring's sched=idle.
+ *
+ * A CPU whose only runnable tasks are SCHED_IDLE counts as idle, so with SCHED_IDLE queue
+ * threads the client a reply wakes stays on its CPU instead of being sent to the other,
+ * idle one (and its next request to the other queue). The price: a SCHED_IDLE thread gets
+ * almost no CPU while anything else in its scheduling group (the server's session, or its
+ * cgroup) wants that CPU, and the ring's requests then wait for hundreds of milliseconds.
+ *
+ * The guard is a thread of its own that looks at every queue thread once a period. A
+ * thread found runnable at two looks in a row that did not run in between (neither its CPU
+ * time nor its count of times scheduled moved; a running thread's CPU time moves at every
+ * tick, hence a period longer than a tick) is starved: the guard moves it to the fallback
+ * policy (SCHED_BATCH) for a hold, then back to SCHED_IDLE. Starvation again soon after a
+ * hold ends doubles the next hold, up to hold_max: under lasting CPU load a thread spends
+ * nearly all its time on the fallback policy and pays at most two periods of waiting per
+ * hold.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sched_guard.h"
+
+struct rs_guard_look {
+	int stat_fd;		/* /proc/self/task/TID/stat: the state */
+	int schedstat_fd;	/* /proc/self/task/TID/schedstat: CPU time, times scheduled */
+	int gone;
+	char state;
+	unsigned long long runtime, pcount;
+	uint64_t boosted_at, restore_at, restored_at;
+};
+
+struct rs_guard_priv {
+	pthread_t thread;
+	int stop;
+	struct rs_guard_look *looks;
+};
+
+static uint64_t rs_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int rs_read_proc(int fd, char *buf, size_t len)
+{
+	ssize_t n = pread(fd, buf, len - 1, 0);
+
+	if (n < 0)
+		return -errno;
+	buf[n] = 0;
+	return 0;
+}
+
+static int rs_look(struct rs_guard_look *l, char *state, unsigned long long *runtime,
+		   unsigned long long *pcount)
+{
+	char buf[1024], *p;
+	unsigned long long delay;
+	int err = rs_read_proc(l->stat_fd, buf, sizeof(buf));
+
+	if (err)
+		return err;
+	p = strrchr(buf, ')');	/* the thread's name may hold spaces and parentheses */
+	if (!p || p[1] != ' ' || !p[2])
+		return -EINVAL;
+	*state = p[2];
+	err = rs_read_proc(l->schedstat_fd, buf, sizeof(buf));
+	if (err)
+		return err;
+	if (sscanf(buf, "%llu %llu %llu", runtime, &delay, pcount) != 3)
+		return -EINVAL;
+	return 0;
+}
+
+static int rs_set_policy(int tid, int policy)
+{
+	struct sched_param sp = { 0 };
+
+	return sched_setscheduler(tid, policy, &sp) ? -errno : 0;
+}
+
+static void rs_guard_check(struct rs_guard *g, struct rs_guard_thread *t,
+			   struct rs_guard_look *l, uint64_t now)
+{
+	unsigned long long runtime, pcount;
+	char state;
+	int err;
+
+	if (l->gone)
+		return;
+	err = rs_look(l, &state, &runtime, &pcount);
+	if (err == -ESRCH || err == -ENOENT) {
+		/* The thread ended. Its files were opened while it lived: a TID reused by
+		   another thread is never looked at, nor changed. */
+		l->gone = 1;
+		return;
+	}
+	if (err) {
+		t->last_error = -err;
+		return;
+	}
+	if (t->boosted) {
+		if (now >= l->restore_at) {
+			err = rs_set_policy(t->tid, SCHED_IDLE);
+			if (err) {
+				t->last_error = -err;
+			} else {
+				t->boosted = 0;
+				t->restores++;
+				t->boosted_ns += now - l->boosted_at;
+				l->restored_at = now;
+			}
+		}
+	} else if (state == 'R' && l->state == 'R' && runtime == l->runtime &&
+		   pcount == l->pcount) {
+		uint64_t hold = g->hold_min_ns;
+
+		if (l->restored_at && now - l->restored_at < 2 * t->hold_ns)
+			hold = t->hold_ns * 2 < g->hold_max_ns ? t->hold_ns * 2 : g->hold_max_ns;
+		/* It was alive at this look: its TID is still its own. */
+		err = rs_set_policy(t->tid, g->fallback_policy);
+		if (err) {
+			t->last_error = -err;
+		} else {
+			t->boosted = 1;
+			t->boosts++;
+			t->hold_ns = hold;
+			l->boosted_at = now;
+			l->restore_at = now + hold;
+		}
+	}
+	l->state = state;
+	l->runtime = runtime;
+	l->pcount = pcount;
+}
+
+static void *rs_guard_main(void *arg)
+{
+	struct rs_guard *g = arg;
+	struct rs_guard_priv *pv = g->priv;
+	struct timespec period = {
+		.tv_sec = g->period_ns / 1000000000u,
+		.tv_nsec = g->period_ns % 1000000000u,
+	};
+
+	while (!__atomic_load_n(&pv->stop, __ATOMIC_ACQUIRE)) {
+		uint64_t now;
+		unsigned i;
+
+		nanosleep(&period, NULL);
+		now = rs_now_ns();
+		g->checks++;
+		for (i = 0; i < g->n; i++)
+			rs_guard_check(g, &g->threads[i], &pv->looks[i], now);
+	}
+	return NULL;
+}
+
+static void rs_guard_free(struct rs_guard *g)
+{
+	struct rs_guard_priv *pv = g->priv;
+	unsigned i;
+
+	if (!pv)
+		return;
+	for (i = 0; i < g->n; i++) {
+		if (pv->looks[i].stat_fd >= 0)
+			close(pv->looks[i].stat_fd);
+		if (pv->looks[i].schedstat_fd >= 0)
+			close(pv->looks[i].schedstat_fd);
+	}
+	free(pv->looks);
+	free(pv);
+	g->priv = NULL;
+}
+
+static int rs_open_task_file(int tid, const char *name)
+{
+	char path[64];
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/%s", tid, name);
+	return open(path, O_RDONLY | O_CLOEXEC);
+}
+
+int rs_guard_start(struct rs_guard *g)
+{
+	struct rs_guard_priv *pv;
+	unsigned i;
+	int err;
+
+	if (g->priv || !g->period_ns || !g->hold_min_ns || g->hold_max_ns < g->hold_min_ns)
+		return -EINVAL;
+	pv = calloc(1, sizeof(*pv));
+	if (!pv)
+		return -ENOMEM;
+	g->priv = pv;
+	pv->looks = calloc(g->n ? g->n : 1, sizeof(*pv->looks));
+	if (!pv->looks) {
+		free(pv);
+		g->priv = NULL;
+		return -ENOMEM;
+	}
+	for (i = 0; i < g->n; i++)
+		pv->looks[i].stat_fd = pv->looks[i].schedstat_fd = -1;
+	for (i = 0; i < g->n; i++) {
+		pv->looks[i].stat_fd = rs_open_task_file(g->threads[i].tid, "stat");
+		pv->looks[i].schedstat_fd = rs_open_task_file(g->threads[i].tid, "schedstat");
+		if (pv->looks[i].stat_fd < 0 || pv->looks[i].schedstat_fd < 0) {
+			err = -errno;
+			rs_guard_free(g);
+			return err;
+		}
+	}
+	err = pthread_create(&pv->thread, NULL, rs_guard_main, g);
+	if (err) {
+		rs_guard_free(g);
+		return -err;
+	}
+	pthread_setname_np(pv->thread, "uring-guard");
+	return 0;
+}
+
+void rs_guard_stop(struct rs_guard *g)
+{
+	struct rs_guard_priv *pv = g->priv;
+	uint64_t now;
+	unsigned i;
+
+	if (!pv)
+		return;
+	__atomic_store_n(&pv->stop, 1, __ATOMIC_RELEASE);
+	pthread_join(pv->thread, NULL);
+	now = rs_now_ns();
+	for (i = 0; i < g->n; i++)
+		if (g->threads[i].boosted)
+			g->threads[i].boosted_ns += now - pv->looks[i].boosted_at;
+	rs_guard_free(g);
+}

@@ -1,0 +1,81 @@
+"""sched=idle's starvation guard: a C thread that moves a starved SCHED_IDLE queue thread
+to SCHED_BATCH for a while (transports/ring/sched_guard.c says how it decides)."""
+
+from __future__ import annotations
+
+import os
+import resource
+from typing import Any
+
+from transports.ring.queue import has_capability
+
+CAP_SYS_NICE = 23
+PERIOD_NS = 10_000_000  # longer than a tick at HZ >= 100: a running thread's CPU time moves
+HOLD_MIN_NS = 100_000_000
+HOLD_MAX_NS = 10_000_000_000
+
+
+def may_leave_idle() -> bool:
+    """Whether this process may move its threads from SCHED_IDLE back to a normal policy:
+    the kernel treats SCHED_IDLE as nice 20 and asks for CAP_SYS_NICE or an RLIMIT_NICE
+    that allows the thread's nice value."""
+    if has_capability(CAP_SYS_NICE):
+        return True
+    soft, _ = resource.getrlimit(resource.RLIMIT_NICE)
+    return soft == resource.RLIM_INFINITY or soft >= 20 - os.getpriority(os.PRIO_PROCESS, 0)
+
+
+class SchedGuard:
+    """Watches the given threads (Linux TIDs of this process) until stop()."""
+
+    def __init__(self, tids: list[int]):
+        from transports._uring_cffi import ffi, lib
+
+        self._lib = lib
+        self._threads = ffi.new("struct rs_guard_thread[]", max(1, len(tids)))
+        for i, tid in enumerate(tids):
+            self._threads[i].tid = tid
+        self._guard = ffi.new("struct rs_guard *")
+        self._guard.n = len(tids)
+        self._guard.threads = self._threads
+        self._guard.period_ns = PERIOD_NS
+        self._guard.hold_min_ns = HOLD_MIN_NS
+        self._guard.hold_max_ns = HOLD_MAX_NS
+        self._guard.fallback_policy = os.SCHED_BATCH
+        self._started = False
+
+    def start(self) -> None:
+        err = self._lib.rs_guard_start(self._guard)
+        if err < 0:
+            raise OSError(-err, f"sched=idle's guard did not start: {os.strerror(-err)}")
+        self._started = True
+
+    def stop(self) -> None:
+        if self._started:
+            self._started = False
+            self._lib.rs_guard_stop(self._guard)
+
+    def counters(self) -> dict[str, Any]:
+        """Per thread and in total: how often a thread was found starved (boosts), moved
+        back (restores) and how long it spent on the fallback policy."""
+        per_thread = []
+        for i in range(self._guard.n):
+            t = self._threads[i]
+            per_thread.append({
+                "tid": t.tid,
+                "boosted": bool(t.boosted),
+                "boosts": t.boosts,
+                "restores": t.restores,
+                "boosted_ms": t.boosted_ns / 1e6,
+                "last_error": os.strerror(t.last_error) if t.last_error else None,
+            })
+        return {
+            "period_ms": PERIOD_NS / 1e6,
+            "hold_ms": [HOLD_MIN_NS / 1e6, HOLD_MAX_NS / 1e6],
+            "fallback": "batch",
+            "checks": self._guard.checks,
+            "boosts": sum(t["boosts"] for t in per_thread),
+            "restores": sum(t["restores"] for t in per_thread),
+            "boosted_ms": sum(t["boosted_ms"] for t in per_thread),
+            "per_thread": per_thread,
+        }
