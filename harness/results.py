@@ -296,6 +296,7 @@ def rows(data: dict[str, Any], source: str = "") -> list[dict[str, Any]]:
     summary = data.get("summary", {})
     server = data.get("server", {}).get("window", {})
     derived = data.get("derived", {})
+    guard = (data.get("transport_stats") or {}).get("sched_guard") or {}
     common: dict[str, Any] = {
         "file": source,
         "scenario": scenario.get("name"),
@@ -335,6 +336,10 @@ def rows(data: dict[str, Any], source: str = "") -> list[dict[str, Any]]:
         "warmup": bool(data.get("campaign", {}).get("warmup", False)),
         "requests_per_io": data.get("coverage", {}).get("requests_per_io"),
         "coverage_warning": data.get("coverage", {}).get("warning"),
+        # uring sched=idle: times its guard found a queue thread starved, and the time
+        # queue threads then spent on SCHED_BATCH (None: no guard ran)
+        "sched_guard_boosts": guard.get("boosts"),
+        "sched_guard_boosted_ms": guard.get("boosted_ms"),
         **derived,
     }
     for key, value in scenario.get("fio", {}).items():

@@ -248,6 +248,23 @@ def test_cli(campaign_dir: Path, capsys: pytest.CaptureFixture[str], tmp_path: P
     assert out_file.read_text().startswith("point,direction,transport")
 
 
+def test_cautions_name_runs_whose_idle_queue_threads_were_starved(tmp_path: Path) -> None:
+    path = tmp_path / "c"
+    point = Point("randread-4k-qd1", default_points()[0].fio)
+    for rep in range(3):
+        for spec in ("pyfuse3", "uring"):
+            data = make_run(point, spec, 1.0, numpy.random.default_rng(rep), start=START,
+                            campaign="c", repetition=rep)
+            if spec == "uring":
+                data["transport_stats"] = {"sched_guard": {
+                    "boosts": 2 if rep == 1 else 0, "boosted_ms": 300.0 if rep == 1 else 0.0}}
+            write_result(path, data)
+    text = "\n".join(compare(load_campaign(path)).cautions)
+    assert ("randread-4k-qd1 on uring, 1 of 3 runs: sched=idle's guard found queue threads "
+            "starved 2 times and ran them SCHED_BATCH for 300 ms") in text
+    assert "pyfuse3" not in text
+
+
 def test_cautions_name_runs_that_measured_little(tmp_path: Path) -> None:
     path = tmp_path / "c"
     point = Point("randread-4k-qd1", default_points()[0].fio)
