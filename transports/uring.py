@@ -35,7 +35,10 @@ and cold caches (measured at QD1 on 2 CPUs: 38k instead of 97k IOPS, 14.3 instea
 CPU for that reason; randread-4k-qd1-floating shows the other case.
 sched=idle (SCHED_IDLE, as libfuse's disabled experiment) makes the queue's CPU count
 as idle so the client stays; the cost is that queue threads only run when nothing else
-on their CPU wants to.
+in their scheduling group wants their CPU. Hence its guard (idle_guard=on,
+transports/ring/sched_guard.c): a queue thread found starved goes SCHED_BATCH for a
+while. sched=auto, the default, is the guarded idle where the guard may act (moving a
+thread off SCHED_IDLE takes CAP_SYS_NICE or RLIMIT_NICE), else batch.
 
 Teardown: any unmount aborts the connection; idle entries then complete with
 -ENOTCONN, and the entry being served fails its commit. A queue thread ends when all its
