@@ -181,6 +181,24 @@ def check_memlock() -> Capability:
     )
 
 
+def check_sched_idle() -> Capability:
+    """What uring's default sched=auto becomes here: the guarded SCHED_IDLE needs the right
+    to move a thread off SCHED_IDLE."""
+    from transports.ring.sched_guard import guard_unavailable
+
+    why = guard_unavailable()
+    if why is None:
+        return Capability("uring sched=auto", True, "idle, guarded against starvation",
+                          required=False)
+    fix = ("a kernel with CONFIG_SCHED_INFO" if "schedstat" in why else
+           "`ulimit -e 20` (or a nice line in /etc/security/limits.conf), or run as root")
+    return Capability(
+        "uring sched=auto", False, f"batch: the idle guard could not work: {why}",
+        fix + "; batch is correct, only slower with a client the scheduler moves",
+        required=False,
+    )
+
+
 def check_bufpool() -> Capability:
     """Protocol 7.46 buffer pools (uring buffers=pool|pinned, zerocopy=on): FUSE_INIT of a
     throwaway mount says whether the kernel offers them."""
@@ -276,6 +294,7 @@ CHECKS: tuple[Callable[[], Capability], ...] = (
     check_fio,
     check_cpus,
     check_memlock,
+    check_sched_idle,
     check_bufpool,
     check_qsd,
     check_libfuse,

@@ -34,6 +34,7 @@ def test_doctor_reports_every_capability():
         "fusectl",
         "kernel.io_uring_disabled",
         "FUSE buffer pools (7.46)",
+        "uring sched=auto",
     ):
         assert name in proc.stdout
 

@@ -421,6 +421,13 @@ def test_sched_idle_as_a_user_names_rlimit_nice(user, userdir):
     assert mounting.find_mount(str(userdir / "disk.img")) is None
 
 
+def test_doctor_tells_a_user_why_sched_auto_is_batch(user):
+    proc = user.ringside("doctor", timeout=60)
+    line = next(ln for ln in proc.stdout.splitlines() if "uring sched=auto" in ln)
+    assert "batch: the idle guard could not work" in line and "CAP_SYS_NICE" in line
+    assert "ulimit -e 20" in proc.stdout
+
+
 def test_sched_auto_as_a_user_allowed_to_leave_idle(user, userdir):
     """With CAP_SYS_NICE a user may move its threads off SCHED_IDLE: auto is the guarded
     idle. (RLIMIT_NICE would do too, but raising it needs CAP_SYS_RESOURCE, which root

@@ -97,7 +97,7 @@ from transports.ring.queue import (
     pinned_bytes,
     possible_cpus,
 )
-from transports.ring.sched_guard import SchedGuard, may_leave_idle
+from transports.ring.sched_guard import SchedGuard, guard_unavailable
 
 MAX_WRITE = devloop.MAX_WRITE
 # Entry completions that mean the connection is going away, not a bug.
@@ -293,15 +293,14 @@ class UringTransport(Transport):
         self._sched = self._resolve_sched()
 
     def _resolve_sched(self) -> str:
-        guarded = self._idle_guard and may_leave_idle()
+        unguarded = guard_unavailable() if self._idle_guard else "idle_guard=off"
         if self._sched_requested == "auto":
-            return "idle" if guarded else "batch"
-        if self._sched_requested == "idle" and self._idle_guard and not guarded:
+            return "batch" if unguarded else "idle"
+        if self._sched_requested == "idle" and self._idle_guard and unguarded:
             raise TransportUnavailable(
-                "sched=idle's guard could not move a starved queue thread off SCHED_IDLE: "
-                "this process has no CAP_SYS_NICE and RLIMIT_NICE does not allow nice 0 "
-                "(`ulimit -e` is below 20): raise it with `ulimit -e 20`, run as root, or "
-                "use sched=batch (or idle_guard=off, which starves under CPU load)"
+                f"sched=idle's guard could not work: {unguarded}: raise the limit with "
+                "`ulimit -e 20` or run as root, or use sched=batch (or idle_guard=off, "
+                "which starves under CPU load)"
             )
         return self._sched_requested
 

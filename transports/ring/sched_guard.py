@@ -15,14 +15,20 @@ HOLD_MIN_NS = 100_000_000
 HOLD_MAX_NS = 10_000_000_000
 
 
-def may_leave_idle() -> bool:
-    """Whether this process may move its threads from SCHED_IDLE back to a normal policy:
-    the kernel treats SCHED_IDLE as nice 20 and asks for CAP_SYS_NICE or an RLIMIT_NICE
-    that allows the thread's nice value."""
+def guard_unavailable() -> str | None:
+    """Why the guard could not work in this process, or None: it reads each thread's
+    /proc schedstat (CONFIG_SCHED_INFO), and moving a thread off SCHED_IDLE, which the
+    kernel treats as nice 20, takes CAP_SYS_NICE or an RLIMIT_NICE allowing the nice
+    value."""
+    if not os.path.exists("/proc/thread-self/schedstat"):
+        return "this kernel has no per-thread /proc schedstat (CONFIG_SCHED_INFO)"
     if has_capability(CAP_SYS_NICE):
-        return True
+        return None
     soft, _ = resource.getrlimit(resource.RLIMIT_NICE)
-    return soft == resource.RLIM_INFINITY or soft >= 20 - os.getpriority(os.PRIO_PROCESS, 0)
+    if soft == resource.RLIM_INFINITY or soft >= 20 - os.getpriority(os.PRIO_PROCESS, 0):
+        return None
+    return ("this process has no CAP_SYS_NICE and RLIMIT_NICE does not allow nice 0 "
+            "(`ulimit -e` is below 20), so it may not move a thread off SCHED_IDLE")
 
 
 class SchedGuard:
