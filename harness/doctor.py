@@ -184,7 +184,7 @@ def check_memlock() -> Capability:
 def check_sched_idle() -> Capability:
     """What uring's default sched=auto becomes here: the guarded SCHED_IDLE needs the right
     to move a thread off SCHED_IDLE."""
-    from transports.ring.sched_guard import guard_unavailable
+    from transports.sched import guard_unavailable
 
     why = guard_unavailable()
     if why is None:

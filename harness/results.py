@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 #    upgraded on reading, so old and new never share a label.
 # 5: uring's `sched` defaults to auto (SCHED_IDLE with a starvation guard where it may act)
 #    and sched=idle is guarded unless idle_guard=off; before, the default was batch and
-#    idle was unguarded.
+#    idle was unguarded. devfuse gains `sched` (auto) and `follow` (on).
 FORMAT_VERSION = 5
 SUPPORTED_VERSIONS = (1, 2, 3, 4, 5)
 
@@ -130,9 +130,10 @@ def _upgrade_3_to_4(data: dict[str, Any]) -> None:
 
 
 def _upgrade_4_to_5(data: dict[str, Any]) -> None:
-    """Version 5: uring's `sched` defaults to auto, and sched=idle is guarded. Older uring
-    runs without a sched ran SCHED_BATCH, and none had a guard: their spec (and a label that
-    was the spec) and settings say so."""
+    """Version 5: uring's `sched` defaults to auto, and sched=idle is guarded; devfuse has
+    `sched` and `follow` (on). Older uring runs without a sched ran SCHED_BATCH, none had a
+    guard, devfuse's ran SCHED_OTHER without following: their spec (and a label that was the
+    spec) and settings say so."""
     _write_out_defaults(data, _spec_4_to_5)
 
 
@@ -246,8 +247,12 @@ def _spec_3_to_4(spec: str) -> str:
 
 def _spec_4_to_5(spec: str) -> str:
     """uring's queue threads ran SCHED_BATCH unless told otherwise, and SCHED_IDLE had no
-    guard: those are written out."""
-    if spec.partition(":")[0] != "uring":
+    guard; devfuse's readers ran SCHED_OTHER wherever the scheduler put them: those are
+    written out."""
+    name = spec.partition(":")[0]
+    if name == "devfuse":
+        return _with_defaults(spec, {"follow": "off", "sched": "normal"})
+    if name != "uring":
         return spec
     spec = _with_defaults(spec, {"sched": "batch"})
     if _spec_options(spec)["sched"] != "idle":

@@ -47,10 +47,15 @@ class Served:
 
 
 @contextlib.contextmanager
-def serving(tmp_path, threads: int = 1, options: ExportOptions | None = None) -> Iterator[Served]:
+def serving(tmp_path, threads: int = 1, options: ExportOptions | None = None,
+            spec: str = "devfuse") -> Iterator[Served]:
     mountpoint = mounting.prepare_mountpoint(str(tmp_path / "disk.img"))
     export = Export(parse_backing(f"memory:{IMAGE_SIZE}"), options or ExportOptions())
-    served = Served(DevFuseTransport({"threads": threads}), export, mountpoint)
+    transport = parse_spec(spec).create()
+    assert isinstance(transport, DevFuseTransport)
+    if threads != 1:
+        transport = DevFuseTransport({**parse_spec(spec).settings, "threads": threads})
+    served = Served(transport, export, mountpoint)
     served.thread.start()
     try:
         assert served.ready.wait(20), f"not ready: {served.error!r}"
@@ -72,9 +77,11 @@ def mounted(tmp_path) -> Iterator[Served]:
 
 
 def test_spec() -> None:
-    assert parse_spec("devfuse").settings == {"threads": 1, "datapath": "native"}
-    assert parse_spec("devfuse:threads=3,datapath=python").settings == {
-        "threads": 3, "datapath": "python"}
+    defaults = {"threads": 1, "datapath": "native", "follow": True, "sched": "auto",
+                "idle_guard": True}
+    assert parse_spec("devfuse").settings == defaults
+    assert parse_spec("devfuse:threads=3,datapath=python,follow=off").settings == {
+        **defaults, "threads": 3, "datapath": "python", "follow": False}
     with pytest.raises(SpecError):
         parse_spec("devfuse:threads=0")
 
@@ -199,3 +206,60 @@ def test_stop_before_serve(tmp_path) -> None:
         mounting.unmount_if_mounted(mountpoint)
         export.close()
     assert not called and mounting.find_mount(mountpoint) is None
+
+
+# -- where the reader runs ------------------------------------------------------------------
+def _reader_tids(stats) -> list[int]:
+    return [t["tid"] for t in stats.detail["sched_guard"]["per_thread"]]
+
+
+def _client_reads(path: str, cpu: int, count: int) -> None:
+    """`count` O_DIRECT 4k reads, one at a time, from a thread pinned to `cpu`."""
+    def client() -> None:
+        os.sched_setaffinity(0, {cpu})
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+        try:
+            for i in range(count):
+                assert len(os.pread(fd, 4096, i % 1024 * 4096)) == 4096
+        finally:
+            os.close(fd)
+
+    t = threading.Thread(target=client)
+    t.start()
+    t.join(120)
+    assert not t.is_alive()
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+@pytest.mark.parametrize("datapath", ["native", "python"])
+def test_follow_pins_the_reader_to_a_waiting_clients_cpu_and_unpins_for_a_queue(
+    tmp_path, datapath: str
+) -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    with serving(tmp_path, spec=f"devfuse:datapath={datapath}") as s:
+        (tid,) = _reader_tids(s.transport.statistics())
+        for cpu in (cpus[-1], cpus[0]):  # it moves with the client
+            _client_reads(s.mountpoint, cpu, 400)
+            follow = s.transport.statistics().detail["follow"]["per_thread"][0]
+            assert follow["cpu"] == cpu and os.sched_getaffinity(tid) == {cpu}, follow
+        # 16 requests at a time: the reader rarely waits, and gets its CPUs back
+        proc = subprocess.run(
+            ["fio", "--name=q", f"--filename={s.mountpoint}", "--rw=randread", "--bs=4k",
+             "--direct=1", "--ioengine=libaio", "--iodepth=16", "--size=32M",
+             "--io_size=256M", "--output-format=terse"],
+            capture_output=True, text=True, timeout=240,
+        )
+        assert proc.returncode == 0, proc.stderr
+        follow = s.transport.statistics().detail["follow"]
+        assert follow["unpins"] >= 1 and follow["per_thread"][0]["cpu"] == -1, follow
+        assert os.sched_getaffinity(tid) == set(cpus)
+    assert follow["moves"] >= 2 and follow["per_thread"][0]["last_error"] is None
+
+
+def test_follow_off_and_sched_are_reported(tmp_path) -> None:
+    with serving(tmp_path, spec="devfuse:follow=off,sched=batch") as s:
+        _client_reads(s.mountpoint, sorted(os.sched_getaffinity(0))[0], 100)
+        stats = s.transport.statistics()
+    assert stats.settings["follow"] == "off" and "follow" not in stats.detail
+    assert stats.settings["sched"] == "batch" and stats.settings["idle_guard"] == "off"
+    assert stats.detail["thread_sched"] == ["batch"] and "sched_guard" not in stats.detail

@@ -145,7 +145,8 @@ def test_version_1_pinned_is_read_as_mlock(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("spec", "label", "want"), [
     ("uring", "uring", "uring:datapath=python,sched=normal"),
     ("uring:sched=idle", "fast", "uring:sched=idle,datapath=python,idle_guard=off"),
-    ("devfuse:threads=2", "devfuse:threads=2", "devfuse:threads=2,datapath=python"),
+    ("devfuse:threads=2", "devfuse:threads=2",
+     "devfuse:threads=2,datapath=python,follow=off,sched=normal"),
     ("pyfuse3", "pyfuse3", "pyfuse3"),
 ])
 def test_version_3_runs_served_data_in_python(tmp_path: Path, spec: str, label: str,
@@ -171,21 +172,24 @@ def test_version_3_runs_served_data_in_python(tmp_path: Path, spec: str, label: 
     ("uring:depth=4,sched=idle", "uring:depth=4,sched=idle,idle_guard=off",
      {"idle_guard": "off"}),
     ("uring:sched=normal", "uring:sched=normal", {}),
-    ("devfuse", "devfuse", {}),
+    ("devfuse:threads=2", "devfuse:threads=2,follow=off,sched=normal",
+     {"follow": "off", "sched": "normal"}),
+    ("pyfuse3", "pyfuse3", {}),
 ])
 def test_version_4_uring_ran_batch_and_idle_unguarded(tmp_path: Path, spec: str, want: str,
                                                       settings: dict) -> None:
-    """Before format 5 uring's default was SCHED_BATCH and SCHED_IDLE had no guard."""
+    """Before format 5 uring's default was SCHED_BATCH, SCHED_IDLE had no guard, and
+    devfuse's readers ran SCHED_OTHER where the scheduler put them."""
     old = {"format_version": 4,
            "transport": {"name": spec.partition(":")[0], "spec": spec, "label": spec,
-                         "settings": {"sched": "batch"}},
+                         "settings": {}},
            "transport_stats": {"settings": {}}}
     path = tmp_path / "v4.json"
     path.write_text(json.dumps(old))
     data = read_result(path)
     assert data["transport"]["spec"] == data["transport"]["label"] == want
     assert data["transport_stats"]["settings"] == settings
-    assert data["transport"]["settings"] == {"sched": "batch", **settings}
+    assert data["transport"]["settings"] == settings
 
 
 @pytest.mark.parametrize("text", ['{"kind": "run"}', "not json", "[1, 2]"])

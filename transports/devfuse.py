@@ -18,6 +18,7 @@ from transports.base import (
     Transport,
     TransportStatistics,
     name_os_thread,
+    on_off,
     positive_int,
 )
 from transports.datapath import (
@@ -30,6 +31,15 @@ from transports.datapath import (
 from transports.export.image import Export
 from transports.fuse import devloop, mounting
 from transports.fuse.codec import Codec, merge_counters
+from transports.sched import (
+    IDLE_GUARD_OPTION,
+    SCHED_OPTION,
+    Follower,
+    SchedGuard,
+    apply_policy,
+    follow_totals,
+    resolve_sched,
+)
 
 
 class DevFuseError(RuntimeError):
@@ -42,12 +52,27 @@ class DevFuseTransport(Transport):
     options: ClassVar[dict[str, Option]] = {
         "threads": Option(positive_int, 1, "worker threads reading /dev/fuse"),
         "datapath": DATAPATH_OPTION,
+        "follow": Option(
+            on_off, True, "a reader that waits for each request pins itself to the CPU of "
+            "the client making them, and unpins when requests queue up (on|off)",
+        ),
+        "sched": SCHED_OPTION,
+        "idle_guard": IDLE_GUARD_OPTION,
     }
 
     def __init__(self, settings: dict[str, Any]):
         super().__init__(settings)
         self._threads_wanted: int = int(settings.get("threads", 1))
         self._datapath = str(settings.get("datapath", DEFAULT_DATAPATH))
+        follow = settings.get("follow", True)
+        self._follow = on_off(follow) if isinstance(follow, str) else bool(follow)
+        self._sched_requested = str(settings.get("sched", "auto"))
+        self._sched = self._sched_requested  # resolved by serve()
+        guard = settings.get("idle_guard", True)
+        self._idle_guard = on_off(guard) if isinstance(guard, str) else bool(guard)
+        self._guard: SchedGuard | None = None
+        self._followers: list[Follower] = []
+        self._thread_sched: list[tuple[int, str]] = []  # (tid, policy) of each reader
         self._codecs: list[Codec] = []
         self._natives: list[NativeDataPath] = []
         self._mountpoint: str | None = None
@@ -59,6 +84,7 @@ class DevFuseTransport(Transport):
 
     # -- life cycle -----------------------------------------------------------------------
     def serve(self, export: Export, mountpoint: str, on_ready: Callable[[], None]) -> None:
+        self._sched = resolve_sched(self._sched_requested, self._idle_guard)
         mountpoint = os.path.abspath(mountpoint)
         fd = mounting.mount_devfuse(mountpoint, max_read=devloop.MAX_WRITE)
         with self._lock:
@@ -78,20 +104,32 @@ class DevFuseTransport(Transport):
             if self._datapath == "native":
                 image = NativeImage(export)
                 self._natives = [NativeDataPath(image) for _ in codecs]
+            if self._follow:
+                self._followers = [Follower() for _ in codecs]
+            started = threading.Barrier(len(codecs) + 1)
             for i, codec in enumerate(codecs):
                 native = self._natives[i] if self._natives else None
+                follower = self._followers[i] if self._followers else None
                 t = threading.Thread(
-                    target=self._worker, args=(fd, codec, native), name=f"devfuse-{i}",
-                    daemon=True,
+                    target=self._worker, args=(fd, codec, native, follower, started),
+                    name=f"devfuse-{i}", daemon=True,
                 )
                 t.start()
                 threads.append(t)
+            started.wait()
+            if self._sched == "idle" and self._idle_guard:
+                self._guard = SchedGuard(
+                    [tid for tid, policy in self._thread_sched if policy == "idle"]
+                )
+                self._guard.start()
             if self._wait_answering(mountpoint, threads):
                 on_ready()
             for t in threads:
                 while t.is_alive():
                     t.join(0.5)  # a timeout keeps the main thread responsive to signals
         finally:
+            if self._guard is not None:
+                self._guard.stop()
             self._unmount_ours()
             for t in threads:
                 t.join()
@@ -117,12 +155,21 @@ class DevFuseTransport(Transport):
         settings = {
             "threads": self._threads_wanted,
             "datapath": self._datapath,
+            "follow": "on" if self._follow else "off",
+            "sched": self._sched,
+            "idle_guard": "on" if self._sched == "idle" and self._idle_guard else "off",
             "max_write": devloop.MAX_WRITE,
             "negotiated": negotiated.as_dict() if negotiated else None,
         }
-        detail: dict[str, Any] = {"per_thread": per_thread}
+        detail: dict[str, Any] = {
+            "per_thread": per_thread, "thread_sched": [p for _, p in self._thread_sched],
+        }
         if natives:
             detail["native"] = native_totals(natives)
+        if self._followers:
+            detail["follow"] = follow_totals(self._followers)
+        if self._guard is not None:
+            detail["sched_guard"] = self._guard.counters()
         return TransportStatistics.of_codecs(self.name, settings, total, devfuse=total,
                                              detail=detail)
 
@@ -144,10 +191,20 @@ class DevFuseTransport(Transport):
             return False  # unmounted meanwhile: the stat answered from the file below
         return not self._stopping and all(t.is_alive() for t in threads)
 
-    def _worker(self, fd: int, codec: Codec, native: NativeDataPath | None) -> None:
+    def _worker(
+        self, fd: int, codec: Codec, native: NativeDataPath | None, follower: Follower | None,
+        started: threading.Barrier,
+    ) -> None:
         name_os_thread()
         try:
-            devloop.serve_requests(fd, codec, native)
+            try:
+                # idle: a client our reply wakes stays on its CPU, which follow=on then
+                # shares with this reader (follow.c says why).
+                policy = apply_policy(self._sched)
+                self._thread_sched.append((threading.get_native_id(), policy))
+            finally:
+                started.wait()
+            devloop.serve_requests(fd, codec, native, follower)
             with self._lock:
                 if self._connection_end is None and not self._stopping:
                     self._connection_end = mounting.connection_end(

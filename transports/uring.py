@@ -36,7 +36,7 @@ CPU for that reason; randread-4k-qd1-floating shows the other case.
 sched=idle (SCHED_IDLE, as libfuse's disabled experiment) makes the queue's CPU count
 as idle so the client stays; the cost is that queue threads only run when nothing else
 in their scheduling group wants their CPU. Hence its guard (idle_guard=on,
-transports/ring/sched_guard.c): a queue thread found starved goes SCHED_BATCH for a
+transports/sched/guard.c): a queue thread found starved goes SCHED_BATCH for a
 while. sched=auto, the default, is the guarded idle where the guard may act (moving a
 thread off SCHED_IDLE takes CAP_SYS_NICE or RLIMIT_NICE), else batch.
 
@@ -97,7 +97,13 @@ from transports.ring.queue import (
     pinned_bytes,
     possible_cpus,
 )
-from transports.ring.sched_guard import SchedGuard, guard_unavailable
+from transports.sched import (
+    IDLE_GUARD_OPTION,
+    SCHED_OPTION,
+    SchedGuard,
+    apply_policy,
+    resolve_sched,
+)
 
 MAX_WRITE = devloop.MAX_WRITE
 # Entry completions that mean the connection is going away, not a bug.
@@ -105,8 +111,6 @@ _TEARDOWN = (-errno.ENOTCONN, -errno.ECONNABORTED, -errno.ECANCELED, -errno.ENOD
 _SETUP_TIMEOUT = 10.0  # seconds for INIT and for every queue to register
 _STOP_GRACE = 5.0  # after stop(): how long open files may keep the connection alive
 _JOIN_TIMEOUT = 5.0
-_POLICIES = {"normal": os.SCHED_OTHER, "batch": os.SCHED_BATCH, "idle": os.SCHED_IDLE}
-_POLICY_NAMES = {policy: name for name, policy in _POLICIES.items()}
 
 
 class UringError(RuntimeError):
@@ -192,17 +196,8 @@ class UringTransport(Transport):
         ),
         "datapath": DATAPATH_OPTION,
         "pin": Option(on_off, True, "pin each queue thread to its CPU (on|off)"),
-        "sched": Option(
-            str, "auto", "queue threads' scheduling policy: normal (SCHED_OTHER), batch "
-            "(SCHED_BATCH: a woken queue thread does not preempt the client), idle "
-            "(SCHED_IDLE: a woken client stays on the queue's CPU) or auto (idle where "
-            "its guard may act: root, CAP_SYS_NICE or RLIMIT_NICE; else batch)",
-            choices=("auto", *_POLICIES),
-        ),
-        "idle_guard": Option(
-            on_off, True, "with sched=idle: move a starved queue thread to SCHED_BATCH for "
-            "a while (off: plain SCHED_IDLE, which starves under CPU load in its group)",
-        ),
+        "sched": SCHED_OPTION,
+        "idle_guard": IDLE_GUARD_OPTION,
     }
 
     def __init__(self, settings: dict[str, Any]):
@@ -290,19 +285,7 @@ class UringTransport(Transport):
             )
         if self._buffers in POOL_MODES or self._zero_copy:
             self._require_bufpool()
-        self._sched = self._resolve_sched()
-
-    def _resolve_sched(self) -> str:
-        unguarded = guard_unavailable() if self._idle_guard else "idle_guard=off"
-        if self._sched_requested == "auto":
-            return "batch" if unguarded else "idle"
-        if self._sched_requested == "idle" and self._idle_guard and unguarded:
-            raise TransportUnavailable(
-                f"sched=idle's guard could not work: {unguarded}: raise the limit with "
-                "`ulimit -e 20` or run as root, or use sched=batch (or idle_guard=off, "
-                "which starves under CPU load)"
-            )
-        return self._sched_requested
+        self._sched = resolve_sched(self._sched_requested, self._idle_guard)
 
     def _mode_words(self) -> str:
         return f"buffers={self._buffers}" + (",zerocopy=on" if self._zero_copy else "")
@@ -565,15 +548,13 @@ class UringTransport(Transport):
                     # ring to become ready, it just never gets requests.
                     q.pin_error = e.strerror
             q.affinity = sorted(os.sched_getaffinity(0))
-            if self._sched != "normal":
-                # idle: the scheduler treats a CPU running only SCHED_IDLE tasks as idle,
-                # so the client our reply wakes stays on this CPU instead of being moved to
-                # the other one (and its next request to the other queue) on every request.
-                # batch: a woken SCHED_BATCH task never preempts the running one, so a
-                # client on the queue's CPU keeps submitting until it blocks, and the
-                # queue thread then answers the whole batch.
-                os.sched_setscheduler(0, _POLICIES[self._sched], os.sched_param(0))
-            q.policy = _POLICY_NAMES.get(os.sched_getscheduler(0), "other")
+            # idle: the scheduler treats a CPU running only SCHED_IDLE tasks as idle, so
+            # the client our reply wakes stays on this CPU instead of being moved to the
+            # other one (and its next request to the other queue) on every request.
+            # batch: a woken SCHED_BATCH task never preempts the running one, so a client
+            # on the queue's CPU keeps submitting until it blocks, and the queue thread
+            # then answers the whole batch.
+            q.policy = apply_policy(self._sched)
             q.tid = threading.get_native_id()
             q.ring = Ring(q.qid, q.arena, fd, q.wake_fd, zero_copy=self._zero_copy)
             if q.native is not None:

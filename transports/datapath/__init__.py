@@ -64,18 +64,19 @@ class NativeDataPath:
         return {name: int(getattr(n, name)) for name in NATIVE_COUNTERS}
 
     def dev_reader(
-        self, fd: int, inbuf: memoryview, outbuf: memoryview
+        self, fd: int, inbuf: memoryview, outbuf: memoryview, follower: Any = None
     ) -> Callable[[memoryview], int]:
         """A readinto(buf) for the /dev/fuse loop: the helper reads requests into `inbuf`,
         answers READ/WRITE (replies built in `outbuf`) and returns the length of the
         first request it leaves there; a failed read(2) or reply raises OSError, as
-        FileIO.readinto would."""
+        FileIO.readinto would. `follower` (transports.sched.Follower) sees every request."""
         serve, native = lib.rs_dev_serve, self.struct
+        follow = follower.struct if follower is not None else ffi.NULL
         in_ptr, out_ptr = ffi.from_buffer(inbuf), ffi.from_buffer(outbuf)
         in_len, out_len = len(inbuf), len(outbuf)
 
         def readinto(_buf: memoryview) -> int:
-            n = serve(fd, native, in_ptr, in_len, out_ptr, out_len)
+            n = serve(fd, native, follow, in_ptr, in_len, out_ptr, out_len)
             if n < 0:
                 raise OSError(-n, os.strerror(-n))
             return n

@@ -13,9 +13,11 @@
 #include <unistd.h>
 
 #include "fuse_uring.h"
+#include "follow.h"
 #include "native.h"
 
 #define RS_IN_HEADER 40		/* struct fuse_in_header */
+#define RS_IN_PID 32		/* its pid: the thread that made the request */
 #define RS_RW_IN 40		/* struct fuse_read_in, struct fuse_write_in (minor >= 9) */
 #define RS_OUT_HEADER 16	/* struct fuse_out_header */
 #define RS_WRITE_OUT 8		/* struct fuse_write_out */
@@ -140,8 +142,8 @@ static long rs_dev_one(struct rs_native *n, const char *in, size_t len, char *ou
 	return RS_WRITE_OUT;
 }
 
-long rs_dev_serve(int fd, struct rs_native *n, char *in, size_t in_len, char *out,
-		  size_t out_len)
+long rs_dev_serve(int fd, struct rs_native *n, struct rs_follow *f, char *in, size_t in_len,
+		  char *out, size_t out_len)
 {
 	for (;;) {
 		ssize_t len = read(fd, in, in_len);
@@ -150,6 +152,8 @@ long rs_dev_serve(int fd, struct rs_native *n, char *in, size_t in_len, char *ou
 
 		if (len < 0)
 			return -errno;
+		if (f && len >= RS_IN_HEADER)
+			rs_follow(f, rs_u32(in + RS_IN_PID));
 		res = len < RS_IN_HEADER ? RS_NATIVE_DEFER :
 		      rs_dev_one(n, in, (size_t)len, out, out_len);
 		if (res == RS_NATIVE_DEFER)

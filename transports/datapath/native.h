@@ -50,9 +50,11 @@ long rs_native_write(struct rs_native *n, uint64_t offset, uint32_t size, const 
 /*
  * The /dev/fuse loop's native half: read requests from `fd` into `in` and answer READ
  * and WRITE here (reply built in `out`, written to `fd`) until one needs Python.
+ * With `f` (devfuse follow=on, transports/sched/follow.h; else NULL) every request read
+ * is shown to the follower first.
  * Returns that request's length (it is in `in`), or -errno of a failed read(2) (Python
  * tells EINTR from ENODEV). A reply the kernel no longer waits for (ENOENT) is dropped
  * as Python drops it; a reply write failing otherwise returns its -errno.
  */
-long rs_dev_serve(int fd, struct rs_native *n, char *in, size_t in_len, char *out,
-		  size_t out_len);
+long rs_dev_serve(int fd, struct rs_native *n, struct rs_follow *f, char *in, size_t in_len,
+		  char *out, size_t out_len);

@@ -147,6 +147,7 @@ FUSE_UNIQUE_RESEND = 1 << 63
 # -- headers ------------------------------------------------------------------------------
 # fuse_in_header: len, opcode, unique, nodeid, uid, gid, pid, total_extlen, padding
 IN_HEADER = struct.Struct("<IIQQIIIHH")
+IN_HEADER_PID_OFFSET = 32  # its pid: the thread that made the request
 # The fields a codec needs on every request, without building the whole tuple.
 IN_HEADER_OPCODE_UNIQUE = struct.Struct("<4xIQ")
 # fuse_out_header (OUT_HEADER) is read from fuse_uring.h, below.

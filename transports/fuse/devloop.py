@@ -12,6 +12,7 @@ import errno
 import io
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from transports.fuse import abi
@@ -74,11 +75,27 @@ def answer_init(fd: int, codec: Codec, timeout: float | None = None) -> bool:
     raise InitTimeout(f"no FUSE_INIT within {timeout} s")
 
 
-def serve_requests(fd: int, codec: Codec, native: Any = None) -> None:
+def _following(readinto: Callable[[memoryview], int], follower: Any
+               ) -> Callable[[memoryview], int]:
+    """readinto that shows each request's pid (struct fuse_in_header.pid) to `follower`."""
+    from transports._uring_cffi import lib
+
+    follow, struct, pid_at = lib.rs_follow, follower.struct, abi.IN_HEADER_PID_OFFSET
+
+    def read(buf: memoryview) -> int:
+        n = readinto(buf)
+        follow(struct, int.from_bytes(buf[pid_at : pid_at + 4], "little"))
+        return n
+
+    return read
+
+
+def serve_requests(fd: int, codec: Codec, native: Any = None, follower: Any = None) -> None:
     """Answer requests read from `fd` until the connection is gone. The hot loop.
 
     `native` (a transports.datapath.NativeDataPath) reads the requests instead and
-    answers READ and WRITE itself; the loop gets only what it leaves.
+    answers READ and WRITE itself; the loop gets only what it leaves. `follower` (a
+    transports.sched.Follower) is shown every request read.
     """
     inmv = memoryview(bytearray(IN_BUFFER))
     outmv = memoryview(bytearray(OUT_BUFFER))
@@ -88,7 +105,9 @@ def serve_requests(fd: int, codec: Codec, native: Any = None) -> None:
     # call than os.readv; closefd=False leaves the fd to its owner.
     readinto = io.FileIO(fd, "rb", closefd=False).readinto
     if native is not None:
-        readinto = native.dev_reader(fd, inmv, outmv)
+        readinto = native.dev_reader(fd, inmv, outmv, follower)
+    elif follower is not None:
+        readinto = _following(readinto, follower)
     write = os.write
     split = codec.split
     handle = codec.handle

@@ -19,9 +19,10 @@
 #include <liburing.h>
 
 #include "fuse_uring.h"
+#include "guard.h"	/* not used here: this file is also cffi's module source */
+#include "follow.h"	/* (build.py), whose wrappers need every declaration */
 #include "native.h"
 #include "ring.h"
-#include "sched_guard.h"
 
 #define RS_WAKE_TAG 0xffffffffffffffffULL
 #define RS_FIXED_TAG (1ULL << 62)	/* | entry: a READ_FIXED / WRITE_FIXED of that entry */

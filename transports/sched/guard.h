@@ -1,5 +1,5 @@
 /*
- * The starvation guard of uring's sched=idle (see sched_guard.c), as Python sees it:
+ * The starvation guard of sched=idle (see guard.c), as Python sees it:
  * build.py hands this file to cffi's cdef too. Only what cdef parses.
  */
 

@@ -28,7 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "sched_guard.h"
+#include "guard.h"
 
 struct rs_guard_look {
 	int stat_fd;		/* /proc/self/task/TID/stat: the state */

@@ -1,5 +1,7 @@
-"""sched=idle's starvation guard: a C thread that moves a starved SCHED_IDLE queue thread
-to SCHED_BATCH for a while (transports/ring/sched_guard.c says how it decides)."""
+"""Where serving threads run: their scheduling policy (`sched=`, shared by uring and
+devfuse), sched=idle's starvation guard (guard.c: a C thread that moves a starved
+SCHED_IDLE thread to SCHED_BATCH for a while) and devfuse's client following (follow.c:
+a /dev/fuse reader pins itself to the CPU of a client that waits for each reply)."""
 
 from __future__ import annotations
 
@@ -7,8 +9,22 @@ import os
 import resource
 from typing import Any
 
+from transports.base import Option, TransportUnavailable, on_off
 from transports.ring.queue import has_capability
 
+POLICIES = {"normal": os.SCHED_OTHER, "batch": os.SCHED_BATCH, "idle": os.SCHED_IDLE}
+POLICY_NAMES = {policy: name for name, policy in POLICIES.items()}
+SCHED_OPTION = Option(
+    str, "auto", "serving threads' scheduling policy: normal (SCHED_OTHER), batch "
+    "(SCHED_BATCH: a woken serving thread does not preempt the client), idle (SCHED_IDLE: "
+    "a client woken by a reply stays on its CPU) or auto (idle where its guard may act: "
+    "root, CAP_SYS_NICE or RLIMIT_NICE; else batch)",
+    choices=("auto", *POLICIES),
+)
+IDLE_GUARD_OPTION = Option(
+    on_off, True, "with sched=idle: move a starved serving thread to SCHED_BATCH for a "
+    "while (off: plain SCHED_IDLE, which starves under CPU load in its group)",
+)
 CAP_SYS_NICE = 23
 PERIOD_NS = 10_000_000  # longer than a tick at HZ >= 100: a running thread's CPU time moves
 HOLD_MIN_NS = 100_000_000
@@ -29,6 +45,29 @@ def guard_unavailable() -> str | None:
         return None
     return ("this process has no CAP_SYS_NICE and RLIMIT_NICE does not allow nice 0 "
             "(`ulimit -e` is below 20), so it may not move a thread off SCHED_IDLE")
+
+
+def resolve_sched(requested: str, idle_guard: bool) -> str:
+    """The policy `sched=requested` means here: auto is idle where the guard can work,
+    else batch; an explicit guarded idle the guard cannot protect is refused."""
+    unguarded = guard_unavailable() if idle_guard else "idle_guard=off"
+    if requested == "auto":
+        return "batch" if unguarded else "idle"
+    if requested == "idle" and idle_guard and unguarded:
+        raise TransportUnavailable(
+            f"sched=idle's guard could not work: {unguarded}: raise the limit with "
+            "`ulimit -e 20` or run as root, or use sched=batch (or idle_guard=off, "
+            "which starves under CPU load)"
+        )
+    return requested
+
+
+def apply_policy(name: str) -> str:
+    """Give the calling thread policy `name` (normal: left as it is); returns the policy
+    it runs under now."""
+    if name != "normal":
+        os.sched_setscheduler(0, POLICIES[name], os.sched_param(0))
+    return POLICY_NAMES.get(os.sched_getscheduler(0), "other")
 
 
 class SchedGuard:
@@ -85,3 +124,32 @@ class SchedGuard:
             "boosted_ms": sum(t["boosted_ms"] for t in per_thread),
             "per_thread": per_thread,
         }
+
+
+FOLLOW_EVERY = 32  # requests between looks: a look reads the client's /proc stat
+FOLLOW_COUNTERS = ("looks", "moves", "unpins")
+
+
+class Follower:
+    """One /dev/fuse reader's client following (struct rs_follow)."""
+
+    def __init__(self) -> None:
+        from transports._uring_cffi import ffi
+
+        self.struct = ffi.new("struct rs_follow *")
+        self.struct.every = FOLLOW_EVERY
+
+    def counters(self) -> dict[str, Any]:
+        f = self.struct
+        return {
+            **{name: int(getattr(f, name)) for name in FOLLOW_COUNTERS},
+            "cpu": f.cpu if f.started else None,
+            "last_error": os.strerror(f.last_error) if f.last_error else None,
+        }
+
+
+def follow_totals(followers: list[Follower]) -> dict[str, Any]:
+    """Several readers' following: counters summed, and each reader's."""
+    per_thread = [f.counters() for f in followers]
+    total: dict[str, Any] = {name: sum(c[name] for c in per_thread) for name in FOLLOW_COUNTERS}
+    return {"every": FOLLOW_EVERY, **total, "per_thread": per_thread}
