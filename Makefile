@@ -28,6 +28,7 @@ setup: $(VENV)/.installed
 
 # The compiled helper is built by pip: a change to its C or its builder reinstalls.
 NATIVE_SOURCES := $(wildcard transports/ring/*.c transports/ring/*.h transports/ring/build.py \
+	transports/sched/*.c transports/sched/*.h \
 	transports/datapath/*.c transports/datapath/*.h transports/fuse/fuse_uring.h)
 
 $(VENV)/.installed: pyproject.toml Makefile $(NATIVE_SOURCES)
