@@ -150,7 +150,8 @@ def _write_out_defaults(data: dict[str, Any], spec_step: Callable[[str], str]) -
     transport["spec"] = new_spec
     if transport.get("label") == spec:
         transport["label"] = new_spec
-    added = _spec_options(new_spec).items() - _spec_options(spec).items()
+    given = _spec_options(spec)
+    added = [(k, v) for k, v in _spec_options(new_spec).items() if given.get(k) != v]
     for settings in (transport.get("settings"),
                      (data.get("transport_stats") or {}).get("settings")):
         if isinstance(settings, dict):
