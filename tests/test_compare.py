@@ -260,8 +260,8 @@ def test_cautions_name_runs_whose_idle_queue_threads_were_starved(tmp_path: Path
                     "boosts": 2 if rep == 1 else 0, "boosted_ms": 300.0 if rep == 1 else 0.0}}
             write_result(path, data)
     text = "\n".join(compare(load_campaign(path)).cautions)
-    assert ("randread-4k-qd1 on uring, 1 of 3 runs: sched=idle's guard found queue threads "
-            "starved 2 times and ran them SCHED_BATCH for 300 ms") in text
+    assert ("randread-4k-qd1 on uring, 1 of 3 runs: sched=idle's guard found serving "
+            "threads starved 2 times and ran them SCHED_BATCH for 300 ms") in text
     assert "pyfuse3" not in text
 
 

@@ -220,7 +220,7 @@ def environment_warnings(table: pandas.DataFrame) -> list[str]:
 
 def cautions(campaign: CampaignResults) -> list[str]:
     """Runs whose numbers may not say what they seem to: the server saw too few requests
-    (caches answered), uring's sched=idle guard found queue threads starved (the run was
+    (caches answered), sched=idle's guard found serving threads starved (the run was
     partly SCHED_BATCH), or the campaign's manifest lists runs that did not complete."""
     notes = []
     t = campaign.table.drop_duplicates("file")
@@ -230,9 +230,9 @@ def cautions(campaign: CampaignResults) -> list[str]:
             total = int(((t["point"] == point) & (t["transport_label"] == spec)).sum())
             notes.append(
                 f"{point} on {spec}, {len(rows)} of {total} runs: sched=idle's guard found "
-                f"queue threads starved {int(rows['sched_guard_boosts'].sum())} times and "
-                f"ran them SCHED_BATCH for {rows['sched_guard_boosted_ms'].sum():.0f} ms: "
-                "something else in the server's scheduling group wanted their CPUs"
+                f"serving threads starved {int(rows['sched_guard_boosts'].sum())} times and "
+                f"ran them SCHED_BATCH for {rows['sched_guard_boosted_ms'].sum():.0f} ms "
+                "(partly a sched=batch run)"
             )
     if "coverage_warning" in t:
         flagged = t[t["coverage_warning"].notna()]
