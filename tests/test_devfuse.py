@@ -242,6 +242,7 @@ def test_follow_pins_the_reader_to_a_waiting_clients_cpu_and_unpins_for_a_queue(
             _client_reads(s.mountpoint, cpu, 400)
             follow = s.transport.statistics().detail["follow"]["per_thread"][0]
             assert follow["cpu"] == cpu and os.sched_getaffinity(tid) == {cpu}, follow
+            assert os.sched_getscheduler(tid) == os.SCHED_IDLE  # sched=auto, as root
         # 16 requests at a time: the reader rarely waits, and gets its CPUs back
         proc = subprocess.run(
             ["fio", "--name=q", f"--filename={s.mountpoint}", "--rw=randread", "--bs=4k",
@@ -253,6 +254,7 @@ def test_follow_pins_the_reader_to_a_waiting_clients_cpu_and_unpins_for_a_queue(
         follow = s.transport.statistics().detail["follow"]
         assert follow["unpins"] >= 1 and follow["per_thread"][0]["cpu"] == -1, follow
         assert os.sched_getaffinity(tid) == set(cpus)
+        assert os.sched_getscheduler(tid) == os.SCHED_OTHER  # it must preempt busy clients
     assert follow["moves"] >= 2 and follow["per_thread"][0]["last_error"] is None
 
 

@@ -54,7 +54,8 @@ class DevFuseTransport(Transport):
         "datapath": DATAPATH_OPTION,
         "follow": Option(
             on_off, True, "a reader that waits for each request pins itself to the CPU of "
-            "the client making them, and unpins when requests queue up (on|off)",
+            "the client making them and runs under sched=; when requests queue up it "
+            "unpins and runs SCHED_OTHER (on|off)",
         ),
         "sched": SCHED_OPTION,
         "idle_guard": IDLE_GUARD_OPTION,
@@ -105,7 +106,7 @@ class DevFuseTransport(Transport):
                 image = NativeImage(export)
                 self._natives = [NativeDataPath(image) for _ in codecs]
             if self._follow:
-                self._followers = [Follower() for _ in codecs]
+                self._followers = [Follower(self._sched) for _ in codecs]
             started = threading.Barrier(len(codecs) + 1)
             for i, codec in enumerate(codecs):
                 native = self._natives[i] if self._natives else None

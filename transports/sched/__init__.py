@@ -127,17 +127,21 @@ class SchedGuard:
 
 
 FOLLOW_EVERY = 32  # requests between looks: a look reads the client's /proc stat
-FOLLOW_COUNTERS = ("looks", "moves", "unpins")
+FOLLOW_COUNTERS = ("looks", "moves", "unpins", "policy_changes")
 
 
 class Follower:
-    """One /dev/fuse reader's client following (struct rs_follow)."""
+    """One /dev/fuse reader's client following (struct rs_follow): pinned to the client's
+    CPU under `policy` while it waits for each request, unpinned under SCHED_OTHER while
+    requests queue up."""
 
-    def __init__(self) -> None:
+    def __init__(self, policy: str) -> None:
         from transports._uring_cffi import ffi
 
         self.struct = ffi.new("struct rs_follow *")
         self.struct.every = FOLLOW_EVERY
+        self.struct.follow_policy = POLICIES[policy]
+        self.struct.queue_policy = os.SCHED_OTHER
 
     def counters(self) -> dict[str, Any]:
         f = self.struct

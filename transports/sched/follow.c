@@ -12,6 +12,13 @@
  * thread last ran on (/proc/PID/stat). Far fewer means requests queue up (deep queues,
  * several clients), where two CPUs are worth more than shared caches: it gives its CPUs
  * back.
+ *
+ * The policy follows the same two cases. While following, the reader runs under
+ * `follow_policy` (sched=; SCHED_IDLE keeps a client its reply wakes on their shared
+ * CPU); while requests queue up, under `queue_policy` (SCHED_OTHER): a single reader
+ * serving busy clients must preempt them when a request arrives (measured with two fio
+ * jobs at QD16 each: 127k IOPS with SCHED_OTHER, 75k with SCHED_IDLE). The idle guard's
+ * SCHED_BATCH stands for SCHED_IDLE until the guard ends it.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -64,10 +71,23 @@ static uint64_t rs_thread_switches(void)
 	return (uint64_t)ru.ru_nvcsw + (uint64_t)ru.ru_nivcsw;
 }
 
+static void rs_follow_policy(struct rs_follow *f, int want)
+{
+	struct sched_param sp = { 0 };
+	int now = sched_getscheduler(0);
+
+	if (now < 0 || now == want || (now == SCHED_BATCH && want == SCHED_IDLE))
+		return;
+	if (sched_setscheduler(0, want, &sp))
+		f->last_error = errno;
+	else
+		f->policy_changes++;
+}
+
 void rs_follow(struct rs_follow *f, uint32_t pid)
 {
-	uint64_t switches;
-	int cpu;
+	uint64_t switches, waited;
+	int cpu, following;
 
 	if (!f->started) {
 		f->started = 1;
@@ -82,7 +102,12 @@ void rs_follow(struct rs_follow *f, uint32_t pid)
 	f->count = 0;
 	f->looks++;
 	switches = rs_thread_switches();
-	if ((switches - f->switches) * 2 >= f->every) {
+	/* Hysteresis: start following at 3 switches per 4 requests, stop below 1 per 4
+	   (several clients at depth switch ~0.2 per request, with bursts). */
+	waited = (switches - f->switches) * 4;
+	following = f->cpu >= 0 ? waited >= f->every : waited >= 3ull * f->every;
+	if (following) {
+		rs_follow_policy(f, f->follow_policy);
 		cpu = rs_last_cpu(pid);
 		if (cpu < 0) {
 			f->last_error = -cpu;	/* the client is gone: stay */
@@ -100,8 +125,11 @@ void rs_follow(struct rs_follow *f, uint32_t pid)
 				f->moves++;
 			}
 		}
-	} else if (f->cpu >= 0) {
-		if (sched_setaffinity(0, sizeof(cpu_set_t), (cpu_set_t *)f->start_mask)) {
+	} else {
+		rs_follow_policy(f, f->queue_policy);
+		if (f->cpu < 0) {
+			/* not pinned */
+		} else if (sched_setaffinity(0, sizeof(cpu_set_t), (cpu_set_t *)f->start_mask)) {
 			f->last_error = errno;
 		} else {
 			f->cpu = -1;

@@ -12,6 +12,9 @@ struct rs_follow {
 	uint64_t looks;
 	uint64_t moves;		/* times pinned to a client's CPU */
 	uint64_t unpins;	/* times its CPUs were given back: requests queued up */
+	int follow_policy;	/* scheduling policy while following a client (sched=) */
+	int queue_policy;	/* ... and while requests queue up (SCHED_OTHER) */
+	uint64_t policy_changes;
 	int last_error;		/* errno of the last failed look or move, else 0 */
 	int started;
 	unsigned char start_mask[128];	/* the thread's CPUs at its first request */
