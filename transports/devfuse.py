@@ -35,10 +35,8 @@ from transports.sched import (
     IDLE_GUARD_OPTION,
     SCHED_OPTION,
     Follower,
-    SchedGuard,
-    apply_policy,
+    ThreadPolicy,
     follow_totals,
-    resolve_sched,
 )
 
 
@@ -67,11 +65,7 @@ class DevFuseTransport(Transport):
         self._datapath = str(settings.get("datapath", DEFAULT_DATAPATH))
         follow = settings.get("follow", True)
         self._follow = on_off(follow) if isinstance(follow, str) else bool(follow)
-        self._sched_requested = str(settings.get("sched", "auto"))
-        self._sched = self._sched_requested  # resolved by serve()
-        guard = settings.get("idle_guard", True)
-        self._idle_guard = on_off(guard) if isinstance(guard, str) else bool(guard)
-        self._guard: SchedGuard | None = None
+        self._sched = ThreadPolicy(settings)  # resolved by serve()
         self._followers: list[Follower] = []
         self._thread_sched: list[tuple[int, str]] = []  # (tid, policy) of each reader
         self._codecs: list[Codec] = []
@@ -85,7 +79,7 @@ class DevFuseTransport(Transport):
 
     # -- life cycle -----------------------------------------------------------------------
     def serve(self, export: Export, mountpoint: str, on_ready: Callable[[], None]) -> None:
-        self._sched = resolve_sched(self._sched_requested, self._idle_guard)
+        self._sched.resolve()
         mountpoint = os.path.abspath(mountpoint)
         fd = mounting.mount_devfuse(mountpoint, max_read=devloop.MAX_WRITE)
         with self._lock:
@@ -106,7 +100,7 @@ class DevFuseTransport(Transport):
                 image = NativeImage(export)
                 self._natives = [NativeDataPath(image) for _ in codecs]
             if self._follow:
-                self._followers = [Follower(self._sched) for _ in codecs]
+                self._followers = [Follower(self._sched.policy) for _ in codecs]
             started = threading.Barrier(len(codecs) + 1)
             for i, codec in enumerate(codecs):
                 native = self._natives[i] if self._natives else None
@@ -118,19 +112,14 @@ class DevFuseTransport(Transport):
                 t.start()
                 threads.append(t)
             started.wait()
-            if self._sched == "idle" and self._idle_guard:
-                self._guard = SchedGuard(
-                    [tid for tid, policy in self._thread_sched if policy == "idle"]
-                )
-                self._guard.start()
+            self._sched.start_guard(self._thread_sched)
             if self._wait_answering(mountpoint, threads):
                 on_ready()
             for t in threads:
                 while t.is_alive():
                     t.join(0.5)  # a timeout keeps the main thread responsive to signals
         finally:
-            if self._guard is not None:
-                self._guard.stop()
+            self._sched.stop_guard()
             self._unmount_ours()
             for t in threads:
                 t.join()
@@ -157,8 +146,7 @@ class DevFuseTransport(Transport):
             "threads": self._threads_wanted,
             "datapath": self._datapath,
             "follow": "on" if self._follow else "off",
-            "sched": self._sched,
-            "idle_guard": "on" if self._sched == "idle" and self._idle_guard else "off",
+            **self._sched.settings(),
             "max_write": devloop.MAX_WRITE,
             "negotiated": negotiated.as_dict() if negotiated else None,
         }
@@ -169,8 +157,7 @@ class DevFuseTransport(Transport):
             detail["native"] = native_totals(natives)
         if self._followers:
             detail["follow"] = follow_totals(self._followers)
-        if self._guard is not None:
-            detail["sched_guard"] = self._guard.counters()
+        detail.update(self._sched.detail())
         return TransportStatistics.of_codecs(self.name, settings, total, devfuse=total,
                                              detail=detail)
 
@@ -201,7 +188,7 @@ class DevFuseTransport(Transport):
             try:
                 # idle: a client our reply wakes stays on its CPU, which follow=on then
                 # shares with this reader (follow.c says why).
-                policy = apply_policy(self._sched)
+                policy = self._sched.apply()
                 self._thread_sched.append((threading.get_native_id(), policy))
             finally:
                 started.wait()

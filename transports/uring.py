@@ -97,13 +97,7 @@ from transports.ring.queue import (
     pinned_bytes,
     possible_cpus,
 )
-from transports.sched import (
-    IDLE_GUARD_OPTION,
-    SCHED_OPTION,
-    SchedGuard,
-    apply_policy,
-    resolve_sched,
-)
+from transports.sched import IDLE_GUARD_OPTION, SCHED_OPTION, ThreadPolicy
 
 MAX_WRITE = devloop.MAX_WRITE
 # Entry completions that mean the connection is going away, not a bug.
@@ -208,11 +202,7 @@ class UringTransport(Transport):
         self._zero_copy = on_off(zc) if isinstance(zc, str) else bool(zc)
         pin = settings.get("pin", True)
         self._pin = on_off(pin) if isinstance(pin, str) else bool(pin)
-        self._sched_requested = str(settings.get("sched", "auto"))
-        self._sched = self._sched_requested  # resolved by check_available()
-        guard = settings.get("idle_guard", True)
-        self._idle_guard = on_off(guard) if isinstance(guard, str) else bool(guard)
-        self._guard: SchedGuard | None = None
+        self._sched = ThreadPolicy(settings)  # resolved by check_available()
         self._datapath = str(settings.get("datapath", DEFAULT_DATAPATH))
         self._native_image: NativeImage | None = None
         self._queues: list[_Queue] = []
@@ -285,7 +275,7 @@ class UringTransport(Transport):
             )
         if self._buffers in POOL_MODES or self._zero_copy:
             self._require_bufpool()
-        self._sched = resolve_sched(self._sched_requested, self._idle_guard)
+        self._sched.resolve()
 
     def _mode_words(self) -> str:
         return f"buffers={self._buffers}" + (",zerocopy=on" if self._zero_copy else "")
@@ -400,8 +390,7 @@ class UringTransport(Transport):
             "buffers": self._buffers,
             "zerocopy": "on" if self._zero_copy else "off",
             "pin": "on" if self._pin else "off",
-            "sched": self._sched,
-            "idle_guard": "on" if self._sched == "idle" and self._idle_guard else "off",
+            **self._sched.settings(),
             "datapath": self._datapath,
             "queues": len(self._queues),
             "threads": len(self._queues) + 1,
@@ -428,7 +417,7 @@ class UringTransport(Transport):
                 "first_request_via_ring": self._ready_via_ring,
                 "teardown": dict(self._teardown),
                 **({"native": native_totals(natives)} if natives else {}),
-                **({"sched_guard": self._guard.counters()} if self._guard else {}),
+                **self._sched.detail(),
             },
         )
 
@@ -518,9 +507,7 @@ class UringTransport(Transport):
         if self._buffers == "pinned" and not has_capability(CAP_IPC_LOCK):
             # io_uring charged every registered pool to this process (VmPin).
             self._pinned_bytes = pinned_bytes()
-        if self._sched == "idle" and self._idle_guard:
-            self._guard = SchedGuard([q.tid for q in self._queues if q.policy == "idle"])
-            self._guard.start()
+        self._sched.start_guard([(q.tid, q.policy or "") for q in self._queues])
         if self._stopping or not self._answering(mountpoint):
             return
         on_ready()
@@ -554,7 +541,7 @@ class UringTransport(Transport):
             # batch: a woken SCHED_BATCH task never preempts the running one, so a client
             # on the queue's CPU keeps submitting until it blocks, and the queue thread
             # then answers the whole batch.
-            q.policy = apply_policy(self._sched)
+            q.policy = self._sched.apply()
             q.tid = threading.get_native_id()
             q.ring = Ring(q.qid, q.arena, fd, q.wake_fd, zero_copy=self._zero_copy)
             if q.native is not None:
@@ -676,8 +663,7 @@ class UringTransport(Transport):
 
     def _shutdown(self) -> bool:
         """Unmount, make every thread end, join them; True when all were joined."""
-        if self._guard is not None:
-            self._guard.stop()
+        self._sched.stop_guard()
         self._unmount_ours()
         deadline = time.monotonic() + _JOIN_TIMEOUT
         for t in self._threads():

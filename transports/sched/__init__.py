@@ -62,6 +62,45 @@ def resolve_sched(requested: str, idle_guard: bool) -> str:
     return requested
 
 
+class ThreadPolicy:
+    """A transport's `sched=` and `idle_guard=`: the policy its serving threads take, and
+    the guard that watches them under SCHED_IDLE."""
+
+    def __init__(self, settings: dict[str, Any]):
+        self.requested = str(settings.get("sched", "auto"))
+        guard = settings.get("idle_guard", True)
+        self.idle_guard = on_off(guard) if isinstance(guard, str) else bool(guard)
+        self.policy = self.requested  # resolve() makes it the effective one
+        self._guard: SchedGuard | None = None
+
+    def resolve(self) -> str:
+        """Decide the effective policy (before any thread takes it); refuse what cannot be
+        served (TransportUnavailable)."""
+        self.policy = resolve_sched(self.requested, self.idle_guard)
+        return self.policy
+
+    def apply(self) -> str:
+        """Give the calling thread the policy; returns the one it runs under now."""
+        return apply_policy(self.policy)
+
+    def start_guard(self, threads: list[tuple[int, str]]) -> None:
+        """Guard those of the (tid, policy) threads that run SCHED_IDLE, if guarded."""
+        if self.policy == "idle" and self.idle_guard:
+            self._guard = SchedGuard([tid for tid, policy in threads if policy == "idle"])
+            self._guard.start()
+
+    def stop_guard(self) -> None:
+        if self._guard is not None:
+            self._guard.stop()
+
+    def settings(self) -> dict[str, str]:
+        guarded = self.policy == "idle" and self.idle_guard
+        return {"sched": self.policy, "idle_guard": "on" if guarded else "off"}
+
+    def detail(self) -> dict[str, Any]:
+        return {"sched_guard": self._guard.counters()} if self._guard is not None else {}
+
+
 def apply_policy(name: str) -> str:
     """Give the calling thread policy `name` (normal: left as it is); returns the policy
     it runs under now."""
