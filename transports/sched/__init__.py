@@ -54,10 +54,11 @@ def resolve_sched(requested: str, idle_guard: bool) -> str:
     if requested == "auto":
         return "batch" if unguarded else "idle"
     if requested == "idle" and idle_guard and unguarded:
+        fix = ("boot a kernel with CONFIG_SCHED_INFO" if "schedstat" in unguarded
+               else "raise the limit with `ulimit -e 20` or run as root")
         raise TransportUnavailable(
-            f"sched=idle's guard could not work: {unguarded}: raise the limit with "
-            "`ulimit -e 20` or run as root, or use sched=batch (or idle_guard=off, "
-            "which starves under CPU load)"
+            f"sched=idle's guard could not work: {unguarded}: {fix}, or use sched=batch "
+            "(or idle_guard=off, which starves under CPU load)"
         )
     return requested
 
