@@ -70,6 +70,13 @@ def on_off(raw: str) -> bool:
     raise ValueError("use on or off")
 
 
+def flag(settings: dict[str, Any], key: str, default: bool) -> bool:
+    """An on/off setting as a bool: parsed specs hold bools, hand-made settings may hold
+    "on"/"off"."""
+    value = settings.get(key, default)
+    return on_off(value) if isinstance(value, str) else bool(value)
+
+
 @dataclass
 class TransportStatistics:
     """What every transport's `statistics()` returns: one shape, filled by each transport.

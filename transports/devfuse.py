@@ -17,6 +17,7 @@ from transports.base import (
     Option,
     Transport,
     TransportStatistics,
+    flag,
     name_os_thread,
     on_off,
     positive_int,
@@ -63,8 +64,7 @@ class DevFuseTransport(Transport):
         super().__init__(settings)
         self._threads_wanted: int = int(settings.get("threads", 1))
         self._datapath = str(settings.get("datapath", DEFAULT_DATAPATH))
-        follow = settings.get("follow", True)
-        self._follow = on_off(follow) if isinstance(follow, str) else bool(follow)
+        self._follow = flag(settings, "follow", True)
         self._sched = ThreadPolicy(settings)  # resolved by serve()
         self._followers: list[Follower] = []
         self._thread_sched: list[tuple[int, str]] = []  # (tid, policy) of each reader

@@ -62,6 +62,7 @@ from transports.base import (
     Transport,
     TransportStatistics,
     TransportUnavailable,
+    flag,
     name_os_thread,
     on_off,
     positive_int,
@@ -198,10 +199,8 @@ class UringTransport(Transport):
         super().__init__(settings)
         self._depth = int(settings.get("depth", 8))
         self._buffers = str(settings.get("buffers", "mapped"))
-        zc = settings.get("zerocopy", False)
-        self._zero_copy = on_off(zc) if isinstance(zc, str) else bool(zc)
-        pin = settings.get("pin", True)
-        self._pin = on_off(pin) if isinstance(pin, str) else bool(pin)
+        self._zero_copy = flag(settings, "zerocopy", False)
+        self._pin = flag(settings, "pin", True)
         self._sched = ThreadPolicy(settings)  # resolved by check_available()
         self._datapath = str(settings.get("datapath", DEFAULT_DATAPATH))
         self._native_image: NativeImage | None = None

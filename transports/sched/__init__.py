@@ -9,7 +9,7 @@ import os
 import resource
 from typing import Any
 
-from transports.base import Option, TransportUnavailable, on_off
+from transports.base import Option, TransportUnavailable, flag, on_off
 from transports.ring.queue import has_capability
 
 POLICIES = {"normal": os.SCHED_OTHER, "batch": os.SCHED_BATCH, "idle": os.SCHED_IDLE}
@@ -69,8 +69,7 @@ class ThreadPolicy:
 
     def __init__(self, settings: dict[str, Any]):
         self.requested = str(settings.get("sched", "auto"))
-        guard = settings.get("idle_guard", True)
-        self.idle_guard = on_off(guard) if isinstance(guard, str) else bool(guard)
+        self.idle_guard = flag(settings, "idle_guard", True)
         self.policy = self.requested  # resolve() makes it the effective one
         self._guard: SchedGuard | None = None
 
