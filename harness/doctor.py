@@ -184,17 +184,15 @@ def check_memlock() -> Capability:
 def check_sched_idle() -> Capability:
     """What uring's default sched=auto becomes here: the guarded SCHED_IDLE needs the right
     to move a thread off SCHED_IDLE."""
-    from transports.sched import guard_unavailable
+    from transports.sched import guard_fix, guard_unavailable
 
     why = guard_unavailable()
     if why is None:
-        return Capability("uring sched=auto", True, "idle, guarded against starvation",
-                          required=False)
-    fix = ("a kernel with CONFIG_SCHED_INFO" if "schedstat" in why else
-           "`ulimit -e 20` (or a nice line in /etc/security/limits.conf), or run as root")
+        return Capability("uring sched=auto", True, "idle, guarded against starvation "
+                          "(devfuse's too)", required=False)
     return Capability(
         "uring sched=auto", False, f"batch: the idle guard could not work: {why}",
-        fix + "; batch is correct, only slower with a client the scheduler moves",
+        guard_fix(why) + "; batch is correct, only slower with a client the scheduler moves",
         required=False,
     )
 

@@ -47,6 +47,14 @@ def guard_unavailable() -> str | None:
             "(`ulimit -e` is below 20), so it may not move a thread off SCHED_IDLE")
 
 
+def guard_fix(why: str) -> str:
+    """What makes the guard work, for the cause guard_unavailable() gave."""
+    if "schedstat" in why:
+        return "boot a kernel with CONFIG_SCHED_INFO"
+    return ("raise the limit with `ulimit -e 20` (or a nice line in "
+            "/etc/security/limits.conf), or run as root")
+
+
 def resolve_sched(requested: str, idle_guard: bool) -> str:
     """The policy `sched=requested` means here: auto is idle where the guard can work,
     else batch; an explicit guarded idle the guard cannot protect is refused."""
@@ -54,10 +62,9 @@ def resolve_sched(requested: str, idle_guard: bool) -> str:
     if requested == "auto":
         return "batch" if unguarded else "idle"
     if requested == "idle" and idle_guard and unguarded:
-        fix = ("boot a kernel with CONFIG_SCHED_INFO" if "schedstat" in unguarded
-               else "raise the limit with `ulimit -e 20` or run as root")
         raise TransportUnavailable(
-            f"sched=idle's guard could not work: {unguarded}: {fix}, or use sched=batch "
+            f"sched=idle's guard could not work: {unguarded}: {guard_fix(unguarded)}, or "
+            "use sched=batch "
             "(or idle_guard=off, which starves under CPU load)"
         )
     return requested
@@ -85,8 +92,9 @@ class ThreadPolicy:
 
     def start_guard(self, threads: list[tuple[int, str]]) -> None:
         """Guard those of the (tid, policy) threads that run SCHED_IDLE, if guarded."""
-        if self.policy == "idle" and self.idle_guard:
-            self._guard = SchedGuard([tid for tid, policy in threads if policy == "idle"])
+        tids = [tid for tid, policy in threads if policy == "idle"]
+        if self.policy == "idle" and self.idle_guard and tids:
+            self._guard = SchedGuard(tids)
             self._guard.start()
 
     def stop_guard(self) -> None:

@@ -1,24 +1,26 @@
 /*
- * The starvation guard of uring's sched=idle.
+ * The starvation guard of sched=idle (uring's queue threads, devfuse's readers).
  *
- * A CPU whose only runnable tasks are SCHED_IDLE counts as idle, so with SCHED_IDLE queue
+ * A CPU whose only runnable tasks are SCHED_IDLE counts as idle, so with SCHED_IDLE serving
  * threads the client a reply wakes stays on its CPU instead of being sent to the other,
- * idle one (and its next request to the other queue). The price: a SCHED_IDLE thread gets
- * almost no CPU while anything else in its scheduling group (the server's session, or its
- * cgroup) wants that CPU, and the ring's requests then wait for hundreds of milliseconds.
+ * idle one. The price: a SCHED_IDLE thread gets almost no CPU while anything else in its
+ * scheduling group (the server's session, or its cgroup) wants that CPU, and requests then
+ * wait for hundreds of milliseconds.
  *
- * The guard is a thread of its own that looks at every queue thread once a period. A
+ * The guard is a thread of its own that looks at every serving thread once a period. A
  * thread is starved when it was runnable at two looks in a row and did not run in
  * between (neither its CPU time nor its count of times scheduled moved; a running thread's
  * CPU time moves at every tick, hence a period longer than a tick), or when over the last
  * ten periods it waited on a runqueue for more than half the time and ran for less than
  * a fifth of its wait: it gets a slice now and then, far too rarely (measured with two
  * CPU hogs in its group: 3% running, 83% waiting). Sharing a CPU with a busy client is
- * not that (at QD16: 20% running, 24% waiting). The guard then moves it to the fallback policy (SCHED_BATCH) for a hold, and
- * back to SCHED_IDLE after it. Starvation again soon after a
- * hold ends doubles the next hold, up to hold_max: under lasting CPU load a thread spends
- * nearly all its time on the fallback policy and pays at most two periods of waiting per
- * hold.
+ * not that (at QD16: 20% running, 24% waiting). Only a thread that runs SCHED_IDLE at
+ * that moment is taken for starved (devfuse's follower runs its readers SCHED_OTHER while
+ * requests queue up). The guard moves it to the fallback policy (SCHED_BATCH) for a hold,
+ * then back to SCHED_IDLE unless the thread chose another policy meanwhile. Starvation
+ * again soon after a hold ends doubles the next hold, up to hold_max: under lasting CPU
+ * load a thread spends nearly all its time on the fallback policy and pays at most two
+ * periods of waiting per hold.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -123,7 +125,10 @@ static void rs_guard_check(struct rs_guard *g, struct rs_guard_thread *t,
 	}
 	if (t->boosted) {
 		if (now >= l->restore_at) {
-			err = rs_set_policy(t->tid, SCHED_IDLE);
+			/* Back to SCHED_IDLE only from the fallback we set: a thread that chose
+			   another policy meanwhile (devfuse's follower) keeps it. */
+			err = sched_getscheduler(t->tid) == g->fallback_policy ?
+			      rs_set_policy(t->tid, SCHED_IDLE) : 0;
 			if (err) {
 				t->last_error = -err;
 			} else {
@@ -133,10 +138,11 @@ static void rs_guard_check(struct rs_guard *g, struct rs_guard_thread *t,
 				l->restored_at = now;
 			}
 		}
-	} else if ((state == 'R' && l->state == 'R' && runtime == l->runtime &&
-		    pcount == l->pcount) ||
-		   (window_over && delay - l->window_delay >= (now - l->window_start) / 2 &&
-		    (runtime - l->window_runtime) * 5 < delay - l->window_delay)) {
+	} else if (((state == 'R' && l->state == 'R' && runtime == l->runtime &&
+		     pcount == l->pcount) ||
+		    (window_over && delay - l->window_delay >= (now - l->window_start) / 2 &&
+		     (runtime - l->window_runtime) * 5 < delay - l->window_delay)) &&
+		   sched_getscheduler(t->tid) == SCHED_IDLE) {	/* only SCHED_IDLE starves so */
 		uint64_t hold = g->hold_min_ns;
 
 		if (l->restored_at && now - l->restored_at < 2 * t->hold_ns)
