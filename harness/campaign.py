@@ -35,7 +35,7 @@ MANIFEST = "campaign.json"
 # 3: devfuse and uring default to datapath=native (and uring to sched=batch); before, to
 #    datapath=python and sched=normal
 # 4: uring defaults to sched=auto, and sched=idle is guarded; before, to sched=batch and
-#    an unguarded idle
+#    an unguarded idle. devfuse defaults to follow=on,sched=auto; before, neither existed
 MANIFEST_VERSION = 4
 RUN_OVERHEAD_S = 1.5  # mount, server start and stop per run, for the first ETA
 

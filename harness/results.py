@@ -342,8 +342,8 @@ def rows(data: dict[str, Any], source: str = "") -> list[dict[str, Any]]:
         "warmup": bool(data.get("campaign", {}).get("warmup", False)),
         "requests_per_io": data.get("coverage", {}).get("requests_per_io"),
         "coverage_warning": data.get("coverage", {}).get("warning"),
-        # uring sched=idle: times its guard found a queue thread starved, and the time
-        # queue threads then spent on SCHED_BATCH (None: no guard ran)
+        # sched=idle (uring, devfuse): times its guard found a serving thread starved, and
+        # the time serving threads then spent on SCHED_BATCH (None: no guard ran)
         "sched_guard_boosts": guard.get("boosts"),
         "sched_guard_boosted_ms": guard.get("boosted_ms"),
         **derived,

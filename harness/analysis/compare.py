@@ -224,10 +224,11 @@ def cautions(campaign: CampaignResults) -> list[str]:
     partly SCHED_BATCH), or the campaign's manifest lists runs that did not complete."""
     notes = []
     t = campaign.table.drop_duplicates("file")
+    runs = t.groupby(["transport_label", "point"], sort=False).size()
     if "sched_guard_boosts" in t:
         flagged = t[t["sched_guard_boosts"].fillna(0) > 0]
         for (spec, point), rows in flagged.groupby(["transport_label", "point"], sort=False):
-            total = int(((t["point"] == point) & (t["transport_label"] == spec)).sum())
+            total = runs[(spec, point)]
             notes.append(
                 f"{point} on {spec}, {len(rows)} of {total} runs: sched=idle's guard found "
                 f"serving threads starved {int(rows['sched_guard_boosts'].sum())} times and "
@@ -239,7 +240,7 @@ def cautions(campaign: CampaignResults) -> list[str]:
         for (spec, point), rows in flagged.groupby(["transport_label", "point"], sort=False):
             if rows["coverage_warning"].str.contains("coverage unknown").all():
                 continue
-            total = int(((t["point"] == point) & (t["transport_label"] == spec)).sum())
+            total = runs[(spec, point)]
             notes.append(f"{point} on {spec}, {len(rows)} of {total} runs: "
                          f"{rows['coverage_warning'].iloc[0]}")
         unknown = flagged[flagged["coverage_warning"].str.contains("coverage unknown")]
