@@ -186,7 +186,7 @@ class Campaign:
             "scenarios": list(dict.fromkeys(r.scenario.name for r in self.runs)),
             "points": list(dict.fromkeys(r.point.label for r in self.runs)),
             "backing": self.options.export.backing,
-            "server_cpus": self.options.server_cpus,
+            "server_cpus": _common_cpus(self.runs),
             "fio_cpus": self.fio_cpus,
             "status": "planned",
             "runs": [dict(r.describe(), status="pending") for r in self.runs],
@@ -261,6 +261,12 @@ class Campaign:
             }
         }
         return run_point(point, opts, meta, extra)
+
+
+def _common_cpus(runs: list[PlannedRun]) -> str | None:
+    """The servers' CPU list when every transport has the same (None: all CPUs)."""
+    lists = {str(r.transport.settings.get("cpus") or "") for r in runs}
+    return lists.pop() or None if len(lists) == 1 else "differs"
 
 
 def _quiet(message: str) -> None:

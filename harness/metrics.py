@@ -15,13 +15,16 @@ import os
 import platform
 import re
 import subprocess
+import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness import proctree
-from transports.sysinfo import read_text
+from transports.placement import STAT_POLICY_NAMES
+from transports.sysinfo import read_text, thread_ids
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 REPO_DIR = Path(__file__).resolve().parent.parent
@@ -37,6 +40,8 @@ class ThreadStat:
     stime_s: float
     migrations: int | None = None  # se.nr_migrations, where the kernel exposes sched stats
     pid: int = 0  # the process the thread belongs to
+    policy: str = "unknown"  # scheduling policy (normal, batch, idle, fifo, rr)
+    cpus: str = "unknown"  # the CPUs it may run on, as the kernel lists them
 
 
 @dataclass(frozen=True)
@@ -65,9 +70,61 @@ def thread_stat(pid: int, tid: int) -> ThreadStat:
     # The name in field 2 may hold spaces and parentheses: split after the last ')'.
     fields = stat[stat.rindex(")") + 2 :].split()
     utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of stat(5)
+    policy, cpus = _placement(fields, status)
     return ThreadStat(
-        tid, name, vol, nonvol, utime / CLOCK_TICKS, stime / CLOCK_TICKS, _migrations(base), pid
+        tid, name, vol, nonvol, utime / CLOCK_TICKS, stime / CLOCK_TICKS, _migrations(base), pid,
+        policy, cpus,
     )
+
+
+def _placement(fields: list[str], status: str) -> tuple[str, str]:
+    """A thread's policy (stat(5) field 41) and allowed CPUs (Cpus_allowed_list)."""
+    policy = STAT_POLICY_NAMES.get(int(fields[38]), f"policy {fields[38]}")
+    m = re.search(r"^Cpus_allowed_list:\s*(\S+)", status, re.M)
+    return policy, m.group(1) if m else "unknown"
+
+
+def thread_placement(pid: int, tid: int) -> tuple[str, str]:
+    """(policy, cpus) of one thread, read now."""
+    base = f"/proc/{pid}/task/{tid}"
+    stat = _read(f"{base}/stat")
+    return _placement(stat[stat.rindex(")") + 2 :].split(), _read(f"{base}/status"))
+
+
+class PlacementSampler:
+    """Samples the policy and CPUs of every thread of the serving processes during the
+    fio window, so a result says where its threads ran then (the starvation guard, or a
+    server of its own accord, may change a thread's policy for a while)."""
+
+    PERIOD_S = 0.25
+
+    def __init__(self, pids: list[int]):
+        self._pids = pids
+        self.samples: dict[int, Counter[tuple[str, str]]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="placement-sampler",
+                                        daemon=True)
+
+    def __enter__(self) -> PlacementSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def sample(self) -> None:
+        for pid in proctree.with_descendants(self._pids):
+            for tid in thread_ids(pid):
+                try:
+                    seen = thread_placement(pid, tid)
+                except (OSError, ValueError):
+                    continue  # the thread exited while we read it
+                self.samples.setdefault(tid, Counter())[seen] += 1
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.PERIOD_S):
+            self.sample()
 
 
 def _migrations(base: str) -> int | None:
@@ -139,15 +196,23 @@ def _process_cpu(before: ProcessSnapshot, after: ProcessSnapshot) -> dict[str, A
     }
 
 
-def delta(before: ProcessSnapshot, after: ProcessSnapshot) -> dict[str, Any]:
+def delta(before: ProcessSnapshot, after: ProcessSnapshot,
+          samples: dict[int, Counter[tuple[str, str]]] | None = None) -> dict[str, Any]:
     """Per-thread and summed differences; a thread born in between counts from zero.
 
     A thread that exited in between is lost (its counts leave /proc with it); their
-    number is reported as `threads_exited` so such a window can be recognised.
+    number is reported as `threads_exited` so such a window can be recognised. Each
+    thread's policy and CPUs are those most often sampled in the window (`samples`), or
+    else seen at its end; `policies` lists every policy sampled when there was more than one.
     """
     threads = []
     for tid, a in after.threads.items():
         b = before.threads.get(tid)
+        seen = (samples or {}).get(tid) or Counter({(a.policy, a.cpus): 1})
+        (policy, cpus), _ = seen.most_common(1)[0]
+        policies = Counter()
+        for (p, _c), n in seen.items():
+            policies[p] += n
         threads.append(
             {
                 "tid": tid,
@@ -161,6 +226,9 @@ def delta(before: ProcessSnapshot, after: ProcessSnapshot) -> dict[str, Any]:
                 else a.migrations - ((b.migrations or 0) if b else 0),
                 "new": b is None,
                 "pid": a.pid,
+                "policy": policy,
+                "cpus": cpus,
+                **({"policies": dict(policies)} if len(policies) > 1 else {}),
             }
         )
     tree = _process_cpu(before, after) if after.processes else None

@@ -11,6 +11,8 @@ import os
 import re
 from dataclasses import dataclass
 
+from transports import sysinfo
+
 _RING_LINK = "anon_inode:[io_uring]"
 
 
@@ -34,34 +36,7 @@ def proc_stat(pid: int, clock_ticks: int) -> ProcStat:
     return ProcStat(pid, ppid, (utime + stime) / clock_ticks, (cutime + cstime) / clock_ticks)
 
 
-def _parents() -> dict[int, int]:
-    """pid -> parent pid for every process of the system."""
-    parents = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                text = f.read()
-        except OSError:
-            continue  # exited while we looked
-        parents[int(name)] = int(text[text.rindex(")") + 2 :].split()[1])
-    return parents
-
-
-def with_descendants(roots: list[int]) -> list[int]:
-    """`roots` and every live process descended from them, roots first."""
-    children: dict[int, list[int]] = {}
-    for pid, ppid in _parents().items():
-        children.setdefault(ppid, []).append(pid)
-    found, queue = [], list(roots)
-    while queue:
-        pid = queue.pop(0)
-        if pid in found:
-            continue
-        found.append(pid)
-        queue.extend(sorted(children.get(pid, [])))
-    return found
+with_descendants = sysinfo.with_descendants
 
 
 _CQ_TAIL = re.compile(r"^CqTail:\s*(\d+)", re.M)

@@ -20,6 +20,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from transports.placement import RINGSIDE_THREADS
+from transports.spec import Spec
+
 if TYPE_CHECKING:
     import pandas
 
@@ -160,8 +163,7 @@ def _write_out_defaults(data: dict[str, Any], spec_step: Callable[[str], str]) -
 
 
 def _spec_options(spec: str) -> dict[str, str]:
-    options = spec.partition(":")[2]
-    return dict(part.partition("=")[::2] for part in options.split(",") if part)
+    return Spec.read(spec).options()
 
 
 _UPGRADES = {  # version -> the step to the next
@@ -243,14 +245,14 @@ def _spec_2_to_3(spec: str) -> str:
 def _spec_3_to_4(spec: str) -> str:
     """devfuse and uring served data in Python, uring's queue threads ran SCHED_OTHER:
     those defaults are written out."""
-    return _with_defaults(spec, _DEFAULTS_BEFORE_4.get(spec.partition(":")[0], {}))
+    return _with_defaults(spec, _DEFAULTS_BEFORE_4.get(Spec.read(spec).name, {}))
 
 
 def _spec_4_to_5(spec: str) -> str:
     """uring's queue threads ran SCHED_BATCH unless told otherwise, and SCHED_IDLE had no
     guard; devfuse's readers ran SCHED_OTHER wherever the scheduler put them: those are
     written out."""
-    name = spec.partition(":")[0]
+    name = Spec.read(spec).name
     if name == "devfuse":
         return _with_defaults(spec, {"follow": "off", "sched": "normal"})
     if name != "uring":
@@ -263,12 +265,8 @@ def _spec_4_to_5(spec: str) -> str:
 
 def _with_defaults(spec: str, defaults: dict[str, str]) -> str:
     """`spec` with each of `defaults` it does not give appended."""
-    name, sep, options = spec.partition(":")
-    given = _spec_options(spec)
-    added = [f"{key}={value}" for key, value in defaults.items() if key not in given]
-    if not added:
-        return spec
-    return f"{name}:" + ",".join(filter(None, [options, *added]))
+    read = Spec.read(spec)
+    return read.with_defaults(defaults).text if set(defaults) - set(read.options()) else spec
 
 
 _SPEC_UPGRADES = {  # format version -> the step to the next
@@ -346,6 +344,7 @@ def rows(data: dict[str, Any], source: str = "") -> list[dict[str, Any]]:
         # the time serving threads then spent on SCHED_BATCH (None: no guard ran)
         "sched_guard_boosts": guard.get("boosts"),
         "sched_guard_boosted_ms": guard.get("boosted_ms"),
+        **placement_columns(data),
         **derived,
     }
     for key, value in scenario.get("fio", {}).items():
@@ -368,6 +367,35 @@ def rows(data: dict[str, Any], source: str = "") -> list[dict[str, Any]]:
                 row[f"{prefix}_{name}_us"] = None if value is None else value / 1000
         out.append(row)
     return out
+
+
+# A thread counts as serving when it used at least this share of the server's thread CPU
+# in the fio window: the threads that carried the requests, not one that slept through.
+SERVING_CPU_SHARE = 0.10
+UNKNOWN = "unknown"
+
+
+def placement_columns(data: dict[str, Any]) -> dict[str, Any]:
+    """Where a run's server threads ran: the policies of its serving threads as sampled
+    in the fio window, the CPUs asked for, and the server's own design. A result written
+    before Ringside recorded placement says "unknown", never a guess."""
+    recorded = (data.get("transport_stats") or {}).get("placement")
+    threads = (data.get("server") or {}).get("window", {}).get("threads") or []
+    threads = [t for t in threads if t.get("name") not in RINGSIDE_THREADS]
+    cpu = {id(t): (t.get("utime_s") or 0) + (t.get("stime_s") or 0) for t in threads}
+    total = sum(cpu.values())
+    serving = [t for t in threads if total and cpu[id(t)] >= SERVING_CPU_SHARE * total]
+    policies = sorted({str(t["policy"]) for t in serving if "policy" in t})
+    known = bool(serving) and all("policy" in t for t in serving)
+    policy = "+".join(policies) if known else UNKNOWN
+    cpus = str(recorded.get("cpus", UNKNOWN)) if isinstance(recorded, dict) else UNKNOWN
+    design = recorded.get("design") if isinstance(recorded, dict) else None
+    return {
+        "placement_policy": policy,
+        "placement_cpus": cpus,
+        "placement_design": design,
+        "placement": UNKNOWN if UNKNOWN in (policy, cpus) else f"{policy}, CPUs {cpus}",
+    }
 
 
 # Per-run facts the analysis shows beside the table, by column name (section, key).

@@ -29,6 +29,7 @@ from typing import Any
 from harness import fio, metrics
 from harness.guest import GUEST_KERNEL_ENV, slowdown, where_run
 from harness.kernels import kernel_section
+from harness.placement_args import placement_argv
 from harness.results import result_stem, run_result, unique_stem, write_result
 from harness.scenarios import Scenario, ScenarioPoint
 from harness.serving import READY_PREFIX, connection_end_in
@@ -64,7 +65,6 @@ class RunOptions:
     out: Path
     # A benchmark reads real data: a backing the run creates is filled unless told otherwise.
     export: ExportSpec = ExportSpec(fill="data")
-    server_cpus: str | None = None  # serve --cpus: CPU affinity of the server process
     mountpoint: str | None = None
     ready_timeout: float = READY_TIMEOUT_S
     stop_timeout: float = 10.0
@@ -408,9 +408,7 @@ def server_argv(opts: RunOptions, mountpoint: str, stats_path: str) -> list[str]
         stats_path,
         *opts.export.argv(),
     ]
-    if opts.server_cpus is not None:
-        argv += ["--cpus", opts.server_cpus]
-    return argv
+    return argv + placement_argv(opts.transport)
 
 
 def _now() -> datetime:
@@ -508,15 +506,17 @@ def run_point(
         opts.log(f"ringside: running fio {point.label} on {opts.transport.display} ({jobfile})")
         pids = server.serving_pids()
         before, ctxt0 = metrics.snapshot_many(pids), metrics.system_ctxt()
+        sampler = metrics.PlacementSampler(pids)
         try:
-            raw, fio_messages = fio.run_fio(
-                str(jobfile),
-                os.path.join(workdir, "fio.json"),
-                fio_timeout(point),
-                preexec_fn=die_with_parent(),
-                # fio would go on for its whole runtime on a detached mount.
-                watch=lambda: _mount_gone(mountpoint, mount_id),
-            )
+            with sampler:
+                raw, fio_messages = fio.run_fio(
+                    str(jobfile),
+                    os.path.join(workdir, "fio.json"),
+                    fio_timeout(point),
+                    preexec_fn=die_with_parent(),
+                    # fio would go on for its whole runtime on a detached mount.
+                    watch=lambda: _mount_gone(mountpoint, mount_id),
+                )
         except fio.FioStopped as e:
             # The watch saw the mount go; the server, once it has exited, knows whether
             # it was unmounted or its connection aborted (it unmounts either way).
@@ -559,7 +559,7 @@ def run_point(
         typed_stats = TransportStatistics.from_dict(stats)
         checks = check_statistics(typed_stats)
 
-        window = metrics.delta(before, after)
+        window = metrics.delta(before, after, sampler.samples)
         peer = peer_ring_check(typed_stats, window, summary["total_ios"])
         if peer is not None:
             if not peer["ok"]:

@@ -256,8 +256,8 @@ def test_cautions_name_runs_whose_idle_queue_threads_were_starved(tmp_path: Path
             data = make_run(point, spec, 1.0, numpy.random.default_rng(rep), start=START,
                             campaign="c", repetition=rep)
             if spec == "uring":
-                data["transport_stats"] = {"sched_guard": {
-                    "boosts": 2 if rep == 1 else 0, "boosted_ms": 300.0 if rep == 1 else 0.0}}
+                data["transport_stats"]["sched_guard"] = {
+                    "boosts": 2 if rep == 1 else 0, "boosted_ms": 300.0 if rep == 1 else 0.0}
             write_result(path, data)
     text = "\n".join(compare(load_campaign(path)).cautions)
     assert ("randread-4k-qd1 on uring, 1 of 3 runs: sched=idle's guard found serving "

@@ -1,9 +1,9 @@
-"""The one interface every transport has, the registry, and transport specs.
+"""The one interface every transport has, and the registry.
 
-A spec is `NAME[:key=value,...]` (e.g. `uring:depth=16,buffers=pinned`). Each transport
-declares its options once; parsing, validation, defaults and error messages live here.
-A transport moves bytes between the kernel and the export (through the codec, or
-through libfuse for pyfuse3); it never decides what a request means.
+Each transport declares its options once (transports/options.py); a spec naming it
+(`uring:depth=16,buffers=pinned`) is read by transports/spec.py. A transport moves bytes
+between the kernel and the export (through the codec, or through libfuse for pyfuse3);
+it never decides what a request means.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ import dataclasses
 import difflib
 import importlib
 import os
-import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from transports.export.image import Export
+from transports.options import Option, SpecError, flag, on_off, positive_int
 
 _PR_SET_NAME = 15
 
@@ -31,50 +31,8 @@ def name_os_thread() -> None:
     ctypes.CDLL(None).prctl(_PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)
 
 
-class SpecError(ValueError):
-    """A transport spec that names an unknown transport or option, or a bad value."""
-
-
 class TransportUnavailable(RuntimeError):
     """The transport cannot run on this machine; the message names the cause and the fix."""
-
-
-@dataclass(frozen=True)
-class Option:
-    parse: Callable[[str], Any]
-    default: Any
-    help: str
-    choices: tuple[str, ...] = ()
-
-    def convert(self, name: str, key: str, raw: str) -> Any:
-        if self.choices and raw not in self.choices:
-            raise SpecError(f"{name}: {key}={raw!r} is not one of {', '.join(self.choices)}")
-        try:
-            return self.parse(raw)
-        except (TypeError, ValueError) as e:
-            raise SpecError(f"{name}: bad value {key}={raw!r}: {e}") from None
-
-
-def positive_int(raw: str) -> int:
-    value = int(raw)
-    if value <= 0:
-        raise ValueError("must be a positive integer")
-    return value
-
-
-def on_off(raw: str) -> bool:
-    if raw in ("on", "yes", "true", "1"):
-        return True
-    if raw in ("off", "no", "false", "0"):
-        return False
-    raise ValueError("use on or off")
-
-
-def flag(settings: dict[str, Any], key: str, default: bool) -> bool:
-    """An on/off setting as a bool: parsed specs hold bools, hand-made settings may hold
-    "on"/"off"."""
-    value = settings.get(key, default)
-    return on_off(value) if isinstance(value, str) else bool(value)
 
 
 @dataclass
@@ -168,6 +126,10 @@ class Transport(abc.ABC):
     name: ClassVar[str]
     description: ClassVar[str]
     options: ClassVar[dict[str, Option]] = {}
+    # True when the transport gives its own threads the spec's placement (sched=, cpus=)
+    # as it starts them; otherwise the serving process places every thread of the
+    # server's process tree from outside (transports/placement.py).
+    places_own_threads: ClassVar[bool] = False
 
     def __init__(self, settings: dict[str, Any]):
         self.settings = settings
@@ -185,6 +147,11 @@ class Transport(abc.ABC):
     def connection_end(self) -> str | None:
         """How the kernel ended the connection under the server ("aborted" or
         "unmounted"), once it has; None when it has not or this transport cannot tell."""
+        return None
+
+    def own_placement(self) -> str | None:
+        """Where threads run by this server's own design (not the spec's placement), for
+        tables to name; None when it has no such design."""
         return None
 
     def server_pids(self) -> list[int]:
@@ -206,10 +173,6 @@ _REGISTRY: dict[str, str] = {
     "external": "transports.peers.external:ExternalTransport",
     "libfuse": "transports.peers.libfuse:LibfuseTransport",
 }
-
-
-def register(name: str, target: str) -> None:
-    _REGISTRY[name] = target
 
 
 def known_transports() -> list[str]:
@@ -235,95 +198,12 @@ def transport_class(name: str) -> type[Transport]:
     return getattr(module, cls_name)
 
 
-@dataclass(frozen=True)
-class TransportSpec:
-    name: str
-    settings: dict[str, Any] = field(default_factory=dict)
-    text: str = ""
-    label: str = ""  # from `-t LABEL=SPEC`: what tables call it (else the spec itself)
+# The spec lives in transports/spec.py; these names are kept for the callers.
+from transports.spec import Spec, check_unique, split_label  # noqa: E402
 
-    def __str__(self) -> str:
-        return self.text or self.name
-
-    @property
-    def display(self) -> str:
-        return self.label or str(self)
-
-    def create(self) -> Transport:
-        return transport_class(self.name)(dict(self.settings))
-
-
-LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,31}$")
-
-
-def split_label(text: str) -> tuple[str, str]:
-    """`LABEL=SPEC` -> (LABEL, SPEC); a plain spec -> ("", spec).
-
-    A spec's own '=' always comes after its ':' (`uring:depth=16`), so an '=' before
-    any ':' marks a label.
-    """
-    head, eq, rest = text.strip().partition("=")
-    if not eq or ":" in head:
-        return "", text.strip()
-    label = head.strip()
-    if not LABEL_RE.match(label):
-        raise SpecError(
-            f"bad label {label!r} in {text.strip()!r}: a label is 1-32 letters, digits, "
-            "'.', '_', '+' or '-' (no spaces), starting with a letter or digit, e.g. "
-            "-t libfuse-uring=libfuse:mode=uring"
-        )
-    if label in _REGISTRY:
-        raise SpecError(
-            f"label {label!r} is the name of a transport: tables would confuse the two; "
-            "choose another label"
-        )
-    if not rest.strip():
-        raise SpecError(f"label {label!r} names no transport: use -t {label}=SPEC")
-    return label, rest.strip()
-
-
-def check_unique(specs: list[TransportSpec]) -> None:
-    """Every transport of a campaign must show under its own name in tables.
-
-    The same spec twice under two labels is allowed (an A/A comparison).
-    """
-    seen: dict[str, TransportSpec] = {}
-    for spec in specs:
-        other = seen.get(spec.display)
-        if other is not None:
-            what = "label" if spec.label else "transport"
-            raise SpecError(
-                f"{what} {spec.display!r} is given twice ({other.text!r} and {spec.text!r}): "
-                "a transport is listed twice; give each its own label"
-            )
-        seen[spec.display] = spec
-
-
-def parse_spec(text: str) -> TransportSpec:
-    """Parse `[LABEL=]NAME[:key=value,...]`, filling defaults; errors list known names/keys."""
-    label, text = split_label(text)
-    spec = _parse_bare(text)
-    return TransportSpec(spec.name, spec.settings, spec.text, label)
-
-
-def _parse_bare(text: str) -> TransportSpec:
-    name, _, rest = text.strip().partition(":")
-    cls = transport_class(name)
-    settings = {key: opt.default for key, opt in cls.options.items()}
-    raw_key = getattr(cls, "raw_option", None)
-    if raw_key is not None:
-        # One free-form option takes the whole remainder (a command may hold ',' and '=').
-        settings[raw_key] = cls.options[raw_key].convert(name, raw_key, rest)
-    elif rest:
-        for item in rest.split(","):
-            key, eq, raw = item.partition("=")
-            key = key.strip()
-            if not eq:
-                raise SpecError(f"{name}: {item!r} is not key=value")
-            if key not in cls.options:
-                known = ", ".join(sorted(cls.options)) or "none"
-                close = difflib.get_close_matches(key, cls.options, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise SpecError(f"{name}: unknown option {key!r}{hint}; known options: {known}")
-            settings[key] = cls.options[key].convert(name, key, raw.strip())
-    return TransportSpec(name=name, settings=settings, text=text.strip())
+TransportSpec = Spec
+parse_spec = Spec.parse
+__all__ = [
+    "Option", "SpecError", "TransportSpec", "Spec", "check_unique", "flag", "on_off",
+    "parse_spec", "positive_int", "split_label",
+]

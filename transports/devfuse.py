@@ -17,6 +17,7 @@ from transports.base import (
     Option,
     Transport,
     TransportStatistics,
+    TransportUnavailable,
     flag,
     name_os_thread,
     on_off,
@@ -32,13 +33,7 @@ from transports.datapath import (
 from transports.export.image import Export
 from transports.fuse import devloop, mounting
 from transports.fuse.codec import Codec, merge_counters
-from transports.sched import (
-    IDLE_GUARD_OPTION,
-    SCHED_OPTION,
-    Follower,
-    ThreadPolicy,
-    follow_totals,
-)
+from transports.sched import Follower, ThreadPolicy, follow_totals
 
 
 class DevFuseError(RuntimeError):
@@ -54,11 +49,10 @@ class DevFuseTransport(Transport):
         "follow": Option(
             on_off, True, "a reader that waits for each request pins itself to the CPU of "
             "the client making them and runs under sched=; when requests queue up it "
-            "unpins and runs SCHED_OTHER (on|off)",
+            "unpins and runs SCHED_OTHER (on|off; not with cpus=, which it would leave)",
         ),
-        "sched": SCHED_OPTION,
-        "idle_guard": IDLE_GUARD_OPTION,
     }
+    places_own_threads: ClassVar[bool] = True
 
     def __init__(self, settings: dict[str, Any]):
         super().__init__(settings)
@@ -76,6 +70,16 @@ class DevFuseTransport(Transport):
         self._failure: BaseException | None = None
         self._connection_end: str | None = None
         self._lock = threading.Lock()
+
+    def check_available(self) -> None:
+        if self._follow and self.settings.get("cpus"):
+            raise TransportUnavailable(
+                f"devfuse: follow=on moves a reader to its client's CPU, wherever that is, "
+                f"which cpus={self.settings['cpus']} forbids: add follow=off to the spec"
+            )
+
+    def own_placement(self) -> str | None:
+        return "readers follow their client's CPU (follow=on)" if self._follow else None
 
     # -- life cycle -----------------------------------------------------------------------
     def serve(self, export: Export, mountpoint: str, on_ready: Callable[[], None]) -> None:

@@ -79,6 +79,7 @@ from transports.fuse import abi, devloop, mounting
 from transports.fuse.codec import Codec, merge_counters
 from transports.fuse.init_probe import KernelOffer, kernel_offer
 from transports.fuse.mounting import MountError
+from transports.placement import Placement
 from transports.ring.queue import (
     BUFFER_MODES,
     CAP_IPC_LOCK,
@@ -98,7 +99,7 @@ from transports.ring.queue import (
     pinned_bytes,
     possible_cpus,
 )
-from transports.sched import IDLE_GUARD_OPTION, SCHED_OPTION, ThreadPolicy
+from transports.sched import ThreadPolicy
 
 MAX_WRITE = devloop.MAX_WRITE
 # Entry completions that mean the connection is going away, not a bug.
@@ -190,10 +191,10 @@ class UringTransport(Transport):
             "buffers=pool|pinned, CAP_SYS_ADMIN)",
         ),
         "datapath": DATAPATH_OPTION,
-        "pin": Option(on_off, True, "pin each queue thread to its CPU (on|off)"),
-        "sched": SCHED_OPTION,
-        "idle_guard": IDLE_GUARD_OPTION,
+        "pin": Option(on_off, True, "pin each queue thread to its CPU (on|off; within "
+                      "cpus= when that excludes it)"),
     }
+    places_own_threads: ClassVar[bool] = True
 
     def __init__(self, settings: dict[str, Any]):
         super().__init__(settings)
@@ -202,6 +203,7 @@ class UringTransport(Transport):
         self._zero_copy = flag(settings, "zerocopy", False)
         self._pin = flag(settings, "pin", True)
         self._sched = ThreadPolicy(settings)  # resolved by check_available()
+        self._placement = Placement(settings)
         self._datapath = str(settings.get("datapath", DEFAULT_DATAPATH))
         self._native_image: NativeImage | None = None
         self._queues: list[_Queue] = []
@@ -227,6 +229,9 @@ class UringTransport(Transport):
         self._teardown: dict[str, Any] = {}
 
     # -- availability ---------------------------------------------------------------------
+    def own_placement(self) -> str | None:
+        return "each queue thread pinned to its CPU (pin=on)" if self._pin else None
+
     def check_available(self) -> None:
         if not os.path.exists("/dev/fuse"):
             raise TransportUnavailable("/dev/fuse is missing: load the module with `modprobe fuse`")
@@ -528,7 +533,7 @@ class UringTransport(Transport):
         try:
             if self._pin:
                 try:
-                    os.sched_setaffinity(0, {q.cpu})
+                    os.sched_setaffinity(0, self._placement.allowed({q.cpu}))
                 except OSError as e:
                     # A possible but offline CPU: its queue still needs entries for the
                     # ring to become ready, it just never gets requests.

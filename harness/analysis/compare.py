@@ -15,6 +15,9 @@ import pandas
 from harness.analysis import stats, where
 from harness.analysis.campaign import CampaignResults, natural_key
 from harness.scenarios import FIO_OPTIONS, size_bytes
+from transports.spec import Spec, short_labels
+
+__all__ = ["short_labels"]  # read by tables and plots from here
 
 # At or above this block size a point is summarised by bandwidth rather than IOPS.
 BANDWIDTH_BS = 128 * 1024
@@ -80,6 +83,9 @@ class Comparison:
     warnings: list[str] = field(default_factory=list)
     cautions: list[str] = field(default_factory=list)  # runs that may not measure much
     method: str = stats.METHOD
+    # transport -> where its serving threads ran, when that differs between the rows
+    # compared (tables then show it); empty when every row ran alike.
+    placement: dict[str, str] = field(default_factory=dict)
 
     def points(self) -> list[tuple[str, str]]:
         seen: dict[tuple[str, str], None] = {}
@@ -108,41 +114,20 @@ class Comparison:
         return pandas.DataFrame(records)
 
 
-def short_labels(specs: list[str]) -> dict[str, str]:
-    """Labels without the settings every spec of the same transport shares.
-
-    `uring:depth=8,buffers=pinned` and `uring:depth=8,buffers=mapped` become
-    `uring:buffers=pinned` and `uring:buffers=mapped`.
-    """
-    parsed: dict[str, tuple[str, list[str]]] = {}
-    for spec in specs:
-        name, _, rest = spec.partition(":")
-        parsed[spec] = (name, [s for s in rest.split(",") if s])
-    labels = {}
-    for spec, (name, settings) in parsed.items():
-        siblings = [s for n, s in parsed.values() if n == name]
-        shared = set.intersection(*(set(s) for s in siblings)) if len(siblings) > 1 else set()
-        kept = [s for s in settings if s not in shared]
-        labels[spec] = name + (":" + ",".join(kept) if kept else "")
-    if len(set(labels.values())) != len(labels):
-        return {spec: spec for spec in specs}
-    return labels
-
-
 def choose_baseline(specs: list[str], wanted: str | None) -> str:
     """The spec matching `wanted` (a spec, a transport name, or a label), or a default."""
     if not specs:
         raise CompareError("the campaign has no transport to compare")
     if wanted is None:
         for name in DEFAULT_BASELINES:
-            matches = [s for s in specs if s.partition(":")[0] == name]
+            matches = [s for s in specs if Spec.read(s).name == name]
             if matches:
                 return matches[0]
         return specs[0]
     if wanted in specs:
         return wanted
     labels = short_labels(specs)
-    matches = [s for s in specs if s.partition(":")[0] == wanted or labels[s] == wanted]
+    matches = [s for s in specs if Spec.read(s).name == wanted or labels[s] == wanted]
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:
@@ -246,6 +231,7 @@ def cautions(campaign: CampaignResults) -> list[str]:
         unknown = flagged[flagged["coverage_warning"].str.contains("coverage unknown")]
         for spec, rows in unknown.groupby("transport_label", sort=False):
             notes.append(f"{spec}: {rows['coverage_warning'].iloc[0]} ({len(rows)} runs)")
+    notes += placement_cautions(t)
     planned = campaign.manifest.get("runs")
     if isinstance(planned, list):
         unfinished = [r for r in planned if isinstance(r, dict)
@@ -259,6 +245,47 @@ def cautions(campaign: CampaignResults) -> list[str]:
                 + f"; see campaign.json), e.g. {first.get('point')} on "
                 f"{first.get('transport')}: {str(first.get('error', ''))[:160]}"
             )
+    return notes
+
+
+def placements(table: pandas.DataFrame) -> dict[str, str]:
+    """Each transport's placement over the campaign: its serving threads' policies and
+    CPUs in each point where they were not the same ("unknown" for old results)."""
+    if "placement" not in table:
+        return {label: "unknown" for label in table["transport_label"].unique()}
+    out = {}
+    for label, group in table.groupby("transport_label", sort=False):
+        per_point = {p: "/".join(sorted(set(g["placement"].astype(str))))
+                     for p, g in group.groupby("point", sort=False)}
+        kinds = set(per_point.values())
+        out[label] = kinds.pop() if len(kinds) == 1 else "; ".join(
+            f"{p}: {v}" for p, v in sorted(per_point.items(), key=lambda pv: natural_key(pv[0])))
+    return out
+
+
+def placement_cautions(table: pandas.DataFrame) -> list[str]:
+    """The placement of rows that differ in it, per point, and any placement that is
+    the server's own design: a figure that comes from where threads run is not a
+    transport's figure."""
+    if table.empty:
+        return []
+    notes = []
+    column = table["placement"] if "placement" in table else None
+    for point, group in sorted(table.groupby("point"), key=lambda pg: natural_key(pg[0])):
+        seen = {label: ("unknown" if column is None else
+                        "/".join(sorted(set(g["placement"].astype(str)))))
+                for label, g in group.groupby("transport_label", sort=False)}
+        unknown = [label for label, v in seen.items() if "unknown" in v]
+        if len(set(seen.values())) > 1 or (unknown and len(seen) > 1):
+            listed = "; ".join(f"{label}: {v}" for label, v in seen.items())
+            notes.append(f"{point}: placement differs between the rows compared ({listed})"
+                         + (": unknown placement (a result from before Ringside recorded "
+                            "it) is never taken as equal" if unknown else ""))
+    if "placement_design" in table:
+        design = table.dropna(subset=["placement_design"])
+        for label, g in design.groupby("transport_label", sort=False):
+            notes.append(f"placement by {label}'s own design: "
+                         f"{'; '.join(sorted(set(g['placement_design'])))}")
     return notes
 
 
@@ -305,4 +332,10 @@ def compare(campaign: CampaignResults, baseline: str | None = None) -> Compariso
         geomean=geo,
         warnings=environment_warnings(table),
         cautions=cautions(campaign),
+        placement=_differing(placements(table.drop_duplicates("file"))),
     )
+
+
+def _differing(placement: dict[str, str]) -> dict[str, str]:
+    return placement if len(set(placement.values())) > 1 or "unknown" in placement.values() \
+        else {}

@@ -24,7 +24,7 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 from harness.analysis import latency, stats
 from harness.analysis.campaign import CampaignResults, natural_key
 from harness.analysis.compare import Comparison, compare, throughput_metric
-from harness.analysis.tables import terse
+from transports.spec import Spec, same_setting, setting_text, terse
 
 FORMATS = ("png", "svg")
 UNITS = {"iops": "IOPS", "bw_mib_s": "bandwidth (MiB/s)"}
@@ -119,7 +119,10 @@ def finish(fig: Figure, ctx: PlotContext, title: str, note: str = "",
         handles = [Patch(facecolor=ctx.colors[s], label=ctx.label(s)) for s in ctx.order]
     fig.legend(handles=handles, loc="upper center", ncol=min(len(handles), 8),
                bbox_to_anchor=(0.5, 1 - 0.42 / h), frameon=False, fontsize=9)
-    fig.text(0.01, 0.12 / h, ctx.campaign.footer(), fontsize=8, color="#444444", ha="left")
+    footer = ctx.campaign.footer()
+    if ctx.comparison.placement:
+        footer += " · placement differs between transports (see the comparison table)"
+    fig.text(0.01, 0.12 / h, footer, fontsize=8, color="#444444", ha="left")
     if note:
         fig.text(0.99, 0.12 / h, note, fontsize=8, color="#444444", ha="right")
     fig.tight_layout(rect=(0, BOTTOM_IN / h, 1, 1 - TOP_IN / h), h_pad=1.6, w_pad=1.2)
@@ -350,15 +353,11 @@ def buffer_pairs(specs: list[str],
     `settings` (spec -> settings as recorded, defaults included) lets `uring` pair with
     `uring:buffers=pinned`; without it the spec text alone is read.
     """
-    def word(value: Any) -> str:
-        text = str(value).strip().lower()  # pin=on in a spec is pin: True once recorded
-        return {"on": "true", "off": "false"}.get(text, text)
-
-    def parsed(spec: str) -> tuple[str, dict[str, str]]:
-        name, _, rest = spec.partition(":")
-        given = {k: word(v) for k, v in (s.split("=", 1) for s in rest.split(",") if "=" in s)}
-        recorded = {k: word(v) for k, v in (settings or {}).get(spec, {}).items()}
-        return name, {**recorded, **given}
+    def parsed(text: str) -> tuple[str, dict[str, str]]:
+        spec = Spec.read(text)
+        # pin=on in a spec is pin: True once recorded: both as a spec writes them.
+        recorded = {k: setting_text(v) for k, v in (settings or {}).get(text, {}).items()}
+        return spec.name, {**recorded, **spec.options()}
 
     keyed = {}
     for spec in specs:
@@ -366,7 +365,8 @@ def buffer_pairs(specs: list[str],
         if "buffers" in values:
             mode = ("buffers", "zerocopy")
             others = frozenset((k, v) for k, v in values.items() if k not in mode)
-            kind = values["buffers"] + ("+zerocopy" if values.get("zerocopy") == "true" else "")
+            zerocopy = same_setting(values.get("zerocopy", "off"), True)
+            kind = values["buffers"] + ("+zerocopy" if zerocopy else "")
             keyed[spec] = (name, others, kind)
     pairs = []
     for mapped, (name, others, kind) in keyed.items():

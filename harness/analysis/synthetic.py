@@ -16,6 +16,7 @@ import numpy
 
 from harness.results import write_result
 from harness.scenarios import ScenarioPoint
+from transports.spec import Spec
 
 FIO_PERCENTILES = (1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 99, 99.5, 99.9, 99.95, 99.99)
 SUMMARY_PERCENTILES = {50: "p50", 90: "p90", 99: "p99", 99.9: "p99.9"}
@@ -91,10 +92,12 @@ def make_run(point: Point, spec: str, factor: float, rng: numpy.random.Generator
              host: dict[str, Any] | None = None, git_commit: str = "0123456789ab" * 3,
              ) -> dict[str, Any]:
     """One result dict; throughput is base_iops * factor * lognormal(noise)."""
-    name, _, rest = spec.partition(":")
-    # Results record every setting, defaults included, as parse_spec fills them in.
-    settings = {**SETTING_DEFAULTS.get(name, {}),
-                **dict(s.split("=", 1) for s in rest.split(",") if s)}
+    read = Spec.read(spec)
+    name = read.name
+    # Results record every setting, defaults included, as Spec.parse fills them in.
+    settings = {**SETTING_DEFAULTS.get(name, {}), **read.options()}
+    policy = {"auto": "idle"}.get(str(settings.get("sched", "auto")),
+                                   str(settings.get("sched", "auto")))
     fio = point.fio
     bs = _bs_bytes(fio["bs"])
     concurrency = fio.get("iodepth", 1) * fio.get("numjobs", 1)
@@ -115,7 +118,13 @@ def make_run(point: Point, spec: str, factor: float, rng: numpy.random.Generator
               "voluntary_ctxt_switches": int(total * csw * 0.9),
               "nonvoluntary_ctxt_switches": int(total * csw) - int(total * csw * 0.9),
               "cpu_s": total * cpu_us / 1e6, "utime_s": total * cpu_us * 0.8 / 1e6,
-              "stime_s": total * cpu_us * 0.2 / 1e6, "threads_exited": 0, "threads": []}
+              "stime_s": total * cpu_us * 0.2 / 1e6, "threads_exited": 0,
+              # One serving thread, placed as the spec asks (auto: the guarded idle).
+              "threads": [{"tid": 2, "name": name, "utime_s": total * cpu_us / 1e6,
+                           "stime_s": 0.0, "voluntary": int(total * csw * 0.9),
+                           "nonvoluntary": int(total * csw) - int(total * csw * 0.9),
+                           "policy": policy,
+                           "cpus": settings.get("cpus") or "0-1"}]}
     client_ctx = int(total * 1.02)
     end = start + timedelta(milliseconds=runtime_ms + 500)
     raw_job = {"jobname": point.label, "groupid": 0, "error": 0, "usr_cpu": 3.0,
@@ -128,6 +137,9 @@ def make_run(point: Point, spec: str, factor: float, rng: numpy.random.Generator
         "scenario": {"name": point.scenario, "point": point.label, "sweep": point.sweep,
                      "fio": dict(fio)},
         "transport": {"spec": spec, "name": name, "settings": settings},
+        "transport_stats": {"placement": {"sched": settings.get("sched", "auto"),
+                                          "cpus": settings.get("cpus") or "all",
+                                          "design": None}},
         "export": {"backing": "memory:268435456", "size": 268435456, "read_only": False,
                    "growable": False, "cache": "pagecache", "fill": "none"},
         "start": start.isoformat(),

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from harness.analysis.compare import Comparison, Row
 from harness.analysis.stats import Ratio
+from transports.spec import terse
 
 FORMATS = ("terminal", "markdown", "csv", "email")
 EMAIL_WIDTH = 72
@@ -117,6 +118,9 @@ def _aligned(rows: list[list[str]], right: set[int], indent: str = "  ") -> list
     return out
 
 
+PLACEMENT_TITLE = "Placement (where serving threads ran; it differs between the rows)"
+
+
 def terminal(c: Comparison) -> str:
     base = c.labels[c.baseline]
     lines = [f"Ringside comparison: campaign {c.campaign}, baseline {base}", c.footer, ""]
@@ -137,6 +141,10 @@ def terminal(c: Comparison) -> str:
         body = [[c.labels[s], r.verdict(), ratio_text(r), ci_text(r)]
                 for s, r in c.geomean.items()]
         lines += _aligned(body, right={2})
+        lines.append("")
+    if c.placement:
+        lines.append(PLACEMENT_TITLE)
+        lines += _aligned([[c.labels.get(s, s), p] for s, p in c.placement.items()], set())
         lines.append("")
     if c.warnings:
         lines.append("Warning: runs differ in more than the transport")
@@ -212,6 +220,10 @@ def markdown(c: Comparison, heading: str = "###") -> str:
     if c.geomean:
         lines += ["", f"{heading} {geo_title(c)}", ""]
         lines += markdown_table(geomean_cells(c))
+    if c.placement:
+        lines += ["", f"{heading} {PLACEMENT_TITLE}", ""]
+        lines += markdown_table(Cells(["Transport", "Serving threads' policy, CPUs"],
+                                      [[c.labels.get(s, s), p] for s, p in c.placement.items()]))
     if c.warnings:
         lines += ["", "> **Warning: runs differ in more than the transport**", ">"]
         lines += [f"> - {w}" for w in c.warnings]
@@ -261,16 +273,6 @@ EMAIL_COLUMNS = (12, 6, 5, 5, 5, 5, 15, 11)
 
 def _ascii(text: str) -> str:
     return text.replace("µ", "u").replace("·", "-").encode("ascii", "replace").decode()
-
-
-def terse(label: str) -> str:
-    """`uring:buffers=pinned` -> `uring:pinned`: a setting's word value says enough."""
-    name, _, rest = label.partition(":")
-    if not rest:
-        return name
-    parts = [v if not v.isdigit() and v not in ("on", "off") else f"{k}={v}"
-             for k, _, v in (s.partition("=") for s in rest.split(","))]
-    return f"{name}:{','.join(parts)}"
 
 
 def _email_labels(c: Comparison) -> tuple[dict[str, str], list[str]]:
@@ -325,6 +327,11 @@ def email(c: Comparison) -> str:
         for spec, r in c.geomean.items():
             lines.append(_email_line([names[spec][:EMAIL_COLUMNS[0]], "", "", "", "", "",
                                       r.verdict(), ci_text(r, sep=",")]))
+        lines.append("")
+    if c.placement:
+        lines.append(PLACEMENT_TITLE + ":")
+        for spec, where in c.placement.items():
+            lines += _wrap(f"{names[spec]}: {where}", indent="  - ")
         lines.append("")
     if c.warnings:
         lines.append("WARNING: runs differ in more than the transport:")

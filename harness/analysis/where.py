@@ -13,6 +13,8 @@ from collections import Counter
 
 import pandas
 
+from transports.spec import Spec
+
 EMULATED = "emulated CPU (TCG): timings show correctness and relative cost, not speed"
 
 
@@ -44,8 +46,8 @@ def series_by_kernel(runs: pandas.DataFrame) -> pandas.DataFrame:
             extra.append(f"kernel={kernel}")
         if mixed_virt and vm != "none":
             extra.append(f"vm={vm}")
-        name, _, settings = row_spec.partition(":")
-        return f"{name}:{','.join(filter(None, [settings, *extra]))}"
+        read = Spec.read(row_spec)
+        return Spec(read.name, read.given + tuple(tuple(e.split("=", 1)) for e in extra)).text
 
     for column in ("transport_spec", "transport_label"):
         if column in runs:

@@ -17,6 +17,7 @@ from harness.campaign import (
     plan,
 )
 from harness.commands.run import DEFAULT_OUT, interrupt_on_termination, overrides, run_options
+from harness.placement_args import add_placement_arguments, given, with_placement
 from harness.runner import preflight_backing
 from harness.scenarios import ScenarioError
 from transports import sysinfo
@@ -98,7 +99,7 @@ def add_campaign_arguments(p: argparse.ArgumentParser, with_targets: bool = True
         metavar="KEY=VALUE",
         help="override one fio option in every scenario (repeatable)",
     )
-    p.add_argument("--server-cpus", help="CPU list for the server processes, e.g. 1")
+    add_placement_arguments(p)
     p.add_argument("--fio-cpus", help="CPU list for fio (its cpus_allowed), e.g. 0")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -108,10 +109,11 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
-def available_transports(log=print) -> list[TransportSpec]:
+def available_transports(log=print, placement: dict[str, str] | None = None,
+                         ) -> list[TransportSpec]:
     specs = []
     for text in DEFAULT_TRANSPORTS:
-        spec = parse_spec(text)
+        spec = with_placement(parse_spec(text), placement or {})
         try:
             spec.create().check_available()
         except TransportUnavailable as e:
@@ -141,19 +143,18 @@ def build(args: argparse.Namespace) -> Campaign:
     scenarios = list(iter_scenarios(targets))
     named = args.transport or (suite.transports if suite is not None else None)
     if named:
-        specs = [parse_spec(t) for t in named]
+        specs = [with_placement(parse_spec(t), args) for t in named]
         for spec in specs:
             spec.create().check_available()
     else:
-        specs = available_transports(lambda m: print(m, file=sys.stderr))
+        specs = available_transports(lambda m: print(m, file=sys.stderr), given(args))
         if not specs:
             raise TransportUnavailable("no transport can run here: see `ringside doctor`")
     check_unique(specs)
     fio.fio_path()
-    for cpus in (args.server_cpus, args.fio_cpus):
-        if cpus:
-            sysinfo.parse_cpu_list(cpus)
-    options = run_options(args, specs[0], server_cpus=args.server_cpus)
+    if args.fio_cpus:
+        sysinfo.parse_cpu_list(args.fio_cpus)
+    options = run_options(args, specs[0])
     preflight_backing(options)
     label = suite.name if suite else "-".join(s.name for s in scenarios[:2])
     cid = args.campaign_id or campaign_id(label)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import fio
+from harness.placement_args import add_placement_arguments, with_placement
 from harness.runner import (
     READY_TIMEOUT_S,
     CheckError,
@@ -57,6 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="override one fio option of the scenario (repeatable), e.g. --fio iodepth=4",
     )
+    add_placement_arguments(p)
     p.add_argument(
         "--ready-timeout",
         type=float,
@@ -112,7 +114,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_run(args: argparse.Namespace) -> int:
     try:
-        spec = parse_spec(args.transport)
+        spec = with_placement(parse_spec(args.transport), args)
         spec.create().check_available()
         scenario = load_scenario(args.scenario)
         points = scenario.points(overrides(args))

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 from typing import Any
 
+from harness.placement_args import add_placement_arguments, with_placement
 from harness.serving import READY_PREFIX, describe_connection_end
-from transports import sysinfo
-from transports.base import SpecError, TransportUnavailable, parse_spec
+from transports.base import SpecError, Transport, TransportUnavailable, parse_spec
 from transports.export.backing import BackingError
 from transports.export.image import Export
 from transports.export.spec import ExportSpec
 from transports.fuse import mounting
+from transports.placement import Placement, ThreadPlacer
+from transports.spec import Spec
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,11 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     ExportSpec.add_arguments(p)
     p.add_argument("--stats-out", help="write the transport's statistics as JSON here on exit")
-    p.add_argument(
-        "--cpus",
-        help="run the server on these CPUs only, e.g. 1 or 0-1 (the uring transport still "
-        "pins each queue thread to its own CPU unless pin=off)",
-    )
+    add_placement_arguments(p)
     p.set_defaults(func=run_serve)
 
 
@@ -46,20 +43,23 @@ def _fail(message: str, code: int = 2) -> int:
 
 def run_serve(args: argparse.Namespace) -> int:
     try:
-        if args.cpus:
-            os.sched_setaffinity(0, sysinfo.parse_cpu_list(args.cpus))
-        spec = parse_spec(args.transport)
+        spec = with_placement(parse_spec(args.transport), args)
         export_spec = ExportSpec.from_args(args)
         backing = export_spec.backing_spec()
         transport = spec.create()
         transport.check_available()
+        placement = Placement(spec.settings)
+        placement.resolve()
+        placement.apply_to_process()
         export = Export(backing, export_spec.options())
     except (SpecError, BackingError, ValueError) as e:
         return _fail(str(e))
-    except OSError as e:
-        return _fail(f"--cpus {args.cpus}: {e.strerror}: name CPUs this machine has")
     except TransportUnavailable as e:
         return _fail(str(e), 1)
+    # A server that does not place its own threads is placed from outside, from before
+    # it starts until it has stopped, so threads it starts after the mount are placed too.
+    placer = None if transport.places_own_threads else ThreadPlacer(
+        placement, transport.server_pids)
     try:
         mountpoint = mounting.prepare_mountpoint(args.mountpoint, log=_log)
     except mounting.MountError as e:
@@ -85,10 +85,14 @@ def run_serve(args: argparse.Namespace) -> int:
 
     code = 0
     try:
+        if placer is not None:
+            placer.start()
         transport.serve(export, mountpoint, on_ready)
     except (TransportUnavailable, mounting.MountError) as e:
         code = _fail(str(e), 1)
     finally:
+        if placer is not None:
+            placer.stop()
         for s, handler in previous.items():
             signal.signal(s, handler)
         end = None if asked_to_stop else transport.connection_end()
@@ -98,12 +102,25 @@ def run_serve(args: argparse.Namespace) -> int:
         export_info = export.describe()
         export.close()
         if args.stats_out:
-            stats = {"spec": str(spec), "export": export_info, **transport.statistics().as_dict()}
+            stats = {"spec": str(spec), "export": export_info, **transport.statistics().as_dict(),
+                     "placement": placement_record(spec, transport, placement, placer)}
             with open(args.stats_out, "w") as f:
                 json.dump(stats, f, indent=1, sort_keys=True)
     if code == 0:
         print(f"ringside: stopped; {mountpoint} is unmounted", flush=True)
     return code
+
+
+def placement_record(spec: Spec, transport: Transport, placement: Placement,
+                     placer: ThreadPlacer | None) -> dict[str, Any]:
+    """Where the server's threads were to run, who placed them, and the server's own
+    design: what the result's placement columns and compare's cautions read."""
+    return {
+        **placement.describe(),
+        "design": transport.own_placement(),
+        **(placer.statistics() if placer is not None
+           else {"placed_by": f"the transport ({spec.name} places its own threads)"}),
+    }
 
 
 def _log(message: str) -> None:

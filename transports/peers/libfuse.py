@@ -145,6 +145,11 @@ class LibfuseTransport(PeerTransport):
             self._build = find_build(self.settings.get("build") or configured_build())
         return self._build
 
+    def own_placement(self) -> str | None:
+        if self.settings.get("mode") == "uring":
+            return "each ring thread pinned to its queue's CPU (libfuse's design)"
+        return None
+
     def check_available(self) -> None:
         build = self.build()
         if self.settings.get("mode") == "uring":

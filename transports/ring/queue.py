@@ -18,6 +18,7 @@ from transports._uring_cffi import ffi, lib
 from transports.fuse import abi
 from transports.sysinfo import (  # noqa: F401  (re-exported for the transport)
     enable_uring,
+    has_capability,
     io_uring_disabled,
     parse_cpu_list,
     possible_cpus,
@@ -50,11 +51,6 @@ def _status_field(name: str) -> str | None:
             if line.startswith(name + ":"):
                 return line.split(":", 1)[1].strip()
     return None
-
-
-def has_capability(bit: int) -> bool:
-    raw = _status_field("CapEff")
-    return bool(raw) and bool(int(raw, 16) >> bit & 1)
 
 
 def locked_bytes() -> int:

@@ -9,22 +9,11 @@ import os
 import resource
 from typing import Any
 
-from transports.base import Option, TransportUnavailable, flag, on_off
-from transports.ring.queue import has_capability
+from transports.base import TransportUnavailable, flag
+from transports.placement import IDLE_GUARD_OPTION, POLICIES, POLICY_NAMES, SCHED_OPTION
+from transports.sysinfo import has_capability
 
-POLICIES = {"normal": os.SCHED_OTHER, "batch": os.SCHED_BATCH, "idle": os.SCHED_IDLE}
-POLICY_NAMES = {policy: name for name, policy in POLICIES.items()}
-SCHED_OPTION = Option(
-    str, "auto", "serving threads' scheduling policy: normal (SCHED_OTHER), batch "
-    "(SCHED_BATCH: a woken serving thread does not preempt the client), idle (SCHED_IDLE: "
-    "a client woken by a reply stays on its CPU) or auto (idle where its guard may act: "
-    "root, CAP_SYS_NICE or RLIMIT_NICE; else batch)",
-    choices=("auto", *POLICIES),
-)
-IDLE_GUARD_OPTION = Option(
-    on_off, True, "with sched=idle: move a starved serving thread to SCHED_BATCH for a "
-    "while (off: plain SCHED_IDLE, which starves under CPU load in its group)",
-)
+__all__ = ["IDLE_GUARD_OPTION", "POLICIES", "POLICY_NAMES", "SCHED_OPTION"]
 CAP_SYS_NICE = 23
 PERIOD_NS = 10_000_000  # longer than a tick at HZ >= 100: a running thread's CPU time moves
 HOLD_MIN_NS = 100_000_000
@@ -118,17 +107,20 @@ def apply_policy(name: str) -> str:
 
 
 class SchedGuard:
-    """Watches the given threads (Linux TIDs of this process) until stop()."""
+    """Watches the given threads (Linux TIDs, of this process or another) until stop();
+    `add()` hands it more, up to `capacity`, while it runs."""
 
-    def __init__(self, tids: list[int]):
+    def __init__(self, tids: list[int], capacity: int = 0):
         from transports._uring_cffi import ffi, lib
 
         self._lib = lib
-        self._threads = ffi.new("struct rs_guard_thread[]", max(1, len(tids)))
+        capacity = max(1, len(tids), capacity)
+        self._threads = ffi.new("struct rs_guard_thread[]", capacity)
         for i, tid in enumerate(tids):
             self._threads[i].tid = tid
         self._guard = ffi.new("struct rs_guard *")
         self._guard.n = len(tids)
+        self._guard.capacity = capacity
         self._guard.threads = self._threads
         self._guard.period_ns = PERIOD_NS
         self._guard.hold_min_ns = HOLD_MIN_NS
@@ -141,6 +133,10 @@ class SchedGuard:
         if err < 0:
             raise OSError(-err, f"sched=idle's guard did not start: {os.strerror(-err)}")
         self._started = True
+
+    def add(self, tid: int) -> bool:
+        """Watch one more thread; False when the guard is full."""
+        return self._lib.rs_guard_add(self._guard, tid) == 0
 
     def stop(self) -> None:
         if self._started:

@@ -37,8 +37,8 @@
 #include "guard.h"
 
 struct rs_guard_look {
-	int stat_fd;		/* /proc/self/task/TID/stat: the state */
-	int schedstat_fd;	/* /proc/self/task/TID/schedstat: CPU time, times scheduled */
+	int stat_fd;		/* /proc/TID/task/TID/stat: the state */
+	int schedstat_fd;	/* /proc/TID/task/TID/schedstat: CPU time, times scheduled */
 	int gone;
 	char state;
 	unsigned long long runtime, pcount;
@@ -53,7 +53,8 @@ struct rs_guard_look {
 struct rs_guard_priv {
 	pthread_t thread;
 	int stop;
-	struct rs_guard_look *looks;
+	unsigned opened;	/* threads whose files are open (the guard's thread's count) */
+	struct rs_guard_look *looks;	/* g->capacity of them */
 };
 
 static uint64_t rs_now_ns(void)
@@ -169,6 +170,8 @@ static void rs_guard_check(struct rs_guard *g, struct rs_guard_thread *t,
 	l->pcount = pcount;
 }
 
+static int rs_guard_open(struct rs_guard *g, unsigned n);
+
 static void *rs_guard_main(void *arg)
 {
 	struct rs_guard *g = arg;
@@ -182,10 +185,14 @@ static void *rs_guard_main(void *arg)
 		uint64_t now;
 		unsigned i;
 
+		unsigned n;
+
 		nanosleep(&period, NULL);
+		n = __atomic_load_n(&g->n, __ATOMIC_ACQUIRE);
+		rs_guard_open(g, n);
 		now = rs_now_ns();
 		g->checks++;
-		for (i = 0; i < g->n; i++)
+		for (i = 0; i < n; i++)
 			rs_guard_check(g, &g->threads[i], &pv->looks[i], now);
 	}
 	return NULL;
@@ -198,7 +205,7 @@ static void rs_guard_free(struct rs_guard *g)
 
 	if (!pv)
 		return;
-	for (i = 0; i < g->n; i++) {
+	for (i = 0; i < pv->opened; i++) {
 		if (pv->looks[i].stat_fd >= 0)
 			close(pv->looks[i].stat_fd);
 		if (pv->looks[i].schedstat_fd >= 0)
@@ -213,8 +220,43 @@ static int rs_open_task_file(int tid, const char *name)
 {
 	char path[64];
 
-	snprintf(path, sizeof(path), "/proc/self/task/%d/%s", tid, name);
+	/* By TID alone: the thread may belong to another process (a peer server). */
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/%s", tid, tid, name);
 	return open(path, O_RDONLY | O_CLOEXEC);
+}
+
+/* Open the files of threads [pv->opened, n): one that has already ended is gone. The files
+   are opened while the thread lives, so a reused TID is never looked at. */
+static int rs_guard_open(struct rs_guard *g, unsigned n)
+{
+	struct rs_guard_priv *pv = g->priv;
+	int err = 0;
+
+	for (; pv->opened < n; pv->opened++) {
+		struct rs_guard_look *l = &pv->looks[pv->opened];
+		int tid = g->threads[pv->opened].tid;
+
+		l->stat_fd = rs_open_task_file(tid, "stat");
+		l->schedstat_fd = rs_open_task_file(tid, "schedstat");
+		if (l->stat_fd < 0 || l->schedstat_fd < 0) {
+			err = -errno;
+			l->gone = 1;
+		}
+	}
+	return err;
+}
+
+int rs_guard_add(struct rs_guard *g, int tid)
+{
+	unsigned n = __atomic_load_n(&g->n, __ATOMIC_ACQUIRE);
+
+	if (n >= g->capacity)
+		return -ENOSPC;
+	memset(&g->threads[n], 0, sizeof(g->threads[n]));
+	g->threads[n].tid = tid;
+	/* Only this caller adds, and the guard reads threads[n] only after it sees n + 1. */
+	__atomic_store_n(&g->n, n + 1, __ATOMIC_RELEASE);
+	return 0;
 }
 
 int rs_guard_start(struct rs_guard *g)
@@ -229,29 +271,38 @@ int rs_guard_start(struct rs_guard *g)
 	if (!pv)
 		return -ENOMEM;
 	g->priv = pv;
-	pv->looks = calloc(g->n ? g->n : 1, sizeof(*pv->looks));
+	if (g->capacity < g->n)
+		g->capacity = g->n;
+	pv->looks = calloc(g->capacity ? g->capacity : 1, sizeof(*pv->looks));
 	if (!pv->looks) {
 		free(pv);
 		g->priv = NULL;
 		return -ENOMEM;
 	}
-	for (i = 0; i < g->n; i++)
+	for (i = 0; i < g->capacity; i++)
 		pv->looks[i].stat_fd = pv->looks[i].schedstat_fd = -1;
-	for (i = 0; i < g->n; i++) {
-		pv->looks[i].stat_fd = rs_open_task_file(g->threads[i].tid, "stat");
-		pv->looks[i].schedstat_fd = rs_open_task_file(g->threads[i].tid, "schedstat");
-		if (pv->looks[i].stat_fd < 0 || pv->looks[i].schedstat_fd < 0) {
-			err = -errno;
-			rs_guard_free(g);
-			return err;
-		}
+	/* The threads given at start must all be there: a missing one is a caller's error. */
+	err = rs_guard_open(g, g->n);
+	if (err) {
+		rs_guard_free(g);
+		return err;
 	}
-	err = pthread_create(&pv->thread, NULL, rs_guard_main, g);
+	/* SCHED_OTHER whatever the creating thread runs under: a guard that inherited
+	   SCHED_IDLE would starve with the threads it is there to rescue. */
+	pthread_attr_t attr;
+	struct sched_param sp = { .sched_priority = 0 };
+
+	pthread_attr_init(&attr);
+	pthread_attr_setinheritsched(&attr, PTHREAD_EXPLICIT_SCHED);
+	pthread_attr_setschedpolicy(&attr, SCHED_OTHER);
+	pthread_attr_setschedparam(&attr, &sp);
+	err = pthread_create(&pv->thread, &attr, rs_guard_main, g);
+	pthread_attr_destroy(&attr);
 	if (err) {
 		rs_guard_free(g);
 		return -err;
 	}
-	pthread_setname_np(pv->thread, "uring-guard");
+	pthread_setname_np(pv->thread, "sched-guard");
 	return 0;
 }
 
@@ -266,7 +317,7 @@ void rs_guard_stop(struct rs_guard *g)
 	__atomic_store_n(&pv->stop, 1, __ATOMIC_RELEASE);
 	pthread_join(pv->thread, NULL);
 	now = rs_now_ns();
-	for (i = 0; i < g->n; i++)
+	for (i = 0; i < pv->opened; i++)
 		if (g->threads[i].boosted)
 			g->threads[i].boosted_ns += now - pv->looks[i].boosted_at;
 	rs_guard_free(g);

@@ -15,7 +15,8 @@ struct rs_guard_thread {
 };
 
 struct rs_guard {
-	unsigned n;
+	unsigned n;		/* threads watched; grows by rs_guard_add() */
+	unsigned capacity;	/* entries of threads[] */
 	struct rs_guard_thread *threads;
 	uint64_t period_ns;	/* how often every thread is looked at */
 	uint64_t hold_min_ns;	/* a boost lasts this long ... */
@@ -27,3 +28,4 @@ struct rs_guard {
 
 int rs_guard_start(struct rs_guard *g);
 void rs_guard_stop(struct rs_guard *g);
+int rs_guard_add(struct rs_guard *g, int tid);
