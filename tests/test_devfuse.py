@@ -78,7 +78,7 @@ def mounted(tmp_path) -> Iterator[Served]:
 
 def test_spec() -> None:
     defaults = {"threads": 1, "datapath": "native", "follow": True, "sched": "auto",
-                "idle_guard": True}
+                "idle_guard": True, "cpus": ""}
     assert parse_spec("devfuse").settings == defaults
     assert parse_spec("devfuse:threads=3,datapath=python,follow=off").settings == {
         **defaults, "threads": 3, "datapath": "python", "follow": False}

@@ -426,12 +426,12 @@ def command_target(command: str, tmp_path: Path) -> list[str]:
     "spec, expected",
     [
         ("uring:depht=8", "unknown option 'depht' (did you mean 'depth'?); known options: "
-                          "buffers, datapath, depth, idle_guard, pin, sched"),
+                          "buffers, datapath, depth, pin, zerocopy; placement: cpus, idle_guard, sched"),
         ("uring:buffers=pined", "'pined' is not one of mapped, mlock, pool, pinned"),
         ("uring:depth=-1", "bad value depth='-1'"),
         ("uring:depth", "'depth' is not key=value"),
         ("devfuse:thread=2", "did you mean 'threads'?"),
-        ("qsd:depth=1", "known options: none"),
+        ("qsd:depth=1", "known options: none; placement: cpus, idle_guard, sched"),
         ("urnig", "did you mean 'uring'?"),
     ],
 )

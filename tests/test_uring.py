@@ -232,7 +232,7 @@ def test_statistics_report_effective_settings(tmp_path):
 def test_spec_options_are_validated():
     assert parse_spec("uring").settings == {
         "depth": 8, "buffers": "mapped", "zerocopy": False, "datapath": "native", "pin": True,
-        "sched": "auto", "idle_guard": True,
+        "sched": "auto", "idle_guard": True, "cpus": "",
     }
     with pytest.raises(SpecError, match="positive"):
         parse_spec("uring:depth=0")

@@ -81,7 +81,9 @@ class Spec:
         settings = {key: opt.default for key, opt in options.items()}
         for key, raw in items:
             if key not in options:
-                names = ", ".join(sorted(options)) or "none"
+                own = sorted(k for k in options if k not in PLACEMENT_OPTIONS)
+                names = (", ".join(own) or "none") + "; placement: " + ", ".join(
+                    sorted(PLACEMENT_OPTIONS))
                 close = difflib.get_close_matches(key, options, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise SpecError(f"{name}: unknown option {key!r}{hint}; known options: {names}")
