@@ -33,10 +33,11 @@ from harness.placement_args import placement_argv
 from harness.results import result_stem, run_result, unique_stem, write_result
 from harness.scenarios import Scenario, ScenarioPoint
 from harness.serving import READY_PREFIX, connection_end_in
-from transports.base import TransportSpec, TransportStatistics
+from transports.base import TransportSpec, TransportStatistics, transport_class
 from transports.export.backing import open_backing
 from transports.export.spec import ExportSpec
 from transports.fuse.mounting import find_mount, is_stale, prepare_mountpoint, unmount_if_mounted
+from transports.proofs import DATA_OPS, ProofContext, run_proofs
 
 READY_TIMEOUT_S = 30.0 * slowdown()  # an emulated guest starts a Python server slowly
 # After fio lost the export: how long a server may take to exit (a user's server unmounts
@@ -44,11 +45,7 @@ READY_TIMEOUT_S = 30.0 * slowdown()  # an emulated guest starts a Python server 
 EXIT_GRACE_S = 10.0 * slowdown()
 PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
-RING_MIN_SHARE = 0.99
-ZERO_COPY_MIN_SHARE = 0.99  # of data-carrying READ/WRITE lent by the kernel, for zerocopy
-NATIVE_MIN_SHARE = 0.99  # of READ/WRITE answered by the compiled helper, for datapath=native
 COVERAGE_MIN = 0.5
-DATA_OPS = ("READ", "WRITE")
 
 
 class RunError(RuntimeError):
@@ -77,141 +74,12 @@ def options_for(scenario: Scenario, opts: RunOptions) -> RunOptions:
 
 
 # -- checks on transport statistics ------------------------------------------------------
-def ring_share_check(stats: TransportStatistics) -> dict[str, Any] | None:
-    """A transport with a ring must have carried >= 99% of the data requests on it.
-
-    A transport has a ring when it counts `ops_ring` (zero counts too, so a silent
-    fallback to /dev/fuse is caught); data requests are READ+WRITE.
-    """
-    ring = stats.data_requests(DATA_OPS, ring=True)
-    if ring is None:
-        return None
-    total = stats.data_requests(DATA_OPS) or 0
-    basis = "+".join(DATA_OPS)
-    share = ring / total if total else 0.0
-    ok = total > 0 and share >= RING_MIN_SHARE
-    reason = (
-        f"the ring carried {ring} of {total} {basis} requests ({share:.2%}); "
-        f"at least {RING_MIN_SHARE:.0%} is required for a ring result"
-    )
-    return {
-        "name": "ring_share",
-        "ok": ok,
-        "share": share,
-        "ring": ring,
-        "total": total,
-        "basis": basis,
-        "reason": reason,
-    }
-
-
-def mlock_check(stats: TransportStatistics) -> dict[str, Any] | None:
-    """A run labelled buffers=mlock must show its ring buffers locked (VmLck >= needed)."""
-    if stats.settings.get("buffers") != "mlock":
-        return None
-    locked = int(stats.detail.get("locked_bytes") or 0)
-    needed = int((stats.detail.get("memlock") or {}).get("needed_bytes") or 0)
-    ok = needed > 0 and locked >= needed
-    reason = (
-        f"the server had {locked} bytes locked (VmLck) for {needed} bytes of ring buffers"
-        + ("" if ok else "; an mlock result needs every buffer locked")
-    )
-    return {"name": "mlock", "ok": ok, "locked_bytes": locked, "needed_bytes": needed,
-            "pinning": stats.detail.get("pinning"), "reason": reason}
-
-
-def pinned_check(stats: TransportStatistics) -> dict[str, Any] | None:
-    """A run labelled buffers=pinned must show the kernel's pin: every queue's pool listed,
-    whole, among the ring's registered buffers (fdinfo UserBufs), and, for a server
-    without CAP_IPC_LOCK, charged to it (VmPin >= the pools)."""
-    if stats.settings.get("buffers") != "pinned":
-        return None
-    queues = stats.detail.get("per_queue") or []
-    registered = [bool((q.get("registration") or {}).get("pool_registered")) for q in queues]
-    memlock = stats.detail.get("memlock") or {}
-    needed = int(memlock.get("needed_bytes") or 0)
-    charged = not memlock.get("cap_ipc_lock", False)
-    pinned = int(stats.detail.get("pinned_bytes") or 0)
-    ok = bool(queues) and all(registered) and needed > 0 and (not charged or pinned >= needed)
-    reason = (
-        f"{sum(registered)} of {len(queues)} queues show their pool registered in the ring's "
-        f"fdinfo (UserBufs)"
-        + (f"; VmPin {pinned} bytes for {needed} bytes of pools" if charged
-           else "; CAP_IPC_LOCK: nothing charged to VmPin")
-        + ("" if ok else "; a pinned result needs every pool registered (and charged)")
-    )
-    return {"name": "pinned", "ok": ok, "queues_registered": sum(registered),
-            "queues": len(queues), "pinned_bytes": pinned, "needed_bytes": needed,
-            "charged": charged, "pinning": stats.detail.get("pinning"), "reason": reason}
-
-
-def zerocopy_check(stats: TransportStatistics) -> dict[str, Any] | None:
-    """A zerocopy=on run: >= 99% of data-carrying READ/WRITE arrived with lent pages."""
-    if stats.settings.get("zerocopy") != "on":
-        return None
-    buffers = stats.detail.get("buffers") or {}
-    zc, copied = int(buffers.get("zc_requests", 0)), int(buffers.get("copied_requests", 0))
-    total = zc + copied
-    share = zc / total if total else 0.0
-    ok = total > 0 and share >= ZERO_COPY_MIN_SHARE
-    reason = (
-        f"{zc} of {total} data-carrying READ/WRITE requests arrived zero-copied "
-        f"({share:.2%}); at least {ZERO_COPY_MIN_SHARE:.0%} is required for a zerocopy result"
-    )
-    return {"name": "zerocopy", "ok": ok, "share": share, "zero_copied": zc,
-            "copied": copied, "zc_bytes": int(buffers.get("zc_bytes", 0)),
-            "copied_bytes": int(buffers.get("copied_bytes", 0)), "reason": reason}
-
-
-def native_check(stats: TransportStatistics) -> dict[str, Any] | None:
-    """A datapath=native run: the compiled helper answered >= 99% of READ/WRITE."""
-    if stats.settings.get("datapath") != "native":
-        return None
-    served = int((stats.detail.get("native") or {}).get("served", 0))
-    total = stats.data_requests(DATA_OPS) or 0
-    share = served / total if total else 0.0
-    ok = total > 0 and share >= NATIVE_MIN_SHARE
-    reason = (
-        f"the native data path answered {served} of {total} READ+WRITE requests "
-        f"({share:.2%}); at least {NATIVE_MIN_SHARE:.0%} is required for a native result"
-    )
-    return {"name": "native", "ok": ok, "share": share, "served": served, "total": total,
-            "reason": reason}
-
-
-CHECKS: list[Callable[[TransportStatistics], dict[str, Any] | None]] = [
-    ring_share_check, mlock_check, pinned_check, zerocopy_check, native_check,
-]
-
-
-def peer_ring_check(
-    stats: TransportStatistics, window: dict[str, Any], ios: int
-) -> dict[str, Any] | None:
-    """A peer that counts no requests, but says whether it serves through io_uring.
-
-    Its rings' completions over the fio window (read from the kernel's fdinfo of every
-    measured process) count the requests they carried: for an io_uring peer they must
-    cover >= 99% of fio's I/Os (each O_DIRECT I/O is at least one request); a legacy
-    peer must have carried none.
-    """
-    expected = stats.detail.get("ring_expected")
-    if expected is None:
-        return None
-    carried = int(window.get("ring_completions") or 0)
-    if expected:
-        ok = ios > 0 and carried >= RING_MIN_SHARE * ios
-        reason = (f"the server's io_uring rings posted {carried} completions for {ios} fio "
-                  f"I/Os; at least {RING_MIN_SHARE:.0%} of the I/Os must be carried by a ring")
-    else:
-        ok = carried == 0
-        reason = f"the legacy server's io_uring rings posted {carried} completions (expected 0)"
-    return {"name": "peer_ring", "ok": ok, "ring_completions": carried, "fio_ios": ios,
-            "reason": reason}
-
-
-def check_statistics(stats: TransportStatistics) -> list[dict[str, Any]]:
-    """Run every check that applies; raise CheckError naming each failed one."""
-    results = [r for r in (check(stats) for check in CHECKS) if r is not None]
+def check_statistics(
+    stats: TransportStatistics, context: ProofContext | None = None
+) -> list[dict[str, Any]]:
+    """Run every proof the transport's statistics declare (transports/proofs.py); raise
+    CheckError naming each failed one."""
+    results = run_proofs(stats, context or ProofContext())
     failed = [r for r in results if not r["ok"]]
     if failed:
         raise CheckError("; ".join(f"{r['name']} check failed: {r['reason']}" for r in failed))
@@ -556,15 +424,9 @@ def run_point(
                 stats = json.load(f)
         except (OSError, json.JSONDecodeError) as e:
             raise RunError(f"the server wrote no readable statistics ({stats_path}): {e}") from e
-        typed_stats = TransportStatistics.from_dict(stats)
-        checks = check_statistics(typed_stats)
-
+        typed_stats = transport_class(opts.transport.name).statistics_class.from_dict(stats)
         window = metrics.delta(before, after, sampler.samples)
-        peer = peer_ring_check(typed_stats, window, summary["total_ios"])
-        if peer is not None:
-            if not peer["ok"]:
-                raise CheckError(f"peer_ring check failed: {peer['reason']}")
-            checks.append(peer)
+        checks = check_statistics(typed_stats, ProofContext(window, summary["total_ios"]))
         client = summary["client"]
         data = run_result(
             scenario={
@@ -605,7 +467,7 @@ def run_point(
             coverage=request_coverage(
                 typed_stats, summary["total_ios"],
                 ring_requests=window.get("ring_completions")
-                if typed_stats.detail.get("ring_expected") else None,
+                if typed_stats.ring_completions_are_requests() else None,
             ),
             fio_jobfile=jobfile.name,
             fio_messages=fio_messages,

@@ -157,7 +157,7 @@ def test_fio_verify(tmp_path, threads: int) -> None:
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "verify" not in proc.stderr.lower(), proc.stderr
     stats = s.transport.statistics()
-    assert len(stats.detail["per_thread"]) == threads
+    assert len(stats.per_thread) == threads
     assert stats.ops["WRITE"] >= 8192 and stats.ops["READ"] >= 8192
     assert stats.errors <= stats.ops.get("GETXATTR", 0) + stats.ops.get("LOOKUP", 0)
 
@@ -210,7 +210,7 @@ def test_stop_before_serve(tmp_path) -> None:
 
 # -- where the reader runs ------------------------------------------------------------------
 def _reader_tids(stats) -> list[int]:
-    return [t["tid"] for t in stats.detail["sched_guard"]["per_thread"]]
+    return [t["tid"] for t in stats.sched_guard["per_thread"]]
 
 
 def _client_reads(path: str, cpu: int, count: int) -> None:
@@ -240,7 +240,7 @@ def test_follow_pins_the_reader_to_a_waiting_clients_cpu_and_unpins_for_a_queue(
         (tid,) = _reader_tids(s.transport.statistics())
         for cpu in (cpus[-1], cpus[0]):  # it moves with the client
             _client_reads(s.mountpoint, cpu, 400)
-            follow = s.transport.statistics().detail["follow"]["per_thread"][0]
+            follow = s.transport.statistics().follow["per_thread"][0]
             assert follow["cpu"] == cpu and os.sched_getaffinity(tid) == {cpu}, follow
             assert os.sched_getscheduler(tid) == os.SCHED_IDLE  # sched=auto, as root
         # 16 requests at a time: the reader rarely waits, and gets its CPUs back
@@ -251,7 +251,7 @@ def test_follow_pins_the_reader_to_a_waiting_clients_cpu_and_unpins_for_a_queue(
             capture_output=True, text=True, timeout=240,
         )
         assert proc.returncode == 0, proc.stderr
-        follow = s.transport.statistics().detail["follow"]
+        follow = s.transport.statistics().follow
         assert follow["unpins"] >= 1 and follow["per_thread"][0]["cpu"] == -1, follow
         assert os.sched_getaffinity(tid) == set(cpus)
         assert os.sched_getscheduler(tid) == os.SCHED_OTHER  # it must preempt busy clients
@@ -262,6 +262,10 @@ def test_follow_off_and_sched_are_reported(tmp_path) -> None:
     with serving(tmp_path, spec="devfuse:follow=off,sched=batch") as s:
         _client_reads(s.mountpoint, sorted(os.sched_getaffinity(0))[0], 100)
         stats = s.transport.statistics()
-    assert stats.settings["follow"] == "off" and "follow" not in stats.detail
-    assert stats.settings["sched"] == "batch" and stats.settings["idle_guard"] == "off"
-    assert stats.detail["thread_sched"] == ["batch"] and "sched_guard" not in stats.detail
+    assert stats.effective["follow"] == "off" and stats.follow is None
+    assert stats.effective["sched"] == "batch" and stats.effective["idle_guard"] == "off"
+    assert stats.requested["follow"] is False and stats.requested["sched"] == "batch"
+    assert stats.thread_sched == ["batch"] and stats.sched_guard is None
+    as_json = stats.as_dict()  # what did not happen is left out, not written as null
+    assert "follow" not in as_json and "sched_guard" not in as_json
+    assert as_json["settings"] == stats.effective and as_json["requested"] == stats.requested

@@ -426,7 +426,8 @@ def command_target(command: str, tmp_path: Path) -> list[str]:
     "spec, expected",
     [
         ("uring:depht=8", "unknown option 'depht' (did you mean 'depth'?); known options: "
-                          "buffers, datapath, depth, pin, zerocopy; placement: cpus, idle_guard, sched"),
+                          "buffers, datapath, depth, pin, zerocopy; "
+                          "placement: cpus, idle_guard, sched"),
         ("uring:buffers=pined", "'pined' is not one of mapped, mlock, pool, pinned"),
         ("uring:depth=-1", "bad value depth='-1'"),
         ("uring:depth", "'depth' is not key=value"),

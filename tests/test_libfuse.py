@@ -18,9 +18,11 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, served
-from transports.base import TransportStatistics, TransportUnavailable, parse_spec
+from transports import proofs
+from transports.base import TransportUnavailable, parse_spec
 from transports.fuse import mounting
 from transports.peers.libfuse import ENV_BUILD, find_build
+from transports.statistics import LibfuseStatistics, PeerStatistics
 
 BUILD = os.environ.get(ENV_BUILD)
 
@@ -157,22 +159,38 @@ def test_run_proves_which_path_carried_the_requests(tmp_path):
         assert data["derived"]["server_cpu_us_per_io"] > 0
 
 
-def peer_stats(**detail) -> TransportStatistics:
-    return TransportStatistics("libfuse", {}, requests=None, detail=detail)
+def peer_stats(**fields) -> LibfuseStatistics:
+    return LibfuseStatistics("libfuse", {}, {}, requests=None, **fields)
+
+
+def peer_ring_check(stats: LibfuseStatistics, window: dict, ios: int) -> dict | None:
+    """The peer_ring check as the runner runs it, or None when libfuse declares none."""
+    from harness.runner import CheckError, check_statistics
+
+    if proofs.peer_ring not in stats.checks():
+        return None
+    (result,) = proofs.run_proofs(stats, proofs.ProofContext(window, ios))
+    if result["ok"]:
+        assert check_statistics(stats, proofs.ProofContext(window, ios)) == [result]
+    else:
+        with pytest.raises(CheckError, match="^peer_ring check failed: "):
+            check_statistics(stats, proofs.ProofContext(window, ios))
+    return result
 
 
 def test_peer_ring_check_needs_the_rings_to_carry_the_io():
-    from harness.runner import peer_ring_check
-
     assert peer_ring_check(peer_stats(), {"ring_completions": 5}, 10) is None  # no claim
     uring = peer_stats(ring_expected=True)
     assert peer_ring_check(uring, {"ring_completions": 1003}, 1000)["ok"]
     short = peer_ring_check(uring, {"ring_completions": 900}, 1000)
     assert not short["ok"] and "900 completions for 1000 fio I/Os" in short["reason"]
     assert not peer_ring_check(uring, {"ring_completions": None}, 1000)["ok"]
+    assert not peer_ring_check(uring, {}, 0)["ok"]  # no fio I/O: nothing proven
     legacy = peer_stats(ring_expected=False)
     assert peer_ring_check(legacy, {"ring_completions": None}, 1000)["ok"]
     assert not peer_ring_check(legacy, {"ring_completions": 12}, 1000)["ok"]
+    # qsd and external declare no proof: nothing says how they serve.
+    assert PeerStatistics("qsd", {}, {}, requests=None).checks() == []
 
 
 def test_an_io_uring_peers_rings_count_its_requests_for_coverage():

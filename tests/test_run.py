@@ -10,22 +10,14 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from conftest import REPO, fuse_usable, require
 from harness import fio, metrics
 from harness.results import FORMAT_VERSION, load, read_result
-from harness.runner import (
-    CheckError,
-    RunError,
-    Server,
-    check_statistics,
-    ring_share_check,
-)
+from harness.runner import RunError, Server
 from harness.scenarios import parse_scenario
-from transports.base import TransportStatistics
 from transports.fuse import mounting
 
 SCENARIO = str(REPO / "scenarios" / "randread-4k-qd1.toml")
@@ -467,56 +459,6 @@ def test_parse_output_skips_warnings() -> None:
         fio.parse_output("fio: nothing")
 
 
-# -- the ring check -----------------------------------------------------------------------------
-_typed = TransportStatistics.from_dict  # a statistics document as the runner reads it
-
-
-def _stats(**fields: Any) -> TransportStatistics:
-    fields.setdefault("requests", 10)
-    return TransportStatistics(transport="t", settings=fields.pop("settings", {}), **fields)
-
-
-def test_ring_check_ignores_transports_without_a_ring() -> None:
-    assert ring_share_check(_stats(requests_devfuse=10)) is None
-    assert ring_share_check(_stats(ops={"READ": 9}, ops_devfuse={"READ": 9})) is None
-    assert check_statistics(_stats()) == []
-    assert check_statistics(_stats(requests=None)) == []  # a peer counts nothing
-
-
-def test_ring_check_counts_data_ops() -> None:
-    stats = _stats(
-        requests=1010,
-        requests_ring=995,
-        requests_devfuse=15,
-        ops={"INIT": 1, "GETATTR": 9, "READ": 900, "WRITE": 100},
-        ops_ring={"READ": 895, "WRITE": 100},
-    )
-    (result,) = check_statistics(stats)
-    assert result["ok"] and result["basis"] == "READ+WRITE"
-    assert result["share"] == pytest.approx(0.995)
-    stats.ops_ring = {"READ": 800, "WRITE": 100}
-    with pytest.raises(CheckError, match=r"ring carried 900 of 1000 READ\+WRITE requests"):
-        check_statistics(stats)
-
-
-def test_ring_check_catches_a_silent_fallback() -> None:
-    with pytest.raises(CheckError, match="0 of 0 READ"):
-        check_statistics(_stats(requests=0, ops={}, ops_ring={}, requests_ring=0))
-    # A ring transport that served everything through /dev/fuse.
-    fallback = _stats(requests=500, requests_ring=0, ops={"READ": 490}, ops_ring={})
-    with pytest.raises(CheckError, match=r"ring carried 0 of 490 READ\+WRITE requests \(0.00%\)"):
-        check_statistics(fallback)
-
-
-def test_statistics_round_trip_through_json() -> None:
-    stats = _stats(ops={"READ": 3}, ops_ring={"READ": 3}, requests_ring=3, detail={"q": [1]})
-    data = json.loads(json.dumps({"spec": "uring", **stats.as_dict()}))
-    assert "errors" not in data and data["q"] == [1]  # uncounted fields are left out
-    back = TransportStatistics.from_dict(data)
-    assert back.ops_ring == {"READ": 3} and back.detail == {"q": [1], "spec": "uring"}
-    assert TransportStatistics.from_dict(_stats(requests=None).as_dict()).requests is None
-
-
 def test_per_io_figures() -> None:
     server = {"ctxt_switches": 2000, "cpu_s": 0.5}
     got = metrics.per_io(server, {"ctx": 1000}, 3000, 1000)
@@ -528,53 +470,6 @@ def test_per_io_figures() -> None:
     }
     # No I/O: no ratios rather than a division by zero or NaN in the JSON.
     assert json.dumps(metrics.per_io(server, {"ctx": 0}, 0, 0)) == "{}"
-
-
-def test_mlock_check_demands_locked_buffers() -> None:
-    from harness.runner import CheckError, check_statistics, mlock_check
-
-    assert mlock_check(_typed({"settings": {"buffers": "mapped"}, "locked_bytes": 0})) is None
-    good = {"settings": {"buffers": "mlock"}, "locked_bytes": 5 << 20,
-            "memlock": {"needed_bytes": 4 << 20}}
-    assert mlock_check(_typed(good))["ok"]
-    bad = dict(good, locked_bytes=1 << 20)
-    assert not mlock_check(_typed(bad))["ok"]
-    with pytest.raises(CheckError, match="mlock check failed"):
-        check_statistics(_typed(bad))
-
-
-def test_pinned_check_demands_registered_pools_and_the_charge() -> None:
-    from harness.runner import CheckError, check_statistics, pinned_check
-
-    assert pinned_check(_typed({"settings": {"buffers": "mlock"}})) is None
-    queue = {"registration": {"pool_registered": True}}
-    good = {"settings": {"buffers": "pinned"}, "per_queue": [queue, queue],
-            "memlock": {"needed_bytes": 4 << 20, "cap_ipc_lock": False},
-            "pinned_bytes": 4 << 20}
-    assert pinned_check(_typed(good))["ok"]
-    as_root = dict(good, memlock={"needed_bytes": 4 << 20, "cap_ipc_lock": True},
-                   pinned_bytes=0)
-    assert pinned_check(_typed(as_root))["ok"]  # nothing is charged with CAP_IPC_LOCK
-    uncharged = dict(good, pinned_bytes=1 << 20)
-    assert not pinned_check(_typed(uncharged))["ok"]
-    one_missing = dict(good, per_queue=[queue, {"registration": {"pool_registered": False}}])
-    assert not pinned_check(_typed(one_missing))["ok"]
-    with pytest.raises(CheckError, match="pinned check failed"):
-        check_statistics(_typed(one_missing))
-
-
-def test_zerocopy_check_demands_the_share() -> None:
-    from harness.runner import CheckError, check_statistics, zerocopy_check
-
-    assert zerocopy_check(_typed({"settings": {"zerocopy": "off"}})) is None
-    good = {"settings": {"zerocopy": "on"}, "buffers": {"zc_requests": 990,
-                                                        "copied_requests": 10}}
-    assert zerocopy_check(_typed(good))["ok"]
-    bad = dict(good, buffers={"zc_requests": 980, "copied_requests": 20})
-    assert not zerocopy_check(_typed(bad))["ok"]
-    assert not zerocopy_check(_typed(dict(good, buffers={})))["ok"]  # nothing carried: no proof
-    with pytest.raises(CheckError, match="zerocopy check failed"):
-        check_statistics(_typed(bad))
 
 
 @pytest.mark.mount

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import abc
 import ctypes
-import dataclasses
 import difflib
 import importlib
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from transports.export.image import Export
 from transports.options import Option, SpecError, flag, on_off, positive_int
+from transports.statistics import TransportStatistics as TransportStatistics  # re-exported
 
 _PR_SET_NAME = 15
 
@@ -35,82 +34,6 @@ class TransportUnavailable(RuntimeError):
     """The transport cannot run on this machine; the message names the cause and the fix."""
 
 
-@dataclass
-class TransportStatistics:
-    """What every transport's `statistics()` returns: one shape, filled by each transport.
-
-    Opcodes are named as in transports.fuse.abi.OPCODE_NAMES (upper case). None means "not
-    counted": a peer counts nothing, and only a transport with a ring fills the ring
-    fields, even with zero counts, so a silent fallback to /dev/fuse is caught. What is
-    particular to one transport (its queues, locked memory, teardown) goes in `detail`.
-    In JSON (`as_dict`, the result's transport_stats) the fields are flat, None ones left
-    out, detail merged in.
-    """
-
-    transport: str
-    settings: dict[str, Any]
-    requests: int | None  # every request served
-    ops: dict[str, int] | None = None  # opcode name -> requests served
-    errors: int | None = None  # error replies
-    exceptions: int | None = None  # requests the export raised on (answered EIO)
-    requests_devfuse: int | None = None  # of `requests`, read from /dev/fuse
-    ops_devfuse: dict[str, int] | None = None
-    requests_ring: int | None = None  # of `requests`, carried by the ring
-    ops_ring: dict[str, int] | None = None
-    detail: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        out = {
-            f.name: getattr(self, f.name)
-            for f in dataclasses.fields(self)
-            if f.name != "detail" and getattr(self, f.name) is not None
-        }
-        out["requests"] = self.requests  # kept when None: "counted by nobody"
-        return {**out, **self.detail}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TransportStatistics:
-        """Read back what as_dict wrote (other keys, such as serve's spec, go to detail)."""
-        names = {f.name for f in dataclasses.fields(cls)} - {"detail"}
-        known = {k: v for k, v in data.items() if k in names}
-        known.setdefault("settings", {})
-        known.setdefault("requests", None)
-        return cls(
-            transport=str(data.get("transport", "")),
-            **{k: v for k, v in known.items() if k != "transport"},
-            detail={k: v for k, v in data.items() if k not in names},
-        )
-
-    @classmethod
-    def of_codecs(
-        cls,
-        transport: str,
-        settings: dict[str, Any],
-        total: dict[str, Any],
-        devfuse: dict[str, Any],
-        ring: dict[str, Any] | None = None,
-        detail: dict[str, Any] | None = None,
-    ) -> TransportStatistics:
-        """From merged Codec.counters(): of every path (`total`), of the requests read from
-        /dev/fuse and, for a transport with a ring, of those the ring carried."""
-        return cls(
-            transport=transport,
-            settings=settings,
-            requests=total["requests"],
-            ops=total["ops"],
-            errors=total["errors"],
-            exceptions=total["exceptions"],
-            requests_devfuse=devfuse["requests"],
-            ops_devfuse=devfuse["ops"],
-            requests_ring=None if ring is None else ring["requests"],
-            ops_ring=None if ring is None else ring["ops"],
-            detail=detail or {},
-        )
-
-    def data_requests(self, names: tuple[str, ...], ring: bool = False) -> int | None:
-        """Requests of the named opcodes (all paths, or the ring's); None if not counted."""
-        ops = self.ops_ring if ring else self.ops
-        return None if ops is None else sum(int(ops.get(name, 0)) for name in names)
 
 
 class Transport(abc.ABC):
@@ -130,6 +53,9 @@ class Transport(abc.ABC):
     # as it starts them; otherwise the serving process places every thread of the
     # server's process tree from outside (transports/placement.py).
     places_own_threads: ClassVar[bool] = False
+    # The class its statistics() returns: the runner reads the server's JSON back into
+    # it and runs the proofs it declares (transports/statistics.py, proofs.py).
+    statistics_class: ClassVar[type[TransportStatistics]] = TransportStatistics
 
     def __init__(self, settings: dict[str, Any]):
         self.settings = settings

@@ -16,7 +16,6 @@ from typing import Any, ClassVar
 from transports.base import (
     Option,
     Transport,
-    TransportStatistics,
     TransportUnavailable,
     flag,
     name_os_thread,
@@ -34,6 +33,7 @@ from transports.export.image import Export
 from transports.fuse import devloop, mounting
 from transports.fuse.codec import Codec, merge_counters
 from transports.sched import Follower, ThreadPolicy, follow_totals
+from transports.statistics import DevfuseStatistics
 
 
 class DevFuseError(RuntimeError):
@@ -53,6 +53,7 @@ class DevFuseTransport(Transport):
         ),
     }
     places_own_threads: ClassVar[bool] = True
+    statistics_class = DevfuseStatistics
 
     def __init__(self, settings: dict[str, Any]):
         super().__init__(settings)
@@ -141,7 +142,7 @@ class DevFuseTransport(Transport):
     def connection_end(self) -> str | None:
         return self._connection_end
 
-    def statistics(self) -> TransportStatistics:
+    def statistics(self) -> DevfuseStatistics:
         per_thread = [c.counters() for c in self._codecs]
         natives = self._natives
         total = merge_counters(per_thread + [n.codec_counters() for n in natives])
@@ -154,16 +155,14 @@ class DevFuseTransport(Transport):
             "max_write": devloop.MAX_WRITE,
             "negotiated": negotiated.as_dict() if negotiated else None,
         }
-        detail: dict[str, Any] = {
-            "per_thread": per_thread, "thread_sched": [p for _, p in self._thread_sched],
-        }
-        if natives:
-            detail["native"] = native_totals(natives)
-        if self._followers:
-            detail["follow"] = follow_totals(self._followers)
-        detail.update(self._sched.detail())
-        return TransportStatistics.of_codecs(self.name, settings, total, devfuse=total,
-                                             detail=detail)
+        return DevfuseStatistics.of_codecs(
+            self.name, dict(self.settings), settings, total, devfuse=total,
+            per_thread=per_thread,
+            thread_sched=[p for _, p in self._thread_sched],
+            native=native_totals(natives) if natives else None,
+            follow=follow_totals(self._followers) if self._followers else None,
+            sched_guard=self._sched.guard_counters(),
+        )
 
     # -- internals ------------------------------------------------------------------------
     def _unmount_ours(self) -> None:

@@ -18,9 +18,10 @@ from typing import Any
 import pyfuse3
 import trio
 
-from transports.base import Transport, TransportStatistics
+from transports.base import Transport
 from transports.export.image import ROOT_INODE, Attr, Export
 from transports.fuse import mounting
+from transports.statistics import Pyfuse3Statistics
 
 
 def _entry(attr: Attr, timeout: float) -> pyfuse3.EntryAttributes:
@@ -131,6 +132,7 @@ class Pyfuse3Transport(Transport):
     name = "pyfuse3"
     description = "legacy /dev/fuse loop through pyfuse3 (libfuse) and trio"
     options = {}
+    statistics_class = Pyfuse3Statistics
     unsupported_ops = ("fallocate", "lseek")
 
     def __init__(self, settings: dict[str, Any]):
@@ -178,18 +180,17 @@ class Pyfuse3Transport(Transport):
             self._stopping.set()
             mounting.unmount(self._mountpoint, lazy=True)
 
-    def statistics(self) -> TransportStatistics:
+    def statistics(self) -> Pyfuse3Statistics:
         # pyfuse3 names handlers after the opcodes, in lower case.
         ops = {name.upper(): n for name, n in self._ops.ops.items()} if self._ops else {}
-        return TransportStatistics(
+        return Pyfuse3Statistics(
             transport=self.name,
-            settings=dict(self.settings),
+            requested=dict(self.settings),
+            effective=dict(self.settings),  # no option of its own: nothing to resolve
             requests=sum(ops.values()),
             requests_devfuse=sum(ops.values()),
             ops=ops,
             ops_devfuse=ops,
-            detail={
-                "unsupported_ops": list(self.unsupported_ops),
-                "libfuse": "pyfuse3 " + pyfuse3.__version__,
-            },
+            unsupported_ops=list(self.unsupported_ops),
+            libfuse="pyfuse3 " + pyfuse3.__version__,
         )

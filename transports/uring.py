@@ -60,7 +60,6 @@ from typing import Any, ClassVar
 from transports.base import (
     Option,
     Transport,
-    TransportStatistics,
     TransportUnavailable,
     flag,
     name_os_thread,
@@ -100,6 +99,7 @@ from transports.ring.queue import (
     possible_cpus,
 )
 from transports.sched import ThreadPolicy
+from transports.statistics import BufferTotals, QueueStatistics, UringStatistics
 
 MAX_WRITE = devloop.MAX_WRITE
 # Entry completions that mean the connection is going away, not a bug.
@@ -141,7 +141,7 @@ class _Queue:
         self.registration: dict | None = None  # pinned: the pool as fdinfo shows it
         self.dead_entries = 0
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> QueueStatistics:
         ring = self.ring
         if ring is not None:
             # Racy reads of plain counters, fine for a snapshot.
@@ -195,6 +195,7 @@ class UringTransport(Transport):
                       "cpus= when that excludes it)"),
     }
     places_own_threads: ClassVar[bool] = True
+    statistics_class = UringStatistics
 
     def __init__(self, settings: dict[str, Any]):
         super().__init__(settings)
@@ -380,7 +381,7 @@ class UringTransport(Transport):
         # ending under us.
         return None if self._aborted_via_fusectl else self._connection_end
 
-    def statistics(self) -> TransportStatistics:
+    def statistics(self) -> UringStatistics:
         per_queue = [q.stats() for q in self._queues]
         ring_counts = [q.counters() for q in self._queues]
         natives = [q.native for q in self._queues if q.native is not None]
@@ -403,26 +404,25 @@ class UringTransport(Transport):
             "max_write": MAX_WRITE,
             "negotiated": negotiated.as_dict() if negotiated else None,
         }
-        return TransportStatistics.of_codecs(
+        return UringStatistics.of_codecs(
             self.name,
+            dict(self.settings),
             settings,
             total,
             devfuse=dev_total,
             ring=ring_total,
-            detail={
-                "per_queue": per_queue,
-                "locked_bytes": self._locked_bytes,
-                "pinned_bytes": self._pinned_bytes,
-                "memlock": self._memlock,
-                "pinning": PINNING[self._buffers],
-                "buffers": _buffer_totals(per_queue),
-                "kernel_offer": self._offer.as_dict() if self._offer else None,
-                "enable_uring": self._enable_uring,
-                "first_request_via_ring": self._ready_via_ring,
-                "teardown": dict(self._teardown),
-                **({"native": native_totals(natives)} if natives else {}),
-                **self._sched.detail(),
-            },
+            per_queue=per_queue,
+            locked_bytes=self._locked_bytes,
+            pinned_bytes=self._pinned_bytes,
+            memlock=self._memlock,
+            pinning=PINNING[self._buffers],
+            buffers=_buffer_totals(per_queue),
+            kernel_offer=self._offer.as_dict() if self._offer else None,
+            enable_uring=self._enable_uring,
+            first_request_via_ring=self._ready_via_ring,
+            teardown=dict(self._teardown),
+            native=native_totals(natives) if natives else None,
+            sched_guard=self._sched.guard_counters(),
         )
 
     # -- setup ----------------------------------------------------------------------------
@@ -719,7 +719,7 @@ class UringTransport(Transport):
         mounting.unmount_connection(path, minor)
 
 
-def _buffer_totals(per_queue: list[dict[str, Any]]) -> dict[str, Any]:
+def _buffer_totals(per_queue: list[QueueStatistics]) -> BufferTotals:
     """The queues' buffer counters summed (slots_hwm: the largest of any queue), and the
     share of data-carrying READ/WRITE the kernel lent (zero-copy)."""
     from transports.ring.queue import BUFFER_COUNTERS

@@ -17,6 +17,7 @@ from typing import Any
 from transports._uring_cffi import ffi, lib
 from transports.base import Option
 from transports.export.image import Export
+from transports.statistics import NativeTotals
 
 DATAPATHS = ("python", "native")
 # Measured (README, "The data path"): native is at least as fast at every point and
@@ -92,7 +93,7 @@ class NativeDataPath:
                 "ops": ops}
 
 
-def native_totals(paths: list[NativeDataPath]) -> dict[str, int]:
+def native_totals(paths: list[NativeDataPath]) -> NativeTotals:
     """The counters of several workers summed, plus `served` (READ + WRITE answered)."""
     total = dict.fromkeys(NATIVE_COUNTERS, 0)
     for path in paths:

@@ -35,10 +35,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from transports import sysinfo
-from transports.base import Option, TransportStatistics, TransportUnavailable, on_off
+from transports.base import Option, TransportUnavailable, on_off
 from transports.export.image import Export
 from transports.fuse import mounting
 from transports.peers.peer import PeerTransport
+from transports.statistics import LibfuseStatistics
 
 ENV_BUILD = "RINGSIDE_LIBFUSE_BUILD"
 MIN_VERSION = (3, 18)
@@ -119,6 +120,7 @@ class LibfuseTransport(PeerTransport):
     name = "libfuse"
     description = "libfuse's C server passthrough_hp (legacy /dev/fuse or io_uring), as a peer"
     program = "passthrough_hp"
+    statistics_class = LibfuseStatistics
     options = {
         "mode": Option(str, "legacy", "legacy (/dev/fuse) or uring (-o io_uring)",
                        choices=("legacy", "uring")),
@@ -258,26 +260,25 @@ class LibfuseTransport(PeerTransport):
             err = ctypes.get_errno()
             raise mounting.MountError(f"mount {source.decode()} on {target}: {os.strerror(err)}")
 
-    def statistics(self) -> TransportStatistics:
+    def statistics(self) -> LibfuseStatistics:
         stats = super().statistics()
+        assert isinstance(stats, LibfuseStatistics)
         lines = self._output.splitlines()
         init = [line.split(":", 1)[1].strip() for line in lines if line.startswith("FUSE_INIT:")]
-        stats.detail.update(
-            {
-                "argv": self._argv,
-                # The runner requires the rings' completions to cover the fio I/Os (uring)
-                # or no ring at all (legacy): FUSE_INIT status alone proves no traffic.
-                "ring_expected": self.settings.get("mode") == "uring",
-                "init_status": init,
-                "io_uring_at_init": next(
-                    (x.split("=", 1)[1] for x in init if x.startswith("io_uring=")), None
-                ),
-                "served_from": "a copy of the memory backing in a private tmpfs"
-                if self._source and self._workdir and self._source.startswith(self._workdir)
-                else self._image,
-                "output_tail": "\n".join(lines[-20:]),
-            }
+        stats.argv = self._argv
+        # The runner requires the rings' completions to cover the fio I/Os (uring) or no
+        # ring at all (legacy): FUSE_INIT status alone proves no traffic.
+        stats.ring_expected = self.settings.get("mode") == "uring"
+        stats.init_status = init
+        stats.io_uring_at_init = next(
+            (x.split("=", 1)[1] for x in init if x.startswith("io_uring=")), None
         )
+        stats.served_from = (
+            "a copy of the memory backing in a private tmpfs"
+            if self._source and self._workdir and self._source.startswith(self._workdir)
+            else self._image
+        )
+        stats.output_tail = "\n".join(lines[-20:])
         return stats
 
 

@@ -17,11 +17,12 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
-from transports.base import Transport, TransportStatistics, TransportUnavailable
+from transports.base import Transport, TransportUnavailable
 from transports.export.image import Export
 from transports.fuse import mounting
+from transports.statistics import PeerStatistics
 
 _POLL_S = 0.1
 _PR_SET_PDEATHSIG = 1
@@ -32,6 +33,7 @@ class PeerTransport(Transport):
     """Base of transports whose serving is done by a program of someone else's."""
 
     program = "peer"  # for messages
+    statistics_class: ClassVar[type[PeerStatistics]] = PeerStatistics
 
     def __init__(self, settings: dict[str, Any]):
         super().__init__(settings)
@@ -142,16 +144,15 @@ class PeerTransport(Transport):
             return [self._proc.pid]
         return []
 
-    def statistics(self) -> TransportStatistics:
-        return TransportStatistics(
+    def statistics(self) -> PeerStatistics:
+        return self.statistics_class(
             transport=self.name,
-            settings=dict(self.settings),
+            requested=dict(self.settings),
+            effective=dict(self.settings),  # what it ran with is the peer's own business
             requests=None,  # counted by nobody: the daemon keeps no request counters
-            detail={
-                "version": self._version,
-                "image": self._image,
-                "exit_code": self._proc.returncode if self._proc else None,
-            },
+            version=self._version,
+            image=self._image,
+            exit_code=self._proc.returncode if self._proc else None,
         )
 
 

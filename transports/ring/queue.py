@@ -351,8 +351,8 @@ class Ring:
                 lib.rs_queue_destroy(q)
 
 
-# The per-queue buffer counters (ring.c counts them per request); one place, so they can
-# move into a typed statistics record as they are.
+# The per-queue buffer counters (ring.c counts them per request); their totals are
+# transports/statistics.py's BufferTotals.
 BUFFER_COUNTERS = (
     "zc_requests", "zc_bytes", "copied_requests", "copied_bytes", "fixed_ios",
     "slots_in_use", "slots_hwm",

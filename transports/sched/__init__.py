@@ -11,6 +11,7 @@ from typing import Any
 
 from transports.base import TransportUnavailable, flag
 from transports.placement import IDLE_GUARD_OPTION, POLICIES, POLICY_NAMES, SCHED_OPTION
+from transports.statistics import FollowTotals, GuardCounters
 from transports.sysinfo import has_capability
 
 __all__ = ["IDLE_GUARD_OPTION", "POLICIES", "POLICY_NAMES", "SCHED_OPTION"]
@@ -94,8 +95,9 @@ class ThreadPolicy:
         guarded = self.policy == "idle" and self.idle_guard
         return {"sched": self.policy, "idle_guard": "on" if guarded else "off"}
 
-    def detail(self) -> dict[str, Any]:
-        return {"sched_guard": self._guard.counters()} if self._guard is not None else {}
+    def guard_counters(self) -> GuardCounters | None:
+        """What the guard did; None when no guard ran."""
+        return self._guard.counters() if self._guard is not None else None
 
 
 def apply_policy(name: str) -> str:
@@ -143,7 +145,7 @@ class SchedGuard:
             self._started = False
             self._lib.rs_guard_stop(self._guard)
 
-    def counters(self) -> dict[str, Any]:
+    def counters(self) -> GuardCounters:
         """Per thread and in total: how often a thread was found starved (boosts), moved
         back (restores) and how long it spent on the fallback policy."""
         per_thread = []
@@ -195,7 +197,7 @@ class Follower:
         }
 
 
-def follow_totals(followers: list[Follower]) -> dict[str, Any]:
+def follow_totals(followers: list[Follower]) -> FollowTotals:
     """Several readers' following: counters summed, and each reader's."""
     per_thread = [f.counters() for f in followers]
     total: dict[str, Any] = {name: sum(c[name] for c in per_thread) for name in FOLLOW_COUNTERS}

@@ -1,0 +1,151 @@
+"""The proofs a result must pass: that a run used what its transport claims.
+
+A transport's statistics class (transports/statistics.py) lists the proofs that apply to
+its run in `checks()`; the runner runs them on the statistics it read back from the
+server, with a `ProofContext` of what it measured itself, and refuses the result when one
+fails. Each proof returns the record a result keeps under `checks`: `name`, `ok`,
+`reason` and its figures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from transports.statistics import (
+        DevfuseStatistics,
+        LibfuseStatistics,
+        TransportStatistics,
+        UringStatistics,
+    )
+
+DATA_OPS = ("READ", "WRITE")  # the requests that carry data
+RING_MIN_SHARE = 0.99  # of READ/WRITE carried by the ring (of fio's I/Os, for a peer)
+ZERO_COPY_MIN_SHARE = 0.99  # of data-carrying READ/WRITE lent by the kernel, for zerocopy
+NATIVE_MIN_SHARE = 0.99  # of READ/WRITE answered by the compiled helper, for datapath=native
+
+
+@dataclass(frozen=True)
+class ProofContext:
+    """What the runner measured beside the transport's own counters: the serving
+    processes over the fio window (metrics.delta: `ring_completions`, ...) and the I/Os
+    fio issued."""
+
+    window: dict[str, Any] = field(default_factory=dict)
+    fio_ios: int = 0
+
+
+def run_proofs(stats: TransportStatistics, context: ProofContext) -> list[dict[str, Any]]:
+    """Every proof the statistics declare, in their order, passed or not."""
+    return [proof(stats, context) for proof in stats.checks()]
+
+
+def ring_share(stats: TransportStatistics, context: ProofContext) -> dict[str, Any]:
+    """A transport with a ring must have carried >= 99% of the data requests on it; one
+    that counted nothing on its ring carried nothing (a silent fallback to /dev/fuse)."""
+    ring = stats.data_requests(DATA_OPS, ring=True) or 0
+    total = stats.data_requests(DATA_OPS) or 0
+    basis = "+".join(DATA_OPS)
+    share = ring / total if total else 0.0
+    ok = total > 0 and share >= RING_MIN_SHARE
+    reason = (
+        f"the ring carried {ring} of {total} {basis} requests ({share:.2%}); "
+        f"at least {RING_MIN_SHARE:.0%} is required for a ring result"
+    )
+    return {
+        "name": "ring_share",
+        "ok": ok,
+        "share": share,
+        "ring": ring,
+        "total": total,
+        "basis": basis,
+        "reason": reason,
+    }
+
+
+def mlock(stats: UringStatistics, context: ProofContext) -> dict[str, Any]:
+    """buffers=mlock: the ring buffers locked (VmLck >= what they need)."""
+    locked = int(stats.locked_bytes or 0)
+    needed = int((stats.memlock or {}).get("needed_bytes") or 0)
+    ok = needed > 0 and locked >= needed
+    reason = (
+        f"the server had {locked} bytes locked (VmLck) for {needed} bytes of ring buffers"
+        + ("" if ok else "; an mlock result needs every buffer locked")
+    )
+    return {"name": "mlock", "ok": ok, "locked_bytes": locked, "needed_bytes": needed,
+            "pinning": stats.pinning, "reason": reason}
+
+
+def pinned(stats: UringStatistics, context: ProofContext) -> dict[str, Any]:
+    """buffers=pinned: the kernel's pin, every queue's pool listed whole among the ring's
+    registered buffers (fdinfo UserBufs) and, for a server without CAP_IPC_LOCK, charged
+    to it (VmPin >= the pools)."""
+    queues = stats.per_queue or []
+    registered = [bool((q.get("registration") or {}).get("pool_registered")) for q in queues]
+    memlock = stats.memlock or {}
+    needed = int(memlock.get("needed_bytes") or 0)
+    charged = not memlock.get("cap_ipc_lock", False)
+    pinned = int(stats.pinned_bytes or 0)
+    ok = bool(queues) and all(registered) and needed > 0 and (not charged or pinned >= needed)
+    reason = (
+        f"{sum(registered)} of {len(queues)} queues show their pool registered in the ring's "
+        f"fdinfo (UserBufs)"
+        + (f"; VmPin {pinned} bytes for {needed} bytes of pools" if charged
+           else "; CAP_IPC_LOCK: nothing charged to VmPin")
+        + ("" if ok else "; a pinned result needs every pool registered (and charged)")
+    )
+    return {"name": "pinned", "ok": ok, "queues_registered": sum(registered),
+            "queues": len(queues), "pinned_bytes": pinned, "needed_bytes": needed,
+            "charged": charged, "pinning": stats.pinning, "reason": reason}
+
+
+def zerocopy(stats: UringStatistics, context: ProofContext) -> dict[str, Any]:
+    """zerocopy=on: >= 99% of data-carrying READ/WRITE arrived with lent pages."""
+    buffers = stats.buffers or {}
+    zc, copied = int(buffers.get("zc_requests", 0)), int(buffers.get("copied_requests", 0))
+    total = zc + copied
+    share = zc / total if total else 0.0
+    ok = total > 0 and share >= ZERO_COPY_MIN_SHARE
+    reason = (
+        f"{zc} of {total} data-carrying READ/WRITE requests arrived zero-copied "
+        f"({share:.2%}); at least {ZERO_COPY_MIN_SHARE:.0%} is required for a zerocopy result"
+    )
+    return {"name": "zerocopy", "ok": ok, "share": share, "zero_copied": zc,
+            "copied": copied, "zc_bytes": int(buffers.get("zc_bytes", 0)),
+            "copied_bytes": int(buffers.get("copied_bytes", 0)), "reason": reason}
+
+
+def native(stats: UringStatistics | DevfuseStatistics, context: ProofContext) -> dict[str, Any]:
+    """datapath=native: the compiled helper answered >= 99% of READ/WRITE."""
+    served = int((stats.native or {}).get("served", 0))
+    total = stats.data_requests(DATA_OPS) or 0
+    share = served / total if total else 0.0
+    ok = total > 0 and share >= NATIVE_MIN_SHARE
+    reason = (
+        f"the native data path answered {served} of {total} READ+WRITE requests "
+        f"({share:.2%}); at least {NATIVE_MIN_SHARE:.0%} is required for a native result"
+    )
+    return {"name": "native", "ok": ok, "share": share, "served": served, "total": total,
+            "reason": reason}
+
+
+def peer_ring(stats: LibfuseStatistics, context: ProofContext) -> dict[str, Any]:
+    """A peer that counts no requests but says whether it serves through io_uring.
+
+    Its rings' completions over the fio window (read from the kernel's fdinfo of every
+    measured process) count the requests they carried: for an io_uring peer they must
+    cover >= 99% of fio's I/Os (each O_DIRECT I/O is at least one request); a legacy
+    peer must have carried none.
+    """
+    carried = int(context.window.get("ring_completions") or 0)
+    ios = context.fio_ios
+    if stats.ring_expected:
+        ok = ios > 0 and carried >= RING_MIN_SHARE * ios
+        reason = (f"the server's io_uring rings posted {carried} completions for {ios} fio "
+                  f"I/Os; at least {RING_MIN_SHARE:.0%} of the I/Os must be carried by a ring")
+    else:
+        ok = carried == 0
+        reason = f"the legacy server's io_uring rings posted {carried} completions (expected 0)"
+    return {"name": "peer_ring", "ok": ok, "ring_completions": carried, "fio_ios": ios,
+            "reason": reason}
