@@ -168,6 +168,9 @@ class Transport(abc.ABC):
     name: ClassVar[str]
     description: ClassVar[str]
     options: ClassVar[dict[str, Option]] = {}
+    # False for a transport that puts something other than a FUSE mount on the
+    # mountpoint (`direct`: the backing itself): no FUSE requests to count or check.
+    serves_fuse: ClassVar[bool] = True
 
     def __init__(self, settings: dict[str, Any]):
         self.settings = settings
@@ -205,6 +208,7 @@ _REGISTRY: dict[str, str] = {
     "qsd": "transports.peers.qsd:QsdTransport",
     "external": "transports.peers.external:ExternalTransport",
     "libfuse": "transports.peers.libfuse:LibfuseTransport",
+    "direct": "transports.direct:DirectTransport",
 }
 
 
