@@ -342,6 +342,10 @@ def rows(data: dict[str, Any], source: str = "") -> list[dict[str, Any]]:
         "warmup": bool(data.get("campaign", {}).get("warmup", False)),
         "requests_per_io": data.get("coverage", {}).get("requests_per_io"),
         "coverage_warning": data.get("coverage", {}).get("warning"),
+        # A transport without FUSE (direct) on a backing that refused O_DIRECT: what fio
+        # ran instead (None: fio ran as the scenario asked)
+        "o_direct_fallback": ((data.get("transport_stats") or {}).get("o_direct")
+                              or {}).get("note"),
         # sched=idle (uring, devfuse): times its guard found a serving thread starved, and
         # the time serving threads then spent on SCHED_BATCH (None: no guard ran)
         "sched_guard_boosts": guard.get("boosts"),

@@ -19,6 +19,9 @@ from harness.scenarios import FIO_OPTIONS, size_bytes
 # At or above this block size a point is summarised by bandwidth rather than IOPS.
 BANDWIDTH_BS = 128 * 1024
 DEFAULT_BASELINES = ("pyfuse3",)
+# The transport without FUSE: fio on the backing itself, the ceiling every row is shown as a
+# share of; never a default baseline (its ratios would all read "slower").
+CEILING_TRANSPORT = "direct"
 
 # Columns that must agree across a campaign for its numbers to compare transports only.
 ENVIRONMENT = {
@@ -58,6 +61,7 @@ class Row:
     client_ctxsw_per_io: float
     server_cpu_us_per_io: float
     ratio: stats.Ratio | None  # None for the baseline itself
+    of_ceiling: float | None = None  # value / the ceiling's (direct's); None: no ceiling
 
     @property
     def is_baseline(self) -> bool:
@@ -80,6 +84,7 @@ class Comparison:
     warnings: list[str] = field(default_factory=list)
     cautions: list[str] = field(default_factory=list)  # runs that may not measure much
     method: str = stats.METHOD
+    ceiling: str | None = None  # the label of the campaign's `direct` transport, if any
 
     def points(self) -> list[tuple[str, str]]:
         seen: dict[tuple[str, str], None] = {}
@@ -104,6 +109,7 @@ class Comparison:
                 "ratio_high": ratio.high if ratio else math.nan,
                 "significant": ratio.significant if ratio else False,
                 "verdict": r.verdict(),
+                **({"of_ceiling": r.of_ceiling} if self.ceiling else {}),
             })
         return pandas.DataFrame(records)
 
@@ -129,16 +135,18 @@ def short_labels(specs: list[str]) -> dict[str, str]:
     return labels
 
 
-def choose_baseline(specs: list[str], wanted: str | None) -> str:
-    """The spec matching `wanted` (a spec, a transport name, or a label), or a default."""
+def choose_baseline(specs: list[str], wanted: str | None, avoid: tuple[str, ...] = ()) -> str:
+    """The spec matching `wanted` (a spec, a transport name, or a label), or a default,
+    which is none of `avoid` (the ceiling) unless nothing else is there."""
     if not specs:
         raise CompareError("the campaign has no transport to compare")
     if wanted is None:
+        candidates = [s for s in specs if s not in avoid] or specs
         for name in DEFAULT_BASELINES:
-            matches = [s for s in specs if s.partition(":")[0] == name]
+            matches = [s for s in candidates if s.partition(":")[0] == name]
             if matches:
                 return matches[0]
-        return specs[0]
+        return candidates[0]
     if wanted in specs:
         return wanted
     labels = short_labels(specs)
@@ -221,7 +229,8 @@ def environment_warnings(table: pandas.DataFrame) -> list[str]:
 def cautions(campaign: CampaignResults) -> list[str]:
     """Runs whose numbers may not say what they seem to: the server saw too few requests
     (caches answered), sched=idle's guard found serving threads starved (the run was
-    partly SCHED_BATCH), or the campaign's manifest lists runs that did not complete."""
+    partly SCHED_BATCH), a backing without FUSE refused O_DIRECT (fio ran direct=0), or
+    the campaign's manifest lists runs that did not complete."""
     notes = []
     t = campaign.table.drop_duplicates("file")
     runs = t.groupby(["transport_label", "point"], sort=False).size()
@@ -246,6 +255,11 @@ def cautions(campaign: CampaignResults) -> list[str]:
         unknown = flagged[flagged["coverage_warning"].str.contains("coverage unknown")]
         for spec, rows in unknown.groupby("transport_label", sort=False):
             notes.append(f"{spec}: {rows['coverage_warning'].iloc[0]} ({len(rows)} runs)")
+    if "o_direct_fallback" in t:
+        flagged = t[t["o_direct_fallback"].notna()]
+        for (spec, point), rows in flagged.groupby(["transport_label", "point"], sort=False):
+            notes.append(f"{point} on {spec}, {len(rows)} of {runs[(spec, point)]} runs: "
+                         f"{rows['o_direct_fallback'].iloc[0]}")
     planned = campaign.manifest.get("runs")
     if isinstance(planned, list):
         unfinished = [r for r in planned if isinstance(r, dict)
@@ -262,11 +276,22 @@ def cautions(campaign: CampaignResults) -> list[str]:
     return notes
 
 
+def ceilings(table: pandas.DataFrame, specs: list[str]) -> tuple[str, ...]:
+    """The labels of the campaign's runs without FUSE (transport `direct`), in order."""
+    if "transport" not in table:
+        return ()
+    found = set(table.loc[table["transport"] == CEILING_TRANSPORT, "transport_label"])
+    return tuple(s for s in specs if s in found)
+
+
 def compare(campaign: CampaignResults, baseline: str | None = None) -> Comparison:
-    """Every transport against `baseline` at every (point, direction) of the campaign."""
+    """Every transport against `baseline` at every (point, direction) of the campaign,
+    and, when it has a `direct` run, as a share of that ceiling."""
     table = campaign.table
     specs = campaign.transports()
-    base = choose_baseline(specs, baseline)
+    tops = ceilings(table, specs)
+    ceiling = tops[0] if tops else None
+    base = choose_baseline(specs, baseline, avoid=tops)
     labels = short_labels(specs)
     order = [base] + [s for s in specs if s != base]
     rows: list[Row] = []
@@ -275,6 +300,8 @@ def compare(campaign: CampaignResults, baseline: str | None = None) -> Compariso
         here = table[(table["point"] == point) & (table["direction"] == direction)]
         metric = throughput_metric(here["bs"].iloc[0] if "bs" in here else None)
         base_values = here.loc[here["transport_label"] == base, metric].dropna().tolist()
+        top = _median(here.loc[here["transport_label"] == ceiling, metric]) if ceiling \
+            else math.nan
         for spec in order:
             group = here[here["transport_label"] == spec]
             if group.empty:
@@ -294,6 +321,7 @@ def compare(campaign: CampaignResults, baseline: str | None = None) -> Compariso
                 client_ctxsw_per_io=_median(_column(group, "client_ctxsw_per_io")),
                 server_cpu_us_per_io=_median(_column(group, "server_cpu_us_per_io")),
                 ratio=r,
+                of_ceiling=_median(group[metric]) / top if top > 0 else None,
             ))
     geo = {spec: stats.geomean_ratio(p) for spec, p in pairs.items() if p}
     return Comparison(
@@ -305,4 +333,5 @@ def compare(campaign: CampaignResults, baseline: str | None = None) -> Compariso
         geomean=geo,
         warnings=environment_warnings(table),
         cautions=cautions(campaign),
+        ceiling=ceiling,
     )
