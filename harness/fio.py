@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import mmap
 import os
 import shutil
 import subprocess
@@ -206,3 +207,42 @@ def _merge(stats: list[dict[str, Any]]) -> dict[str, Any]:
     for kind in LATENCIES:
         merged[kind] = {key: max((p[kind][key] or 0) for p in parts) for key in parts[0][kind]}
     return merged
+
+
+# -- O_DIRECT on a backing without FUSE -----------------------------------------------------
+_PROBE_BYTES = 4096
+
+
+def o_direct_refusal(path: str) -> str | None:
+    """None when `path` takes an O_DIRECT read (an open and one aligned 4 KiB read, as
+    fio's first I/O would be), else why not. FUSE exports always do (the export opens
+    with direct_io); a backing put on the mountpoint itself may not (ramfs refuses it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
+    except OSError as e:
+        return f"open(O_DIRECT) of {path} fails: {e.strerror}"
+    buf = mmap.mmap(-1, _PROBE_BYTES)  # page-aligned, as O_DIRECT wants
+    try:
+        os.preadv(fd, [buf], 0)
+    except OSError as e:
+        return f"an O_DIRECT read of {path} fails: {e.strerror}"
+    finally:
+        buf.close()
+        os.close(fd)
+    return None
+
+
+def plan_o_direct(options: dict[str, Any], refusal: str | None) -> tuple[dict[str, Any],
+                                                                          dict[str, Any]]:
+    """The fio options to run with on a backing that may refuse O_DIRECT, and the record
+    of what was asked and done. The rule is the scenarios': direct=1 wherever the backing
+    takes it; where it does not, direct=0, said in `note` (never silently)."""
+    asked = bool(int(options.get("direct", 0)))
+    record: dict[str, Any] = {"asked": asked, "accepted": refusal is None,
+                              "used": asked and refusal is None, "refusal": refusal,
+                              "note": None}
+    if asked and refusal is not None:
+        record["note"] = (f"fio ran with direct=0, not the scenario's direct=1: the backing "
+                          f"refuses O_DIRECT ({refusal})")
+        return {**options, "direct": 0}, record
+    return options, record

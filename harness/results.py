@@ -340,6 +340,10 @@ def rows(data: dict[str, Any], source: str = "") -> list[dict[str, Any]]:
         "warmup": bool(data.get("campaign", {}).get("warmup", False)),
         "requests_per_io": data.get("coverage", {}).get("requests_per_io"),
         "coverage_warning": data.get("coverage", {}).get("warning"),
+        # A transport without FUSE (direct) on a backing that refused O_DIRECT: what fio
+        # ran instead (None: fio ran as the scenario asked)
+        "o_direct_fallback": ((data.get("transport_stats") or {}).get("o_direct")
+                              or {}).get("note"),
         # sched=idle (uring, devfuse): times its guard found a serving thread starved, and
         # the time serving threads then spent on SCHED_BATCH (None: no guard ran)
         "sched_guard_boosts": guard.get("boosts"),
@@ -373,12 +377,16 @@ def rows(data: dict[str, Any], source: str = "") -> list[dict[str, Any]]:
 # in the fio window: the threads that carried the requests, not one that slept through.
 SERVING_CPU_SHARE = 0.10
 UNKNOWN = "unknown"
+NO_SERVER = "no server"  # `direct`: fio on the backing itself
 
 
 def placement_columns(data: dict[str, Any]) -> dict[str, Any]:
     """Where a run's server threads ran: the policies of its serving threads as sampled
     in the fio window, the CPUs asked for, and the server's own design. A result written
     before Ringside recorded placement says "unknown", never a guess."""
+    if (data.get("transport_stats") or {}).get("fuse") is False:
+        return {"placement_policy": NO_SERVER, "placement_cpus": NO_SERVER,
+                "placement_design": None, "placement": NO_SERVER}
     recorded = (data.get("transport_stats") or {}).get("placement")
     threads = (data.get("server") or {}).get("window", {}).get("threads") or []
     threads = [t for t in threads if t.get("name") not in RINGSIDE_THREADS]

@@ -36,7 +36,13 @@ from harness.serving import READY_PREFIX, connection_end_in
 from transports.base import TransportSpec, TransportStatistics, transport_class
 from transports.export.backing import open_backing
 from transports.export.spec import ExportSpec
-from transports.fuse.mounting import find_mount, is_stale, prepare_mountpoint, unmount_if_mounted
+from transports.fuse.mounting import (
+    find_mount,
+    is_stale,
+    prepare_mountpoint,
+    unmount_if_mounted,
+    unmount_mount_id,
+)
 from transports.proofs import DATA_OPS, ProofContext, run_proofs
 
 READY_TIMEOUT_S = 30.0 * slowdown()  # an emulated guest starts a Python server slowly
@@ -105,15 +111,19 @@ def die_with_parent() -> Callable[[], None]:
 
 def request_coverage(
     stats: TransportStatistics, ios: int, names: tuple[str, ...] = DATA_OPS,
-    ring_requests: int | None = None,
+    ring_requests: int | None = None, fuse: bool = True,
 ) -> dict[str, Any]:
     """Data requests the server saw against I/Os fio issued.
 
     With O_DIRECT every I/O up to max_write is one request. Far fewer requests than I/Os
     means the client's page cache answered and the run measured no transport. A peer
     counts no requests, but an io_uring peer's rings do (`ring_requests`: completions
-    over the fio window, every request they carried, data or not).
+    over the fio window, every request they carried, data or not). Without FUSE
+    (`fuse=False`) there are no requests: coverage does not apply, and that is no warning.
     """
+    if not fuse:
+        return {"data_requests": None, "fio_ios": ios, "requests_per_io": None,
+                "not_applicable": "no FUSE: fio read the backing itself", "warning": None}
     data = stats.data_requests(names)
     if data is None and ring_requests:
         ratio = ring_requests / ios if ios else None
@@ -352,6 +362,9 @@ def run_point(
     server: Server | None = None
     jobfile: Path | None = None
     written = False
+    # A transport without FUSE puts the backing itself on the mountpoint (`direct`).
+    fuse = transport_class(opts.transport.name).serves_fuse
+    mount_id: int | None = None
     try:
         mountpoint = prepare_mountpoint(mountpoint, log=opts.log)
         out = Path(opts.out)
@@ -362,15 +375,23 @@ def run_point(
         server = Server(server_argv(opts, mountpoint, stats_path), os.path.join(workdir, "err"))
         server.wait_ready(opts.ready_timeout)
         entry = find_mount(mountpoint)
-        if entry is None or not entry.fstype.startswith("fuse"):
-            raise RunError(f"the server said it was ready but no FUSE mount is on {mountpoint}")
+        if entry is None or (fuse and not entry.fstype.startswith("fuse")):
+            raise RunError(f"the server said it was ready but no {'FUSE ' * fuse}mount is on "
+                           f"{mountpoint}")
         mount_id = entry.mount_id
         export_size = os.stat(mountpoint).st_size
         if export_size <= 0:
             raise RunError(f"the export on {mountpoint} has size 0: give a backing with a size")
 
         jobfile = out / f"{stem}.fio"
-        jobfile.write_text(fio.job_file(point, mountpoint, export_size))
+        job_point, o_direct = point, None
+        if not fuse:  # a FUSE export always takes O_DIRECT; the backing itself may not
+            fio_options, o_direct = fio.plan_o_direct(point.fio, fio.o_direct_refusal(mountpoint))
+            job_point = dataclasses.replace(point, fio=fio_options)
+            if o_direct["note"]:
+                opts.log(f"ringside: {point.label} on {opts.transport.display}: "
+                         f"{o_direct['note']}")
+        jobfile.write_text(fio.job_file(job_point, mountpoint, export_size))
         opts.log(f"ringside: running fio {point.label} on {opts.transport.display} ({jobfile})")
         pids = server.serving_pids()
         before, ctxt0 = metrics.snapshot_many(pids), metrics.system_ctxt()
@@ -424,6 +445,8 @@ def run_point(
                 stats = json.load(f)
         except (OSError, json.JSONDecodeError) as e:
             raise RunError(f"the server wrote no readable statistics ({stats_path}): {e}") from e
+        if o_direct is not None:  # what fio was asked and did, in the result (compare cautions)
+            stats["o_direct"] = o_direct
         typed_stats = transport_class(opts.transport.name).statistics_class.from_dict(stats)
         window = metrics.delta(before, after, sampler.samples)
         checks = check_statistics(typed_stats, ProofContext(window, summary["total_ios"]))
@@ -468,6 +491,7 @@ def run_point(
                 typed_stats, summary["total_ios"],
                 ring_requests=window.get("ring_completions")
                 if typed_stats.ring_completions_are_requests() else None,
+                fuse=fuse,
             ),
             fio_jobfile=jobfile.name,
             fio_messages=fio_messages,
@@ -488,4 +512,6 @@ def run_point(
         if server is not None:
             server.stop(opts.stop_timeout)
         unmount_if_mounted(mountpoint)
+        if not fuse and mount_id is not None:  # a killed server could not undo its bind mount
+            unmount_mount_id(mountpoint, mount_id)
         shutil.rmtree(workdir, ignore_errors=True)

@@ -56,6 +56,9 @@ class Transport(abc.ABC):
     # The class its statistics() returns: the runner reads the server's JSON back into
     # it and runs the proofs it declares (transports/statistics.py, proofs.py).
     statistics_class: ClassVar[type[TransportStatistics]] = TransportStatistics
+    # False for a transport that puts something other than a FUSE mount on the
+    # mountpoint (`direct`: the backing itself): no FUSE requests to count or check.
+    serves_fuse: ClassVar[bool] = True
 
     def __init__(self, settings: dict[str, Any]):
         self.settings = settings
@@ -98,6 +101,7 @@ _REGISTRY: dict[str, str] = {
     "qsd": "transports.peers.qsd:QsdTransport",
     "external": "transports.peers.external:ExternalTransport",
     "libfuse": "transports.peers.libfuse:LibfuseTransport",
+    "direct": "transports.direct:DirectTransport",
 }
 
 

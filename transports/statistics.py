@@ -336,6 +336,15 @@ class PeerStatistics(TransportStatistics):
 
 
 @dataclass
+class DirectStatistics(TransportStatistics):
+    """No server at all (`direct`, the ceiling): the backing itself on the mountpoint."""
+
+    fuse: bool = False
+    served_from: str | None = None  # what is bound on the mountpoint
+    guard_exit_code: int | None = None  # the process that unmounts if serve dies
+
+
+@dataclass
 class LibfuseStatistics(PeerStatistics):
     argv: list[str] | None = None
     # mode=uring: its rings' completions must cover the fio I/Os; legacy: no ring at all

@@ -14,6 +14,7 @@ import pandas
 
 from harness.analysis import stats, where
 from harness.analysis.campaign import CampaignResults, natural_key
+from harness.results import NO_SERVER
 from harness.scenarios import FIO_OPTIONS, size_bytes
 from transports.spec import Spec, short_labels
 
@@ -22,6 +23,9 @@ __all__ = ["short_labels"]  # read by tables and plots from here
 # At or above this block size a point is summarised by bandwidth rather than IOPS.
 BANDWIDTH_BS = 128 * 1024
 DEFAULT_BASELINES = ("pyfuse3",)
+# The transport without FUSE: fio on the backing itself, the ceiling every row is shown as a
+# share of; never a default baseline (its ratios would all read "slower").
+CEILING_TRANSPORT = "direct"
 
 # Columns that must agree across a campaign for its numbers to compare transports only.
 ENVIRONMENT = {
@@ -61,6 +65,7 @@ class Row:
     client_ctxsw_per_io: float
     server_cpu_us_per_io: float
     ratio: stats.Ratio | None  # None for the baseline itself
+    of_ceiling: float | None = None  # value / the ceiling's (direct's); None: no ceiling
 
     @property
     def is_baseline(self) -> bool:
@@ -86,6 +91,7 @@ class Comparison:
     # transport -> where its serving threads ran, when that differs between the rows
     # compared (tables then show it); empty when every row ran alike.
     placement: dict[str, str] = field(default_factory=dict)
+    ceiling: str | None = None  # the label of the campaign's `direct` transport, if any
 
     def points(self) -> list[tuple[str, str]]:
         seen: dict[tuple[str, str], None] = {}
@@ -110,20 +116,23 @@ class Comparison:
                 "ratio_high": ratio.high if ratio else math.nan,
                 "significant": ratio.significant if ratio else False,
                 "verdict": r.verdict(),
+                **({"of_ceiling": r.of_ceiling} if self.ceiling else {}),
             })
         return pandas.DataFrame(records)
 
 
-def choose_baseline(specs: list[str], wanted: str | None) -> str:
-    """The spec matching `wanted` (a spec, a transport name, or a label), or a default."""
+def choose_baseline(specs: list[str], wanted: str | None, avoid: tuple[str, ...] = ()) -> str:
+    """The spec matching `wanted` (a spec, a transport name, or a label), or a default,
+    which is none of `avoid` (the ceiling) unless nothing else is there."""
     if not specs:
         raise CompareError("the campaign has no transport to compare")
     if wanted is None:
+        candidates = [s for s in specs if s not in avoid] or specs
         for name in DEFAULT_BASELINES:
-            matches = [s for s in specs if Spec.read(s).name == name]
+            matches = [s for s in candidates if Spec.read(s).name == name]
             if matches:
                 return matches[0]
-        return specs[0]
+        return candidates[0]
     if wanted in specs:
         return wanted
     labels = short_labels(specs)
@@ -206,7 +215,8 @@ def environment_warnings(table: pandas.DataFrame) -> list[str]:
 def cautions(campaign: CampaignResults) -> list[str]:
     """Runs whose numbers may not say what they seem to: the server saw too few requests
     (caches answered), sched=idle's guard found serving threads starved (the run was
-    partly SCHED_BATCH), or the campaign's manifest lists runs that did not complete."""
+    partly SCHED_BATCH), a backing without FUSE refused O_DIRECT (fio ran direct=0), or
+    the campaign's manifest lists runs that did not complete."""
     notes = []
     t = campaign.table.drop_duplicates("file")
     runs = t.groupby(["transport_label", "point"], sort=False).size()
@@ -232,6 +242,11 @@ def cautions(campaign: CampaignResults) -> list[str]:
         for spec, rows in unknown.groupby("transport_label", sort=False):
             notes.append(f"{spec}: {rows['coverage_warning'].iloc[0]} ({len(rows)} runs)")
     notes += placement_cautions(t)
+    if "o_direct_fallback" in t:
+        flagged = t[t["o_direct_fallback"].notna()]
+        for (spec, point), rows in flagged.groupby(["transport_label", "point"], sort=False):
+            notes.append(f"{point} on {spec}, {len(rows)} of {runs[(spec, point)]} runs: "
+                         f"{rows['o_direct_fallback'].iloc[0]}")
     planned = campaign.manifest.get("runs")
     if isinstance(planned, list):
         unfinished = [r for r in planned if isinstance(r, dict)
@@ -275,6 +290,7 @@ def placement_cautions(table: pandas.DataFrame) -> list[str]:
         seen = {label: ("unknown" if column is None else
                         "/".join(sorted(set(g["placement"].astype(str)))))
                 for label, g in group.groupby("transport_label", sort=False)}
+        seen = {label: v for label, v in seen.items() if v != NO_SERVER}
         unknown = [label for label, v in seen.items() if "unknown" in v]
         if len(set(seen.values())) > 1 or (unknown and len(seen) > 1):
             listed = "; ".join(f"{label}: {v}" for label, v in seen.items())
@@ -289,11 +305,22 @@ def placement_cautions(table: pandas.DataFrame) -> list[str]:
     return notes
 
 
+def ceilings(table: pandas.DataFrame, specs: list[str]) -> tuple[str, ...]:
+    """The labels of the campaign's runs without FUSE (transport `direct`), in order."""
+    if "transport" not in table:
+        return ()
+    found = set(table.loc[table["transport"] == CEILING_TRANSPORT, "transport_label"])
+    return tuple(s for s in specs if s in found)
+
+
 def compare(campaign: CampaignResults, baseline: str | None = None) -> Comparison:
-    """Every transport against `baseline` at every (point, direction) of the campaign."""
+    """Every transport against `baseline` at every (point, direction) of the campaign,
+    and, when it has a `direct` run, as a share of that ceiling."""
     table = campaign.table
     specs = campaign.transports()
-    base = choose_baseline(specs, baseline)
+    tops = ceilings(table, specs)
+    ceiling = tops[0] if tops else None
+    base = choose_baseline(specs, baseline, avoid=tops)
     labels = short_labels(specs)
     order = [base] + [s for s in specs if s != base]
     rows: list[Row] = []
@@ -302,6 +329,8 @@ def compare(campaign: CampaignResults, baseline: str | None = None) -> Compariso
         here = table[(table["point"] == point) & (table["direction"] == direction)]
         metric = throughput_metric(here["bs"].iloc[0] if "bs" in here else None)
         base_values = here.loc[here["transport_label"] == base, metric].dropna().tolist()
+        top = _median(here.loc[here["transport_label"] == ceiling, metric]) if ceiling \
+            else math.nan
         for spec in order:
             group = here[here["transport_label"] == spec]
             if group.empty:
@@ -321,6 +350,7 @@ def compare(campaign: CampaignResults, baseline: str | None = None) -> Compariso
                 client_ctxsw_per_io=_median(_column(group, "client_ctxsw_per_io")),
                 server_cpu_us_per_io=_median(_column(group, "server_cpu_us_per_io")),
                 ratio=r,
+                of_ceiling=_median(group[metric]) / top if top > 0 else None,
             ))
     geo = {spec: stats.geomean_ratio(p) for spec, p in pairs.items() if p}
     return Comparison(
@@ -333,9 +363,12 @@ def compare(campaign: CampaignResults, baseline: str | None = None) -> Compariso
         warnings=environment_warnings(table),
         cautions=cautions(campaign),
         placement=_differing(placements(table.drop_duplicates("file"))),
+        ceiling=ceiling,
     )
 
 
 def _differing(placement: dict[str, str]) -> dict[str, str]:
-    return placement if len(set(placement.values())) > 1 or "unknown" in placement.values() \
+    servers = {label: v for label, v in placement.items() if v != NO_SERVER}
+    return placement if len(set(servers.values())) > 1 or "unknown" in servers.values() \
         else {}
+

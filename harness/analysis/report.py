@@ -22,6 +22,7 @@ from harness.analysis.stats import METHOD
 from harness.analysis.tables import (
     CAUTION,
     Cells,
+    ceiling_text,
     geo_title,
     geomean_cells,
     main_cells,
@@ -181,6 +182,8 @@ def build(campaign: CampaignResults, comparison: Comparison,
     blocks += [Block("h2", "Setup"), Block("table", metadata(campaign)),
                Block("table", transport_cells(campaign)),
                Block("h2", "Comparison"), Block("table", main_cells(comparison))]
+    if comparison.ceiling:
+        blocks.append(Block("p", ceiling_text(comparison)))
     if comparison.geomean:
         blocks += [Block("h3", geo_title(comparison)), Block("table", geomean_cells(comparison))]
     blocks.append(Block("p", f"_{METHOD}._"))

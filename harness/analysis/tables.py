@@ -10,7 +10,7 @@ import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from harness.analysis.compare import Comparison, Row
+from harness.analysis.compare import CEILING_TRANSPORT, Comparison, Row
 from harness.analysis.stats import Ratio
 from transports.spec import terse
 
@@ -61,6 +61,28 @@ def fmt_ratio(value: float) -> str:
     if value < 99.95:
         return f"{value:.1f}"
     return f"{value:.0f}"
+
+
+def share_text(r: Row, c: Comparison) -> str:
+    """A row's throughput as a share of the ceiling's (`direct`): 62%, 8.4%, "ceiling"."""
+    if r.transport == c.ceiling:
+        return "ceiling"
+    if r.of_ceiling is None or math.isnan(r.of_ceiling):
+        return "-"
+    pct = 100 * r.of_ceiling
+    return f"{pct:.0f}%" if pct >= 9.95 else f"{pct:.1f}%"
+
+
+def share_title(c: Comparison) -> str:
+    assert c.ceiling is not None
+    return f"% of {c.labels[c.ceiling]}"
+
+
+def ceiling_text(c: Comparison) -> str:
+    """What the share column means, for markdown and the report."""
+    assert c.ceiling is not None
+    return (f"`{share_title(c)}`: each throughput as a share of `{c.labels[c.ceiling]}`'s, "
+            "fio on the backing itself with no FUSE in between (the ceiling).")
 
 
 def ci_text(r: Ratio | None, sep: str = ", ") -> str:
@@ -123,18 +145,20 @@ PLACEMENT_TITLE = "Placement (where serving threads ran; it differs between the 
 
 def terminal(c: Comparison) -> str:
     base = c.labels[c.baseline]
-    lines = [f"Ringside comparison: campaign {c.campaign}, baseline {base}", c.footer, ""]
+    ceiling = f", ceiling {c.labels[c.ceiling]} (no FUSE)" if c.ceiling else ""
+    lines = [f"Ringside comparison: campaign {c.campaign}, baseline {base}{ceiling}", c.footer,
+             ""]
     head = ["transport", "n", "throughput", "p50 µs", "p99 µs", "srv csw/IO",
-            "srv CPU µs/IO", f"vs {base}", "95% CI"]
+            "srv CPU µs/IO", f"vs {base}", "95% CI"] + ([share_title(c)] if c.ceiling else [])
     for point, direction, rows in _by_point(c):
         lines.append(_describe(point, direction, rows))
         body = [head] + [
             [r.label, str(r.n), grouped(r.value), sig(r.p50_us), sig(r.p99_us),
              sig(r.server_ctxsw_per_io), sig(r.server_cpu_us_per_io), r.verdict(),
-             ci_text(r.ratio)]
+             ci_text(r.ratio)] + ([share_text(r, c)] if c.ceiling else [])
             for r in rows
         ]
-        lines += _aligned(body, right={1, 2, 3, 4, 5, 6})
+        lines += _aligned(body, right={1, 2, 3, 4, 5, 6, 9})
         lines.append("")
     if c.geomean:
         lines.append(geo_title(c))
@@ -175,7 +199,8 @@ def main_cells(c: Comparison) -> Cells:
     base = c.labels[c.baseline]
     cells = Cells(["Point", "Transport", "n", "Throughput", "p50 (µs)", "p99 (µs)",
                    "Server ctxsw/IO", "Server CPU (µs/IO)", f"Ratio vs {base} [95% CI]",
-                   "Verdict"], [], right=set(range(2, 9)), kind="comparison")
+                   "Verdict"] + ([share_title(c)] if c.ceiling else []), [],
+                  right=set(range(2, 9)) | ({10} if c.ceiling else set()), kind="comparison")
     for point, direction, rows in _by_point(c):
         for i, r in enumerate(rows):
             if r.ratio is not None and r.ratio.significant:
@@ -186,7 +211,7 @@ def main_cells(c: Comparison) -> Cells:
                 _email_small(r.server_ctxsw_per_io), _email_small(r.server_cpu_us_per_io),
                 "—" if r.ratio is None else f"{ratio_text(r.ratio)} {ci_text(r.ratio)}",
                 r.verdict(),
-            ])
+            ] + ([share_text(r, c)] if c.ceiling else []))
     return cells
 
 
@@ -217,6 +242,8 @@ def markdown_table(cells: Cells) -> list[str]:
 def markdown(c: Comparison, heading: str = "###") -> str:
     lines = [f"Baseline: `{c.baseline}`. {c.footer}.", ""]
     lines += markdown_table(main_cells(c))
+    if c.ceiling:
+        lines += ["", ceiling_text(c)]
     if c.geomean:
         lines += ["", f"{heading} {geo_title(c)}", ""]
         lines += markdown_table(geomean_cells(c))
@@ -246,9 +273,11 @@ def _num(value: float | None) -> str:
 
 
 def to_csv(c: Comparison) -> str:
+    """One line per row; with a ceiling (`direct`) a last column, pct_of_direct."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    share = [] if c.ceiling is None else [f"pct_of_{CEILING_TRANSPORT}"]
+    writer.writerow(CSV_COLUMNS + share)
     for r in c.rows:
         ratio = r.ratio
         writer.writerow([
@@ -258,11 +287,11 @@ def to_csv(c: Comparison) -> str:
             _num(ratio.value if ratio else 1.0), _num(ratio.low if ratio else None),
             _num(ratio.high if ratio else None),
             "" if ratio is None else str(ratio.significant).lower(), r.verdict(),
-        ])
+        ] + ([_num(None if r.of_ceiling is None else 100 * r.of_ceiling)] if share else []))
     for spec, r in c.geomean.items():
         writer.writerow(["geomean", "", spec, c.labels[spec], c.baseline, r.n, "", "", "", "",
                          "", "", "", _num(r.value), _num(r.low), _num(r.high),
-                         str(r.significant).lower(), r.verdict()])
+                         str(r.significant).lower(), r.verdict()] + [""] * len(share))
     return out.getvalue()
 
 
@@ -305,7 +334,8 @@ def email(c: Comparison) -> str:
     """Plain ASCII, at most 72 columns: for a patch cover letter."""
     names, legend = _email_labels(c)
     base = names[c.baseline]
-    lines = _wrap(f"Ringside campaign {c.campaign}, baseline {c.labels[c.baseline]}")
+    ceiling = f", ceiling {c.labels[c.ceiling]} (no FUSE)" if c.ceiling else ""
+    lines = _wrap(f"Ringside campaign {c.campaign}, baseline {c.labels[c.baseline]}{ceiling}")
     lines += _wrap(c.footer)
     lines += [_wrap(x)[0] if len(x) > EMAIL_WIDTH else x for x in legend]
     lines.append("")
@@ -321,6 +351,10 @@ def email(c: Comparison) -> str:
                 _email_small(r.server_ctxsw_per_io), _email_small(r.server_cpu_us_per_io),
                 r.verdict(), ci_text(r.ratio, sep=","),
             ]))
+        if c.ceiling:
+            shares = [f"{names[r.transport]} {share_text(r, c)}" for r in rows
+                      if r.transport != c.ceiling]
+            lines += _wrap(f"{share_title(c)}: " + ", ".join(shares))
         lines.append("")
     if c.geomean:
         lines.append(geo_title(c))

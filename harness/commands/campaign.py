@@ -34,7 +34,8 @@ from transports.export.spec import ExportSpec
 # What a campaign measures when no --transport is given: every transport this machine runs.
 DEFAULT_BACKING = ExportSpec.backing
 DEFAULT_WARMUP = 1
-DEFAULT_TRANSPORTS = ("pyfuse3", "devfuse", "uring", "uring:buffers=mlock", "qsd")
+# `direct` (no FUSE, the backing itself) is the ceiling compare shows each row a share of.
+DEFAULT_TRANSPORTS = ("pyfuse3", "devfuse", "uring", "uring:buffers=mlock", "qsd", "direct")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -160,6 +160,18 @@ def unmount_if_mounted(path: str) -> bool:
     return did
 
 
+def unmount_mount_id(path: str, mount_id: int) -> bool:
+    """Lazily unmount `path` while its topmost mount is `mount_id`; True if it did.
+
+    Never a later mount on the same path: whoever undoes a mount names the one it made.
+    """
+    entry = find_mount(path)
+    if entry is None or entry.mount_id != mount_id:
+        return False
+    unmount(path, lazy=True)
+    return True
+
+
 def unmount_connection(path: str | None, minor: int | None) -> None:
     """Lazily unmount `path` while it is our connection's mount (fuse minor `minor`).
 
