@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas
 
-from harness.analysis import stats, where
+from harness.analysis import decide, stability, stats, where
 from harness.analysis.campaign import CampaignResults, natural_key
 from harness.scenarios import FIO_OPTIONS, size_bytes
 
@@ -79,6 +79,9 @@ class Comparison:
     geomean: dict[str, stats.Ratio]
     warnings: list[str] = field(default_factory=list)
     cautions: list[str] = field(default_factory=list)  # runs that may not measure much
+    # pyperf-style warnings on a transport's repetitions at a point (their texts are
+    # among the cautions too)
+    unstable: list[stability.StabilityWarning] = field(default_factory=list)
     method: str = stats.METHOD
 
     def points(self) -> list[tuple[str, str]]:
@@ -271,7 +274,11 @@ def compare(campaign: CampaignResults, baseline: str | None = None) -> Compariso
     order = [base] + [s for s in specs if s != base]
     rows: list[Row] = []
     pairs: dict[str, list[tuple[list[float], list[float]]]] = {s: [] for s in order if s != base}
+    samples: dict[tuple[str, str], list[float]] = {}
+    units: dict[str, str] = {}
+    directions = Counter(point for point, _ in campaign.points())
     for point, direction in campaign.points():
+        shown = point if directions[point] == 1 else f"{point} ({direction})"
         here = table[(table["point"] == point) & (table["direction"] == direction)]
         metric = throughput_metric(here["bs"].iloc[0] if "bs" in here else None)
         base_values = here.loc[here["transport_label"] == base, metric].dropna().tolist()
@@ -280,6 +287,8 @@ def compare(campaign: CampaignResults, baseline: str | None = None) -> Compariso
             if group.empty:
                 continue
             values = group[metric].dropna().tolist()
+            samples[(shown, labels[spec])] = values
+            units[shown] = "IOPS" if metric == "iops" else "MiB/s"
             r = None
             if spec != base:
                 r = stats.ratio(values, base_values)
@@ -296,7 +305,8 @@ def compare(campaign: CampaignResults, baseline: str | None = None) -> Compariso
                 ratio=r,
             ))
     geo = {spec: stats.geomean_ratio(p) for spec, p in pairs.items() if p}
-    return Comparison(
+    unstable = stability.warnings(samples, units)
+    comparison = Comparison(
         campaign=campaign.id,
         footer=campaign.footer(),
         baseline=base,
@@ -304,5 +314,8 @@ def compare(campaign: CampaignResults, baseline: str | None = None) -> Compariso
         rows=rows,
         geomean=geo,
         warnings=environment_warnings(table),
-        cautions=cautions(campaign),
+        cautions=cautions(campaign) + [w.text for w in unstable],
+        unstable=unstable,
     )
+    comparison.cautions += decide.notes(comparison, campaign.manifest)
+    return comparison
