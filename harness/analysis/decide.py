@@ -3,7 +3,8 @@
 `ringside campaign --reps auto` gives more rounds to the points not decided yet, and
 `compare` names those that stayed undecided. Both judge the ratios `compare` computed
 (harness.analysis.stats: ratio of geometric means with Welch's 95% CI on the logs);
-nothing here computes a ratio or an interval of its own.
+nothing here computes a ratio or an interval of its own. (Only stats is imported, so
+that harness.campaign can read the defaults without pulling in pandas.)
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from harness.analysis import stats
-from harness.analysis.campaign import natural_key
 
 if TYPE_CHECKING:
     from harness.analysis.compare import Comparison
@@ -81,7 +81,7 @@ def decide(comparison: Comparison, within: float = DEFAULT_CI_WITHIN,
     for row in comparison.rows:
         by_point.setdefault(row.point, []).append(row)
     decisions = {}
-    for point in sorted(by_point, key=natural_key):
+    for point in by_point:  # compare's order
         rows = by_point[point]
         widths = {}
         for spec in others:

@@ -24,14 +24,16 @@ TUKEY_K = 1.5
 # A run beyond the fences but within 5% of the median cannot move a ±10% answer much;
 # tight runs (all within 0.1%) put the fences so close that any wobble would cross them.
 OUTLIER_MATERIAL = 0.05
-# Two groups: the widest gap between consecutive sorted values, with at least two runs
-# on each side, must exceed five pooled within-group standard deviations AND 10% of the
-# median. The first part alone flags one in fourteen sets of four normal values (and
-# one in ninety of eight), so the second keeps it to splits that matter for a ±10% answer;
-# on runs with a few percent of noise a gap of 10% between two tight groups is not
-# chance but two states, e.g. client and server sharing a CPU in some runs and not others.
-BIMODAL_MIN_RUNS = 4
-BIMODAL_MIN_GROUP = 2
+# Two groups: split the sorted values at the widest gap between neighbours that leaves at
+# least three runs on each side; the runs are in two groups when that gap exceeds five
+# pooled within-group standard deviations AND 10% of the median. On normal noise the
+# first part alone flags about one set in eighty of six values (one in six hundred of
+# ten, by simulation); two runs a side, or fewer than six runs, flag far more often, so
+# no judgement is made on fewer. The second part keeps to gaps that matter for a ±10%
+# answer. Two tight groups 10% apart are not chance but two states, e.g. client and
+# server sharing a CPU in some runs and not in others.
+BIMODAL_MIN_RUNS = 6
+BIMODAL_MIN_GROUP = 3
 BIMODAL_SPREADS = 5.0
 BIMODAL_MATERIAL = 0.10
 
