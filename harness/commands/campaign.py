@@ -48,7 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="run scenarios (or a suite) on several transports, repeated and interleaved",
         description="Run every point of the scenarios (or of a suite: "
         + ", ".join(known_suites())
-        + ") on every transport, REPS times, interleaved (A B, B A, ...), each run with a "
+        + ") on every transport, REPS times (auto: until each point's ratios are decided), "
+        "interleaved (A B, B A, ...), each run with a "
         "fresh server and mount, one result file per run under OUT/CAMPAIGN-ID/.",
     )
     add_campaign_arguments(p)
@@ -104,8 +105,8 @@ def add_campaign_arguments(p: argparse.ArgumentParser, with_targets: bool = True
     p.add_argument(
         "--baseline",
         metavar="SPEC",
-        help="transport the ratios are judged against (--reps auto, warnings) and "
-        "compared with (default: pyfuse3 when present, else the first transport)",
+        help="transport the ratios are judged against by --reps auto (and by bench's "
+        "comparison); default: pyfuse3 when present, else the first transport",
     )
     p.add_argument(
         "--warmup",
