@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conftest import REPO, fuse_usable, require
-from harness.campaign import known_suites, load_suite, plan
+from harness.campaign import MIN_ROUNDS, known_suites, load_suite, plan
 from harness.results import load
 from harness.scenarios import load_scenario
 from transports.base import parse_spec
@@ -160,7 +160,7 @@ def test_a_suite_sets_backing_and_warmup_unless_given(tmp_path):
     quick = _built(tmp_path, "quick", "-t", "devfuse")
     assert quick.options.export.backing == suite.backing == "memory:256M"
     assert quick.warmup == suite.warmup == 0
-    assert len(quick.runs) == len(suite.scenarios) * suite.reps
+    assert len(quick.runs) == len(suite.scenarios) * MIN_ROUNDS  # reps = "auto"
     given = _built(tmp_path, "quick", "-t", "devfuse", "--backing", "memory:64M", "--warmup", "1")
     assert given.options.export.backing == "memory:64M" and given.warmup == 1
     # Without a suite: the campaign defaults.

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas
 
-from harness.analysis import stats, where
+from harness.analysis import decide, stability, stats, where
 from harness.analysis.campaign import CampaignResults, natural_key
 from harness.results import NO_SERVER
 from harness.scenarios import FIO_OPTIONS, size_bytes
@@ -87,6 +87,9 @@ class Comparison:
     geomean: dict[str, stats.Ratio]
     warnings: list[str] = field(default_factory=list)
     cautions: list[str] = field(default_factory=list)  # runs that may not measure much
+    # pyperf-style warnings on a transport's repetitions at a point (their texts are
+    # among the cautions too)
+    unstable: list[stability.StabilityWarning] = field(default_factory=list)
     method: str = stats.METHOD
     # transport -> where its serving threads ran, when that differs between the rows
     # compared (tables then show it); empty when every row ran alike.
@@ -325,7 +328,11 @@ def compare(campaign: CampaignResults, baseline: str | None = None) -> Compariso
     order = [base] + [s for s in specs if s != base]
     rows: list[Row] = []
     pairs: dict[str, list[tuple[list[float], list[float]]]] = {s: [] for s in order if s != base}
+    samples: dict[tuple[str, str], list[float]] = {}
+    units: dict[str, str] = {}
+    directions = Counter(point for point, _ in campaign.points())
     for point, direction in campaign.points():
+        shown = point if directions[point] == 1 else f"{point} ({direction})"
         here = table[(table["point"] == point) & (table["direction"] == direction)]
         metric = throughput_metric(here["bs"].iloc[0] if "bs" in here else None)
         base_values = here.loc[here["transport_label"] == base, metric].dropna().tolist()
@@ -336,6 +343,8 @@ def compare(campaign: CampaignResults, baseline: str | None = None) -> Compariso
             if group.empty:
                 continue
             values = group[metric].dropna().tolist()
+            samples[(shown, labels[spec])] = values
+            units[shown] = "IOPS" if metric == "iops" else "MiB/s"
             r = None
             if spec != base:
                 r = stats.ratio(values, base_values)
@@ -353,7 +362,8 @@ def compare(campaign: CampaignResults, baseline: str | None = None) -> Compariso
                 of_ceiling=_median(group[metric]) / top if top > 0 else None,
             ))
     geo = {spec: stats.geomean_ratio(p) for spec, p in pairs.items() if p}
-    return Comparison(
+    unstable = stability.warnings(samples, units)
+    comparison = Comparison(
         campaign=campaign.id,
         footer=campaign.footer(),
         baseline=base,
@@ -361,10 +371,13 @@ def compare(campaign: CampaignResults, baseline: str | None = None) -> Compariso
         rows=rows,
         geomean=geo,
         warnings=environment_warnings(table),
-        cautions=cautions(campaign),
+        cautions=cautions(campaign) + [w.text for w in unstable],
+        unstable=unstable,
         placement=_differing(placements(table.drop_duplicates("file"))),
         ceiling=ceiling,
     )
+    comparison.cautions += decide.notes(comparison, campaign.manifest)
+    return comparison
 
 
 def _differing(placement: dict[str, str]) -> dict[str, str]:

@@ -21,7 +21,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "write the report and print the comparison table with the report's path.",
     )
     p.add_argument("--suite", default="quick", help="suite to run (default: %(default)s)")
-    p.add_argument("--baseline", metavar="SPEC", help="transport to compare against")
     campaign_cmd.add_campaign_arguments(p, with_targets=False)
     p.set_defaults(func=run_bench)
 

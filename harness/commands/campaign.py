@@ -8,9 +8,15 @@ import sys
 from pathlib import Path
 
 from harness import fio
+from harness.analysis.decide import DEFAULT_CI_WITHIN
 from harness.campaign import (
+    DEFAULT_MAX_REPS,
+    MIN_ROUNDS,
+    Adaptive,
     Campaign,
+    Suite,
     campaign_id,
+    decision_lines,
     iter_scenarios,
     known_suites,
     load_suite,
@@ -44,7 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="run scenarios (or a suite) on several transports, repeated and interleaved",
         description="Run every point of the scenarios (or of a suite: "
         + ", ".join(known_suites())
-        + ") on every transport, REPS times, interleaved (A B, B A, ...), each run with a "
+        + ") on every transport, REPS times (auto: until each point's ratios are decided), "
+        "interleaved (A B, B A, ...), each run with a "
         "fresh server and mount, one result file per run under OUT/CAMPAIGN-ID/.",
     )
     add_campaign_arguments(p)
@@ -70,8 +77,38 @@ def add_campaign_arguments(p: argparse.ArgumentParser, with_targets: bool = True
     )
     p.add_argument(
         "--reps",
+        type=reps_value,
+        metavar="N|auto",
+        help="measured repetitions per point and transport, or auto: at least "
+        f"{MIN_ROUNDS} rounds, then more for each point until every ratio to the baseline "
+        "is known within --ci-within, up to --max-reps and the --budget (default: the "
+        "suite's, else 3)",
+    )
+    p.add_argument(
+        "--max-reps",
         type=int,
-        help="measured repetitions per point and transport (default: the suite's, else 3)",
+        metavar="N",
+        help=f"with --reps auto: at most N rounds per point (default: {DEFAULT_MAX_REPS})",
+    )
+    p.add_argument(
+        "--ci-within",
+        type=float,
+        metavar="PERCENT",
+        help="with --reps auto: a point is decided when every ratio's 95%% CI lies within "
+        f"±PERCENT of the ratio (default: {DEFAULT_CI_WITHIN * 100:g})",
+    )
+    p.add_argument(
+        "--budget",
+        type=float,
+        metavar="SECONDS",
+        help="with --reps auto: add no round that would end the campaign's runs later than "
+        "SECONDS after their start (default: the suite's budget_s, else none)",
+    )
+    p.add_argument(
+        "--baseline",
+        metavar="SPEC",
+        help="transport the ratios are judged against by --reps auto (and by bench's "
+        "comparison); default: pyfuse3 when present, else the first transport",
     )
     p.add_argument(
         "--warmup",
@@ -103,6 +140,15 @@ def add_campaign_arguments(p: argparse.ArgumentParser, with_targets: bool = True
     add_placement_arguments(p)
     p.add_argument("--fio-cpus", help="CPU list for fio (its cpus_allowed), e.g. 0")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def reps_value(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a count nor auto") from None
 
 
 def _fail(message: str, code: int) -> int:
@@ -139,8 +185,13 @@ def build(args: argparse.Namespace) -> Campaign:
         args.warmup = suite.warmup if suite is not None and suite.warmup is not None \
             else DEFAULT_WARMUP
     reps = args.reps if args.reps is not None else (suite.reps if suite and suite.reps else 3)
-    if reps < 1 or args.warmup < 0:
-        raise ScenarioError("--reps must be at least 1 and --warmup at least 0")
+    if (reps != "auto" and reps < 1) or args.warmup < 0:
+        raise ScenarioError("--reps must be at least 1 (or auto) and --warmup at least 0")
+    if reps == "auto":
+        adaptive = _adaptive(args, suite)
+    else:
+        adaptive = None
+        _only_with_auto(args)
     scenarios = list(iter_scenarios(targets))
     named = args.transport or (suite.transports if suite is not None else None)
     if named:
@@ -152,6 +203,15 @@ def build(args: argparse.Namespace) -> Campaign:
         if not specs:
             raise TransportUnavailable("no transport can run here: see `ringside doctor`")
     check_unique(specs)
+    if adaptive is not None and len(specs) < 2:
+        if args.reps == "auto":
+            raise ScenarioError(
+                "--reps auto adds rounds until the ratios to the baseline are known, which "
+                "needs at least two transports: give another -t, or a count to --reps")
+        _only_with_auto(args)
+        print(f"ringside: the suite's reps = \"auto\" judges ratios between transports; "
+              f"with one transport it runs {MIN_ROUNDS} repetitions", file=sys.stderr)
+        adaptive, reps = None, MIN_ROUNDS
     fio.fio_path()
     if args.fio_cpus:
         sysinfo.parse_cpu_list(args.fio_cpus)
@@ -159,9 +219,39 @@ def build(args: argparse.Namespace) -> Campaign:
     preflight_backing(options)
     label = suite.name if suite else "-".join(s.name for s in scenarios[:2])
     cid = args.campaign_id or campaign_id(label)
-    runs = plan(scenarios, specs, reps, args.warmup, overrides(args))
+    rounds = adaptive.min_rounds if adaptive is not None else reps
+    runs = plan(scenarios, specs, rounds, args.warmup, overrides(args))
     options = dataclasses.replace(options, out=args.out / cid)
-    return Campaign(cid, args.out / cid, runs, reps, args.warmup, label, options, args.fio_cpus)
+    if args.baseline is not None:  # one of the transports, known before any run
+        from harness.analysis.compare import choose_baseline
+
+        choose_baseline([s.display for s in specs], args.baseline)
+    return Campaign(cid, args.out / cid, runs, reps, args.warmup, label, options, args.fio_cpus,
+                    adaptive=adaptive, baseline=args.baseline)
+
+
+def _adaptive(args: argparse.Namespace, suite: Suite | None) -> Adaptive:
+    """--reps auto's limits from the options, else the suite, else the defaults."""
+    max_reps = args.max_reps if args.max_reps is not None else DEFAULT_MAX_REPS
+    if max_reps < MIN_ROUNDS:
+        raise ScenarioError(f"--max-reps must be at least {MIN_ROUNDS}, the rounds --reps "
+                            "auto always runs")
+    within = args.ci_within / 100 if args.ci_within is not None else DEFAULT_CI_WITHIN
+    if not 0 < within < 1:
+        raise ScenarioError("--ci-within is a percentage above 0 and below 100, e.g. 10")
+    budget = args.budget if args.budget is not None else (suite.budget_s if suite else None)
+    if budget is not None and budget <= 0:
+        raise ScenarioError("--budget is a number of seconds above 0")
+    return Adaptive(max_reps=max_reps, ci_within=within, budget_s=budget)
+
+
+def _only_with_auto(args: argparse.Namespace) -> None:
+    given = [name for name, value in (("--max-reps", args.max_reps),
+                                      ("--ci-within", args.ci_within),
+                                      ("--budget", args.budget)) if value is not None]
+    if given:
+        raise ScenarioError(f"{', '.join(given)} only apply with --reps auto (the suite's "
+                            "reps, or the option)")
 
 
 def run_campaign(args: argparse.Namespace) -> int:
@@ -183,10 +273,18 @@ def run_campaign_error(e: Exception) -> int:
 
 def execute(campaign: Campaign, progress: bool) -> int:
     interrupt_on_termination()
-    print(
-        f"ringside: campaign {campaign.id}: {len(campaign.runs)} runs into {campaign.directory}",
-        file=sys.stderr,
-    )
+    auto = campaign.adaptive
+    planned = f"{len(campaign.runs)} runs" if auto is None else (
+        f"{len(campaign.runs)} runs ({auto.min_rounds} rounds per point), then up to "
+        f"{auto.max_reps} rounds for each point until every ratio's 95% CI is within "
+        f"±{auto.ci_within:.0%}" + (f", within {auto.budget_s:g} s" if auto.budget_s else ""))
+    print(f"ringside: campaign {campaign.id}: {planned} into {campaign.directory}",
+          file=sys.stderr)
+    if auto is not None and auto.budget_s and campaign.minimum_seconds() > auto.budget_s:
+        print(f"ringside: the {auto.min_rounds} rounds --reps auto always runs take about "
+              f"{campaign.minimum_seconds():.0f} s, past the budget of {auto.budget_s:g} s: "
+              "no round will be added (fewer transports or points, or a larger --budget)",
+              file=sys.stderr)
     try:
         manifest = campaign.execute(progress=progress)
     except KeyboardInterrupt:
@@ -203,5 +301,7 @@ def execute(campaign: Campaign, progress: bool) -> int:
         f"done, {counts['failed']} failed",
         file=sys.stderr,
     )
+    for line in decision_lines(manifest):
+        print(line, file=sys.stderr)
     print(campaign.directory)
     return 0 if manifest["status"] == "done" else 1
