@@ -4,7 +4,8 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := fuse3 libfuse3-dev pkg-config fio liburing-dev qemu-system-common qemu-utils \
-                kmod passwd util-linux gcc python3-dev qemu-system-x86 busybox-static
+                kmod passwd util-linux gcc python3-dev qemu-system-x86 busybox-static \
+                g++ ninja-build libnuma-dev
 SUITE ?= quick
 BENCH_ARGS ?=
 
