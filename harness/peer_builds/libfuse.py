@@ -95,6 +95,7 @@ def _fetch(version: str | None, mirror: str | None, cache: Path,
         tool, meson_used = meson.find_meson(
             meson.required_version(work / "source"), cache / ".meson-venv", log
         )
+        tooled = time.monotonic()
         logs = cache / "logs"
         logs.mkdir(exist_ok=True)
         log_path = logs / f"{PROGRAM}-{upstream}.log"
@@ -121,7 +122,8 @@ def _fetch(version: str | None, mirror: str | None, cache: Path,
                 "io_uring": io_uring,
                 "log": str(log_path),
                 "seconds": {"fetch": round(fetched - started, 1),
-                            "build": round(built - fetched, 1)},
+                            "meson": round(tooled - fetched, 1),
+                            "build": round(built - tooled, 1)},
             },
             "built": datetime.now(UTC).isoformat(timespec="seconds"),
         })
@@ -134,7 +136,8 @@ def _fetch(version: str | None, mirror: str | None, cache: Path,
         shutil.rmtree(root, ignore_errors=True)  # never leave a build that does not run
         raise
     log(f"ringside: libfuse {upstream} built in {root / builds.BUILD_SUBDIR} (fetch "
-        f"{fetched - started:.1f} s, build {built - fetched:.1f} s)")
+        f"{fetched - started:.1f} s, meson {tooled - fetched:.1f} s, build "
+        f"{built - tooled:.1f} s)")
     result = _cached(upstream, cache)
     assert result is not None
     return result
