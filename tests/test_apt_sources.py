@@ -110,7 +110,9 @@ def test_the_first_debian_entry_in_apts_order(tmp_path):
 def test_no_debian_source_names_the_files_and_the_fix(tmp_path):
     third = write(tmp_path, "third.list",
                   "deb https://download.docker.com/linux/debian bookworm stable\n"
-                  "deb http://security.debian.org/debian-security bookworm-security main\n")
+                  "deb http://security.debian.org/debian-security bookworm-security main\n"
+                  "deb http://security.debian.org/ buster/updates main\n"
+                  "deb http://local.example/repo ./\n")
     files = [tmp_path / "sources.list", third]
     with pytest.raises(sources.NoDebianArchive) as e:
         sources.debian_archive(files)

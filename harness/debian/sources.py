@@ -47,8 +47,10 @@ class SourceEntry:
     origin: str = ""  # FILE:LINE
 
     def is_debian_archive(self) -> bool:
-        base = self.suite.split("/", 1)[0]
-        if base.endswith(OTHER_ARCHIVES) or base.split("-", 1)[0] not in DEBIAN_SUITES:
+        # "buster/updates" was the security archive's suite; "./" a flat repository's.
+        if "/" in self.suite or self.suite.endswith(OTHER_ARCHIVES):
+            return False
+        if self.suite.split("-", 1)[0] not in DEBIAN_SUITES:
             return False
         if "main" not in self.components or self.uri.startswith("cdrom:"):
             return False
