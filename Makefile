@@ -4,7 +4,8 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := fuse3 libfuse3-dev pkg-config fio liburing-dev qemu-system-common qemu-utils \
-                kmod passwd util-linux gcc python3-dev qemu-system-x86 busybox-static
+                kmod passwd util-linux gcc python3-dev qemu-system-x86 busybox-static \
+                g++ ninja-build libnuma-dev
 SUITE ?= quick
 BENCH_ARGS ?=
 
@@ -21,7 +22,7 @@ GUEST_CI_TESTS ?= @tests/guest-ci.args
 GUEST := $(VENV)/bin/ringside guest --kernel $(KERNEL) --command --
 GUEST_PYTEST := $(PY) -m pytest -p no:cacheprovider --timeout 3600
 
-.PHONY: setup bench test test-guest test-guest-ci guest-kernel lint clean-mounts
+.PHONY: setup peers bench test test-guest test-guest-ci guest-kernel lint clean-mounts
 
 setup: $(VENV)/.installed
 	@bash .ci/host-setup.sh
@@ -43,10 +44,15 @@ $(VENV)/.installed: pyproject.toml Makefile $(NATIVE_SOURCES)
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $@
 
-bench: setup
+# libfuse's servers (the `libfuse` transport) built from Debian sid's fuse3 source into
+# .cache/peers/ once; kept there (`ringside peers list`).
+peers: setup
+	$(VENV)/bin/ringside peers fetch libfuse --if-missing
+
+bench: setup peers
 	$(VENV)/bin/ringside bench --suite $(SUITE) $(BENCH_ARGS)
 
-test: setup
+test: setup peers
 	@# tests/test_guest.py boots the 7.3 guest kernel: CI fetches it (elsewhere it is skipped).
 	@if [ "$$CI" = true ]; then $(MAKE) --no-print-directory guest-kernel KERNEL=7.3; fi
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)

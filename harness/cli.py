@@ -9,7 +9,7 @@ import sys
 # Each module defines register(subparsers), which adds its parser with func=handler.
 COMMANDS = (
     "serve", "run", "doctor", "compare", "plot", "report", "campaign", "bench", "table",
-    "kernel", "guest",
+    "kernel", "guest", "peers",
 )
 ALIASES = {"export": "table"}
 

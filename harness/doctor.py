@@ -266,17 +266,18 @@ def check_user_tools() -> Capability:
 def check_libfuse() -> Capability:
     """The libfuse build the `libfuse` peer serves from (optional: a measuring anchor)."""
     from transports.base import TransportUnavailable
-    from transports.peers.libfuse import ENV_BUILD, configured_build, find_build
+    from transports.peers.libfuse import ENV_BUILD, configured_build, resolve_build
 
-    directory = configured_build()
     try:
-        build = find_build(directory)
+        build = resolve_build(None)
     except TransportUnavailable as e:
-        state = f"{ENV_BUILD} is not set" if not directory else f"{ENV_BUILD}={directory}"
+        directory = configured_build()
+        state = f"{ENV_BUILD}={directory}" if directory else "none found"
         return Capability("libfuse build", False, state, str(e), required=False)
     uring = "with io_uring" if build.io_uring else "WITHOUT io_uring (mode=uring refused)"
     return Capability(
-        "libfuse build", True, f"libfuse {build.version} {uring} in {build.directory}",
+        "libfuse build", True,
+        f"libfuse {build.version} {uring} in {build.directory} ({build.chosen_by})",
         required=False,
     )
 

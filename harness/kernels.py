@@ -7,7 +7,8 @@ kernel/...} (linux-binary, linux-base, linux-modules) and usr/include/linux/fuse
 written). virtme-ng finds the modules beside vmlinuz in that layout.
 
 Packages come from Debian's archive through apt with a private sources list and state
-directory (below the cache), so the host's apt configuration never sees experimental.
+directory (below the cache), so the host's apt configuration never sees experimental; the
+archive is the Debian mirror the machine's apt sources use (or --mirror).
 """
 
 from __future__ import annotations
@@ -23,12 +24,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from harness.debian.private_apt import KEYRING, AptError, PrivateApt, archive_uri
 from harness.metrics import REPO_DIR
 
 CACHE_DIR = REPO_DIR / ".cache" / "kernels"
-ARCHIVE = "http://deb.debian.org/debian"
 SUITE = "experimental"
-KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 FLAVOUR = "amd64"
 # The configs FUSE-over-io_uring needs, in the order a missing one is reported.
 URING_CONFIGS = ("CONFIG_FUSE_FS", "CONFIG_IO_URING", "CONFIG_FUSE_IO_URING")
@@ -203,55 +203,27 @@ def packages(name: str) -> list[str]:
     return [f"linux-binary-{name}", f"linux-base-{name}", f"linux-modules-{name}"]
 
 
-def _apt_options(state: Path) -> list[str]:
-    sources = state / "sources.list"
-    return [
-        "-o", f"Dir::Etc::sourcelist={sources}",
-        "-o", "Dir::Etc::sourceparts=-",
-        "-o", f"Dir::State::Lists={state / 'lists'}",
-        "-o", f"Dir::Cache={state / 'cache'}",
-        # The private directories belong to us: no download sandbox user to fail on them.
-        "-o", "APT::Sandbox::User=root" if os.geteuid() == 0 else "APT::Sandbox::User=",
-        "-q",
-    ]  # fmt: skip
-
-
-def _apt(args: list[str], state: Path, cwd: Path | None = None) -> str:
-    if shutil.which("apt-get") is None:
-        raise KernelError("apt-get is missing: kernels are fetched with Debian's apt")
-    proc = subprocess.run(
-        ["apt-get", *_apt_options(state), *args], cwd=cwd, capture_output=True, text=True
-    )
-    if proc.returncode != 0:
-        raise KernelError(
-            f"`apt-get {' '.join(args)}` failed (exit {proc.returncode}):\n"
-            + (proc.stderr or proc.stdout).strip()[-2000:]
-        )
-    return proc.stdout
-
-
-def _candidate(pkg: str, state: Path) -> str | None:
-    out = subprocess.run(
-        ["apt-cache", *_apt_options(state), "policy", pkg], capture_output=True, text=True
-    ).stdout
-    m = re.search(r"^\s*Candidate:\s*(\S+)", out, re.M)
-    return None if m is None or m.group(1) == "(none)" else m.group(1)
-
-
 def fetch(
-    version: str, cache: Path = CACHE_DIR, log=print, archive: str = ARCHIVE, suite: str = SUITE
+    version: str, cache: Path = CACHE_DIR, log=print, mirror: str | None = None,
+    suite: str = SUITE,
 ) -> Kernel:
-    """Download and unpack Debian's packages of kernel `version` (e.g. 7.3) into the cache."""
+    """Download and unpack Debian's packages of kernel `version` (e.g. 7.3) into the cache,
+    from `mirror` or else the Debian archive the machine's apt sources use."""
+    try:
+        return _fetch(version, cache, log, mirror, suite)
+    except AptError as e:
+        raise KernelError(str(e)) from None
+
+
+def _fetch(version: str, cache: Path, log, mirror: str | None, suite: str) -> Kernel:
     name = cache_name(version)
     root = cache / name
-    state = cache / ".apt"
-    for sub in ("lists/partial", "cache/archives/partial"):
-        (state / sub).mkdir(parents=True, exist_ok=True)
-    (state / "sources.list").write_text(f"deb [signed-by={KEYRING}] {archive} {suite} main\n")
-    log(f"ringside: reading the package list of Debian {suite} ({archive})")
-    _apt(["update"], state)
+    archive, chosen = archive_uri(mirror)
+    apt = PrivateApt(cache / ".apt", [f"deb [signed-by={KEYRING}] {archive} {suite} main"])
+    log(f"ringside: reading the package list of Debian {suite} ({archive}, from {chosen})")
+    apt.update(f"Debian {suite} from {archive}")
     wanted = packages(name)
-    versions = {p: _candidate(p, state) for p in wanted}
+    versions = {p: apt.candidate(p) for p in wanted}
     missing = [p for p, v in versions.items() if v is None]
     if missing:
         raise KernelError(
@@ -263,7 +235,7 @@ def fetch(
     work = Path(tempfile.mkdtemp(prefix=".fetch-", dir=cache))
     try:
         log(f"ringside: downloading {', '.join(wanted)} ({pkg_version})")
-        _apt(["download", *wanted], state, cwd=work)
+        apt.get(["download", *wanted], cwd=work)
         unpacked = work / "root"
         for deb in sorted(work.glob("*.deb")):
             _unpack(deb, unpacked)

@@ -54,11 +54,25 @@ def _fuse_over_io_uring() -> str | None:
     return None
 
 
+def _libfuse_build() -> str | None:
+    """A libfuse build the `libfuse` transport finds by itself: `make test` and CI fetch
+    one into the cache (`ringside peers fetch libfuse`)."""
+    from transports.base import TransportUnavailable
+    from transports.peers.libfuse import resolve_build
+
+    try:
+        resolve_build(None)
+    except TransportUnavailable as e:
+        return f"{e}; fix: `ringside peers fetch libfuse` (or `make peers`)"
+    return None
+
+
 PRECONDITIONS: dict[str, Callable[[], str | None]] = {
     "dev_fuse_for_users": _capability(doctor.check_dev_fuse_for_users),
     "user_tools": _capability(doctor.check_user_tools),
     "io_uring_for_users": _io_uring_for_users,
     "fuse_over_io_uring": _fuse_over_io_uring,
+    "libfuse_build": _libfuse_build,
 }
 CHECK_TEST = "test_machine_preconditions"
 

@@ -347,6 +347,8 @@ class DirectStatistics(TransportStatistics):
 @dataclass
 class LibfuseStatistics(PeerStatistics):
     argv: list[str] | None = None
+    # which build served, how it was chosen (build=, $RINGSIDE_LIBFUSE_BUILD, the cache)
+    build: dict[str, Any] | None = None
     # mode=uring: its rings' completions must cover the fio I/Os; legacy: no ring at all
     # (FUSE_INIT status alone proves no traffic).
     ring_expected: bool | None = None

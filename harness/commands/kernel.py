@@ -22,6 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("version", help="kernel version as Debian names it, e.g. 7.3")
     f.add_argument("--if-missing", action="store_true",
                    help="do nothing when the kernel is already cached (for make and CI)")
+    f.add_argument("--mirror", metavar="URL",
+                   help="Debian archive to fetch from (default: the Debian mirror of the "
+                   "machine's apt sources)")
     f.set_defaults(func=run_fetch)
     ls = actions.add_parser("list", help="cached kernels: release, FUSE protocol minor")
     ls.set_defaults(func=run_list)
@@ -33,7 +36,7 @@ def run_fetch(args: argparse.Namespace) -> int:
     ):
         return 0
     try:
-        kernels.fetch(args.version)
+        kernels.fetch(args.version, mirror=args.mirror)
     except kernels.KernelError as e:
         print(f"ringside kernel fetch: {e}", file=sys.stderr)
         return 1

@@ -1,9 +1,11 @@
 """Peer transport `libfuse`: libfuse's own C server, example/passthrough_hp, as a peer.
 
 `libfuse:mode=legacy` serves through /dev/fuse, `libfuse:mode=uring` through
-FUSE-over-io_uring (`-o io_uring`), from a libfuse build directory (`build=DIR`, else
-$RINGSIDE_LIBFUSE_BUILD): libfuse >= 3.18 built with meson, outside this repository
-(Debian 12's libfuse 3.14 has no io_uring). Ringside never ships libfuse.
+FUSE-over-io_uring (`-o io_uring`), from a libfuse >= 3.18 meson build directory
+(Debian 12's libfuse 3.14 has no io_uring): `build=DIR`, else $RINGSIDE_LIBFUSE_BUILD,
+else the newest build `ringside peers fetch libfuse` made from Debian's fuse3 source
+in the checkout's cache (transports.peers.builds). The result records which build served
+and how it was chosen. Ringside never ships libfuse.
 
 passthrough_hp mirrors a directory, and Ringside's export is one file mounted on a
 file. So the program mounts a private directory that mirrors the image's directory,
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import dataclasses
 import json
 import os
 import re
@@ -38,6 +41,7 @@ from transports import sysinfo
 from transports.base import Option, TransportUnavailable, on_off
 from transports.export.image import Export
 from transports.fuse import mounting
+from transports.peers import builds
 from transports.peers.peer import PeerTransport
 from transports.statistics import LibfuseStatistics
 
@@ -45,11 +49,11 @@ ENV_BUILD = "RINGSIDE_LIBFUSE_BUILD"
 MIN_VERSION = (3, 18)
 SERVER = "example/passthrough_hp"
 IMAGE_NAME = "disk.img"
+FETCH_COMMAND = "ringside peers fetch libfuse"
 BUILD_HINT = (
-    "build libfuse >= 3.18 outside this repository: `git clone "
-    "https://github.com/libfuse/libfuse`, `apt-get install meson ninja-build g++ "
-    "liburing-dev`, `meson setup BUILD libfuse -Dtests=false && ninja -C BUILD`, then "
-    f"give libfuse:build=BUILD or set {ENV_BUILD}=BUILD"
+    f"`{FETCH_COMMAND}` builds libfuse from Debian's fuse3 source into the checkout's "
+    "cache, where the transport finds it; or give libfuse:build=DIR or set "
+    f"{ENV_BUILD}=DIR for a libfuse >= 3.18 meson build of your own"
 )
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
@@ -62,6 +66,8 @@ class LibfuseBuild:
     directory: str
     version: str
     io_uring: bool  # built with FUSE-over-io_uring (meson found liburing with SQE128)
+    chosen_by: str = "given directory"  # build=, $RINGSIDE_LIBFUSE_BUILD, or the cache
+    stamp: dict[str, Any] | None = None  # a cached build's record of what it was built from
 
     @property
     def server(self) -> str:
@@ -109,6 +115,26 @@ def configured_build() -> str | None:
     return os.environ.get(ENV_BUILD) or None
 
 
+def resolve_build(setting: str | None) -> LibfuseBuild:
+    """The build to serve from: `setting` (build=), else $RINGSIDE_LIBFUSE_BUILD, else the
+    newest complete build in the cache; TransportUnavailable naming the fix otherwise."""
+    if setting:
+        return dataclasses.replace(find_build(setting), chosen_by="build= setting")
+    if directory := configured_build():
+        return dataclasses.replace(find_build(directory), chosen_by=f"${ENV_BUILD}")
+    cached = builds.newest("libfuse")
+    if cached is None:
+        raise TransportUnavailable(
+            f"no libfuse build: none in {builds.CACHE_DIR}, no build= setting, {ENV_BUILD} "
+            f"not set; {BUILD_HINT}"
+        )
+    found = find_build(str(cached.build_dir))
+    return dataclasses.replace(
+        found, chosen_by=f"newest complete build in {builds.CACHE_DIR} (`ringside peers list`)",
+        stamp=cached.stamp,
+    )
+
+
 def _nonnegative(raw: str) -> int:
     value = int(raw)
     if value < 0:
@@ -124,7 +150,8 @@ class LibfuseTransport(PeerTransport):
     options = {
         "mode": Option(str, "legacy", "legacy (/dev/fuse) or uring (-o io_uring)",
                        choices=("legacy", "uring")),
-        "build": Option(str, "", f"libfuse meson build directory (default: ${ENV_BUILD})"),
+        "build": Option(str, "", f"libfuse meson build directory (default: ${ENV_BUILD}, "
+                        "else the newest `ringside peers fetch libfuse` build)"),
         "threads": Option(_nonnegative, 0, "--num-threads (0: passthrough_hp's default)"),
         "depth": Option(_nonnegative, 0, "-o io_uring_q_depth (0: libfuse's default, 8)"),
         "splice": Option(on_off, True, "splice replies from the image (passthrough_hp's "
@@ -144,7 +171,7 @@ class LibfuseTransport(PeerTransport):
     # -- availability -----------------------------------------------------------------
     def build(self) -> LibfuseBuild:
         if self._build is None:
-            self._build = find_build(self.settings.get("build") or configured_build())
+            self._build = resolve_build(self.settings.get("build") or None)
         return self._build
 
     def own_placement(self) -> str | None:
@@ -158,9 +185,9 @@ class LibfuseTransport(PeerTransport):
             if not build.io_uring:
                 raise TransportUnavailable(
                     f"libfuse {build.version} in {build.directory} was built without io_uring "
-                    "(meson found no liburing with SQE128 support): `apt-get install "
-                    f"liburing-dev`, then `meson setup --reconfigure {build.directory} "
-                    f"-Denable-io-uring=true && ninja -C {build.directory}`"
+                    "(meson found no liburing with SQE128 support, or no libnuma): `apt-get "
+                    "install liburing-dev libnuma-dev`, then `meson setup --reconfigure "
+                    f"{build.directory} -Denable-io-uring=true && ninja -C {build.directory}`"
                 )
             state = sysinfo.enable_uring()
             if state != "Y":
@@ -266,6 +293,7 @@ class LibfuseTransport(PeerTransport):
         lines = self._output.splitlines()
         init = [line.split(":", 1)[1].strip() for line in lines if line.startswith("FUSE_INIT:")]
         stats.argv = self._argv
+        stats.build = self._build_record()
         # The runner requires the rings' completions to cover the fio I/Os (uring) or no
         # ring at all (legacy): FUSE_INIT status alone proves no traffic.
         stats.ring_expected = self.settings.get("mode") == "uring"
@@ -280,6 +308,18 @@ class LibfuseTransport(PeerTransport):
         )
         stats.output_tail = "\n".join(lines[-20:])
         return stats
+
+
+    def _build_record(self) -> dict[str, Any] | None:
+        """Which libfuse served, and how it was chosen (a cached build: its source too)."""
+        build = self._build
+        if build is None:
+            return None
+        record: dict[str, Any] = {"directory": build.directory, "version": build.version,
+                                  "io_uring": build.io_uring, "chosen_by": build.chosen_by}
+        if build.stamp is not None:
+            record["source"] = build.stamp.get("source")
+        return record
 
 
 def _copy(fd: int, path: str, size: int) -> None:
