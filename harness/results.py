@@ -300,7 +300,9 @@ def rows(data: dict[str, Any], source: str = "") -> list[dict[str, Any]]:
     summary = data.get("summary", {})
     server = data.get("server", {}).get("window", {})
     derived = data.get("derived", {})
-    guard = (data.get("transport_stats") or {}).get("sched_guard") or {}
+    stats = data.get("transport_stats") or {}
+    # Ours report their guard; a server placed from outside, its placer's guard.
+    guard = stats.get("sched_guard") or (stats.get("placement") or {}).get("sched_guard") or {}
     common: dict[str, Any] = {
         "file": source,
         "scenario": scenario.get("name"),

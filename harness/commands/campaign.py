@@ -41,7 +41,10 @@ from transports.export.spec import ExportSpec
 DEFAULT_BACKING = ExportSpec.backing
 DEFAULT_WARMUP = 1
 # `direct` (no FUSE, the backing itself) is the ceiling compare shows each row a share of.
-DEFAULT_TRANSPORTS = ("pyfuse3", "devfuse", "uring", "uring:buffers=mlock", "qsd", "direct")
+# Every kind of server once, the C anchor (libfuse, `make peers` builds it) in both modes,
+# and the ceiling; buffer modes have their own suite (buffers).
+DEFAULT_TRANSPORTS = ("pyfuse3", "devfuse", "uring", "libfuse-uring=libfuse:mode=uring",
+                      "libfuse-legacy=libfuse:mode=legacy", "qsd", "direct")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
