@@ -47,6 +47,7 @@ def _native(stats: dict) -> dict:
     return stats["native"]
 
 
+@pytest.mark.mount
 @pytest.mark.parametrize("spec", NATIVE_SPECS)
 @pytest.mark.parametrize("backing", ["mapped-memory", "file"])
 def test_native_reads_and_writes_are_the_backings_bytes(tmp_path, spec, backing):
@@ -79,6 +80,7 @@ def test_native_reads_and_writes_are_the_backings_bytes(tmp_path, spec, backing)
     assert stats["ops"]["READ"] >= native["reads"] and stats["ops"]["WRITE"] >= native["writes"]
 
 
+@pytest.mark.mount
 @pytest.mark.parametrize("spec", NATIVE_SPECS)
 def test_a_growing_write_goes_to_python_and_the_helper_sees_the_new_size(tmp_path, spec):
     export = Export(parse_backing(f"memory:{SIZE}"), ExportOptions(growable=True))

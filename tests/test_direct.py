@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_run import processes_mentioning
 
 from conftest import REPO, read_until_ready, serve_command
 from harness import fio
@@ -45,18 +46,15 @@ def mounts_under(path: Path) -> list[mounting.MountEntry]:
 
 def guards_of(path: Path) -> list[int]:
     """Live guard processes of mounts below `path` (`python -m transports.direct`)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if b"transports.direct" in argv and any(a.startswith(os.fsencode(path)) for a in argv):
-            pids.append(int(entry))
-    return pids
+    return [pid for pid in processes_mentioning(str(path)) if _is_guard(pid)]
+
+
+def _is_guard(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"transports.direct" in f.read().split(b"\0")
+    except OSError:
+        return False
 
 
 FIXTURES = "fixture-mounts"  # below tmp: filesystems the tests mount on purpose

@@ -148,6 +148,7 @@ def test_kernel_without_fuse_io_uring_names_the_missing_config(tmp_path: Path) -
     assert (root / "kernel.json").exists()
 
 
+@pytest.mark.mount
 def test_full_result_directory_is_refused(tmp_path: Path) -> None:
     full = tmp_path / "full"
     full.mkdir()
@@ -246,6 +247,7 @@ def _guest_qemus(tmp: Path) -> set[str]:
     return {line for line in out.splitlines() if str(tmp) in line}
 
 
+@pytest.mark.guest
 def test_guest_runs_a_command_and_passes_its_exit_code(tmp_path: Path) -> None:
     _boot_kernel()
     out = tmp_path / "out"
@@ -260,6 +262,7 @@ def test_guest_runs_a_command_and_passes_its_exit_code(tmp_path: Path) -> None:
     assert not _guest_qemus(tmp_path)
 
 
+@pytest.mark.guest
 def test_ctrl_c_stops_the_command_then_the_guest_and_leaves_no_qemu(tmp_path: Path) -> None:
     _boot_kernel()
     proc = subprocess.Popen(
@@ -291,6 +294,7 @@ def test_ctrl_c_stops_the_command_then_the_guest_and_leaves_no_qemu(tmp_path: Pa
     assert not _guest_qemus(tmp_path)
 
 
+@pytest.mark.guest
 def test_ctrl_c_while_booting_stops_qemu(tmp_path: Path) -> None:
     _boot_kernel()
     proc = subprocess.Popen(
@@ -316,6 +320,7 @@ def test_ctrl_c_while_booting_stops_qemu(tmp_path: Path) -> None:
     assert not _guest_qemus(tmp_path)
 
 
+@pytest.mark.guest
 def test_a_killed_ringside_guest_leaves_no_qemu(tmp_path: Path) -> None:
     """SIGKILL gives Ringside no chance to stop the guest: its guard process does."""
     _boot_kernel()
@@ -344,6 +349,7 @@ def test_a_killed_ringside_guest_leaves_no_qemu(tmp_path: Path) -> None:
             os.kill(int(line.split()[0]), 9)
 
 
+@pytest.mark.guest
 def test_a_kernel_that_does_not_boot_shows_its_console_and_leaves_no_qemu(tmp_path: Path) -> None:
     _boot_kernel()  # the same tools; this image only looks like a kernel
     image = fake_bzimage(tmp_path / "bzImage")

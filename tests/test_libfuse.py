@@ -159,6 +159,7 @@ def _ours(prefix: str = "/tmp/ringside-libfuse-") -> list[str]:
     return [m.path for m in mounting.mounts() if m.path.startswith(prefix)]
 
 
+@pytest.mark.mount
 @needs_build
 @pytest.mark.parametrize("mode", ["legacy", "uring"])
 def test_serves_the_image_and_leaves_nothing(mountfile, mode):
@@ -183,6 +184,7 @@ def test_serves_the_image_and_leaves_nothing(mountfile, mode):
                                          else ("off:disabled", None))
 
 
+@pytest.mark.mount
 @needs_build
 def test_a_killed_serve_leaves_no_program_and_no_private_mount(mountfile):
     before = set(_ours())
@@ -209,6 +211,7 @@ def test_a_killed_serve_leaves_no_program_and_no_private_mount(mountfile):
         os.rmdir(work)
 
 
+@pytest.mark.mount
 @needs_build
 def test_run_proves_which_path_carried_the_requests(tmp_path):
     for mode in ("uring", "legacy"):

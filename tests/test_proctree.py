@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO, fuse_usable, require, served
 from harness import metrics, proctree
 
@@ -74,6 +76,7 @@ def test_ring_growth_wraps_at_32_bits() -> None:
     assert proctree.ring_growth({7: 9, 8: 4}, {7: 9}) == 0  # a ring gone in between
 
 
+@pytest.mark.mount
 def test_ring_completions_count_the_requests_a_uring_server_received(mountfile) -> None:
     with served("uring", mountfile, "memory:16M") as server:
         pid = int(server.ready_line.rsplit("server pids ", 1)[1].split(")")[0].split(",")[0])
@@ -90,6 +93,7 @@ def test_ring_completions_count_the_requests_a_uring_server_received(mountfile) 
         assert 100 <= grown < 150
 
 
+@pytest.mark.mount
 def test_external_peer_through_a_shell_reports_its_childs_cpu(tmp_path: Path) -> None:
     require(fuse_usable())
     # `& wait` keeps /bin/sh as the parent: the serving process is its child, not itself.

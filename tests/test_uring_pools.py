@@ -31,6 +31,10 @@ from test_uring import (  # noqa: F401 (uring_on: a fixture, used by being impor
 from conftest import POOL_TRANSPORTS, REPO, bufpool_reason, fuse_usable, require, serve_child_code
 from transports.fuse import mounting
 
+# Every test here mounts: a pool mode's round trips, or the throwaway mount that probes
+# the kernel's offer before a refusal.
+pytestmark = pytest.mark.mount
+
 POOL_MODES = [spec.partition(":")[2] for spec in POOL_TRANSPORTS]
 
 

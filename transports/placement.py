@@ -106,9 +106,10 @@ class Placement:
         return inside or set(self.cpus)
 
     def describe(self) -> dict[str, Any]:
+        """What was asked (`requested`: sched=auto stays auto) and what it meant here."""
         return {
-            "sched": self.policy.requested,
-            **self.policy.settings(),
+            "requested": self.policy.requested,
+            **self.policy.settings(),  # the effective `sched` and `idle_guard`
             "cpus": cpu_list_text(sorted(self.cpus)) if self.cpus else "all",
         }
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from harness import kernels
+from harness.commands.fetching import add_fetch_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,11 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     f = actions.add_parser("fetch", help="download and unpack a kernel (e.g. 7.3)")
     f.add_argument("version", help="kernel version as Debian names it, e.g. 7.3")
-    f.add_argument("--if-missing", action="store_true",
-                   help="do nothing when the kernel is already cached (for make and CI)")
-    f.add_argument("--mirror", metavar="URL",
-                   help="Debian archive to fetch from (default: the Debian mirror of the "
-                   "machine's apt sources)")
+    add_fetch_options(f, "the kernel is")
     f.set_defaults(func=run_fetch)
     ls = actions.add_parser("list", help="cached kernels: release, FUSE protocol minor")
     ls.set_defaults(func=run_list)

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from harness.commands.fetching import add_fetch_options
 from transports.peers import builds
 
 PROGRAMS = ("libfuse",)
@@ -27,11 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("program", choices=PROGRAMS)
     f.add_argument("version", nargs="?",
                    help="upstream version, e.g. 3.18.3 (default: the newest in Debian sid)")
-    f.add_argument("--if-missing", action="store_true",
-                   help="do nothing when a build (of VERSION, if given) is cached (make, CI)")
-    f.add_argument("--mirror", metavar="URL",
-                   help="Debian archive to fetch from (default: the Debian mirror of the "
-                   "machine's apt sources)")
+    add_fetch_options(f, "a build (of VERSION, if given) is")
     f.set_defaults(func=run_fetch)
     ls = actions.add_parser("list", help="cached builds, their versions, and the default")
     ls.set_defaults(func=run_list)
