@@ -24,8 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from harness import REPO_DIR
 from harness.debian.private_apt import KEYRING, AptError, PrivateApt, archive_uri
-from harness.metrics import REPO_DIR
 
 CACHE_DIR = REPO_DIR / ".cache" / "kernels"
 SUITE = "experimental"

@@ -19,15 +19,13 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from harness import proctree
+from harness import REPO_DIR, proctree
 from transports.placement import STAT_POLICY_NAMES
 from transports.sysinfo import read_text, thread_ids
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-REPO_DIR = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)

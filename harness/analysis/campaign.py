@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas
 
+from harness import REPO_DIR
 from harness.analysis import where
 from harness.results import (
     METADATA_COLUMNS,
@@ -26,7 +27,6 @@ from harness.results import (
     upgrade_spec_text,
 )
 
-REPO_DIR = Path(__file__).resolve().parent.parent.parent
 RESULTS_DIR = REPO_DIR / "results"
 
 

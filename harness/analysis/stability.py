@@ -37,7 +37,7 @@ BIMODAL_MIN_GROUP = 3
 BIMODAL_SPREADS = 5.0
 BIMODAL_MATERIAL = 0.10
 
-PIN_ADVICE = "pin fio (--fio-cpus) and the server (--server-cpus)"
+PIN_ADVICE = "pin fio (--fio-cpus) and the servers (--cpus)"
 
 
 @dataclass(frozen=True)
