@@ -43,6 +43,7 @@ from transports.fuse.mounting import (
     unmount_if_mounted,
     unmount_mount_id,
 )
+from transports.peers.peer import PEER_STOP_GRACE_S
 from transports.proofs import DATA_OPS, ProofContext, run_proofs
 
 READY_TIMEOUT_S = 30.0 * slowdown()  # an emulated guest starts a Python server slowly
@@ -70,7 +71,8 @@ class RunOptions:
     export: ExportSpec = ExportSpec(fill="data")
     mountpoint: str | None = None
     ready_timeout: float = READY_TIMEOUT_S
-    stop_timeout: float = 10.0
+    # Longer than a peer's own grace on SIGTERM: the serving process unmounts after it.
+    stop_timeout: float = PEER_STOP_GRACE_S + 10.0
     log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr))
 
 

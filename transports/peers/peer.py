@@ -27,6 +27,9 @@ from transports.statistics import PeerStatistics
 _POLL_S = 0.1
 _PR_SET_PDEATHSIG = 1
 _START_TIMEOUT_S = 20.0
+# How long a peer gets to exit on SIGTERM before SIGKILL; the runner waits longer for the
+# serving process, so that it can still unmount after a peer that used all of it.
+PEER_STOP_GRACE_S = 10.0
 
 
 class PeerTransport(Transport):
@@ -131,7 +134,7 @@ class PeerTransport(Transport):
             return
         _signal_group(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=PEER_STOP_GRACE_S)
         except subprocess.TimeoutExpired:
             _signal_group(proc.pid, signal.SIGKILL)
             proc.wait()
