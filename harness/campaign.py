@@ -66,6 +66,8 @@ class Suite:
     # A suite that is a comparison names its transports; all must run (none left out).
     transports: list[str] | None = None
     budget_s: float | None = None  # with reps = "auto": no round is added past this
+    # What ratios are judged against when no --baseline is given and it takes part.
+    baseline: str | None = None
 
 
 def known_suites() -> list[str]:
@@ -92,8 +94,11 @@ def load_suite(name: str) -> Suite:
     budget = doc.get("budget_s")
     if budget is not None and not (isinstance(budget, (int, float)) and budget > 0):
         raise ScenarioError(f"{path}: budget_s must be a number of seconds above 0")
+    baseline = doc.get("baseline")
+    if baseline is not None and not isinstance(baseline, str):
+        raise ScenarioError(f"{path}: baseline must be a transport's label or spec")
     return Suite(name, doc.get("description", ""), scenarios, doc.get("runtime"), reps,
-                 doc.get("backing"), doc.get("warmup"), transports, budget)
+                 doc.get("backing"), doc.get("warmup"), transports, budget, baseline)
 
 
 @dataclass(frozen=True)

@@ -42,9 +42,10 @@ DEFAULT_BACKING = ExportSpec.backing
 DEFAULT_WARMUP = 1
 # `direct` (no FUSE, the backing itself) is the ceiling compare shows each row a share of.
 # Every kind of server once, the C anchor (libfuse, `make peers` builds it) in both modes,
-# and the ceiling; buffer modes have their own suite (buffers).
+# and the ceiling; buffer modes have their own suite (buffers), qemu-storage-daemon its
+# own (qsd-series): Debian's qsd 7.2 only on request (-t qsd).
 DEFAULT_TRANSPORTS = ("pyfuse3", "devfuse", "uring", "libfuse-uring=libfuse:mode=uring",
-                      "libfuse-legacy=libfuse:mode=legacy", "qsd", "direct")
+                      "libfuse-legacy=libfuse:mode=legacy", "direct")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -225,6 +226,9 @@ def build(args: argparse.Namespace) -> Campaign:
     rounds = adaptive.min_rounds if adaptive is not None else reps
     runs = plan(scenarios, specs, rounds, args.warmup, overrides(args))
     options = dataclasses.replace(options, out=args.out / cid)
+    if args.baseline is None and suite is not None and suite.baseline in {
+            s.display for s in specs}:
+        args.baseline = suite.baseline  # the suite's, when it takes part
     if args.baseline is not None:  # one of the transports, known before any run
         from harness.analysis.compare import choose_baseline
 
