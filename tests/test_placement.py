@@ -219,3 +219,11 @@ def test_served_transports_report_the_placement_they_ran_with(tmp_path: Path) ->
         placement = s.stats()["placement"]
     assert placement["sched"] == "batch" and placement["cpus"] == "all"
     assert placement["requested"] == "batch" and placement["idle_guard"] == "off"
+
+
+def test_the_report_shows_placement_when_it_differs(tmp_path: Path) -> None:
+    from harness.analysis.report import write_report
+
+    campaign = load_campaign(_campaign(tmp_path, ("pyfuse3:sched=normal", "uring:sched=idle")))
+    text = Path(write_report(campaign, "markdown")).read_text()
+    assert "Placement" in text and "placement differs" in text

@@ -21,12 +21,14 @@ from harness.analysis.compare import Comparison, compare
 from harness.analysis.stats import METHOD
 from harness.analysis.tables import (
     CAUTION,
+    PLACEMENT_TITLE,
     Cells,
     ceiling_text,
     geo_title,
     geomean_cells,
     main_cells,
     markdown_table,
+    placement_cells,
 )
 
 FORMATS = ("markdown", "html")
@@ -186,6 +188,8 @@ def build(campaign: CampaignResults, comparison: Comparison,
         blocks.append(Block("p", ceiling_text(comparison)))
     if comparison.geomean:
         blocks += [Block("h3", geo_title(comparison)), Block("table", geomean_cells(comparison))]
+    if comparison.placement:
+        blocks += [Block("h3", PLACEMENT_TITLE), Block("table", placement_cells(comparison))]
     blocks.append(Block("p", f"_{METHOD}._"))
     blocks.append(Block("h2", "Figures"))
     for item in figures:

@@ -215,6 +215,12 @@ def main_cells(c: Comparison) -> Cells:
     return cells
 
 
+def placement_cells(c: Comparison) -> Cells:
+    """Where each transport's serving threads ran, when the rows differ in it."""
+    return Cells(["Transport", "Serving threads' policy, CPUs"],
+                 [[c.labels.get(s, s), p] for s, p in c.placement.items()], kind="placement")
+
+
 def geomean_cells(c: Comparison) -> Cells:
     cells = Cells(["Transport", f"Ratio vs {c.labels[c.baseline]} [95% CI]", "Verdict"], [],
                   right={1})
@@ -249,8 +255,7 @@ def markdown(c: Comparison, heading: str = "###") -> str:
         lines += markdown_table(geomean_cells(c))
     if c.placement:
         lines += ["", f"{heading} {PLACEMENT_TITLE}", ""]
-        lines += markdown_table(Cells(["Transport", "Serving threads' policy, CPUs"],
-                                      [[c.labels.get(s, s), p] for s, p in c.placement.items()]))
+        lines += markdown_table(placement_cells(c))
     if c.warnings:
         lines += ["", "> **Warning: runs differ in more than the transport**", ">"]
         lines += [f"> - {w}" for w in c.warnings]
