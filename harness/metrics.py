@@ -42,6 +42,10 @@ class ThreadStat:
     pid: int = 0  # the process the thread belongs to
     policy: str = "unknown"  # scheduling policy (normal, batch, idle, fifo, rr)
     cpus: str = "unknown"  # the CPUs it may run on, as the kernel lists them
+    # read and write system calls (/proc/PID/task/TID/io; None where it cannot be read):
+    # what a peer's serving thread does on /dev/fuse shows here (transports/proofs.py)
+    syscr: int | None = None
+    syscw: int | None = None
 
 
 @dataclass(frozen=True)
@@ -71,10 +75,27 @@ def thread_stat(pid: int, tid: int) -> ThreadStat:
     fields = stat[stat.rindex(")") + 2 :].split()
     utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of stat(5)
     policy, cpus = _placement(fields, status)
+    syscr, syscw = _syscalls(base)
     return ThreadStat(
         tid, name, vol, nonvol, utime / CLOCK_TICKS, stime / CLOCK_TICKS, _migrations(base), pid,
-        policy, cpus,
+        policy, cpus, syscr, syscw,
     )
+
+
+def _syscalls(base: str) -> tuple[int | None, int | None]:
+    """A thread's read and write system calls so far (None: not readable here)."""
+    try:
+        io = _read(f"{base}/io")
+    except OSError:
+        return None, None
+    r, w = re.search(r"^syscr:\s*(\d+)", io, re.M), re.search(r"^syscw:\s*(\d+)", io, re.M)
+    return (int(r.group(1)) if r else None), (int(w.group(1)) if w else None)
+
+
+def _grown(after: int | None, before: int | None, born: bool) -> int | None:
+    if after is None or (before is None and not born):
+        return None
+    return after - (before or 0)
 
 
 def _placement(fields: list[str], status: str) -> tuple[str, str]:
@@ -224,6 +245,8 @@ def delta(before: ProcessSnapshot, after: ProcessSnapshot,
                 "migrations": None
                 if a.migrations is None
                 else a.migrations - ((b.migrations or 0) if b else 0),
+                "syscr": _grown(a.syscr, b.syscr if b else None, b is None),
+                "syscw": _grown(a.syscw, b.syscw if b else None, b is None),
                 "new": b is None,
                 "pid": a.pid,
                 "policy": policy,

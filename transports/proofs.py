@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from transports.statistics import (
         DevfuseStatistics,
         LibfuseStatistics,
+        QsdStatistics,
         TransportStatistics,
         UringStatistics,
     )
@@ -149,3 +150,45 @@ def peer_ring(stats: LibfuseStatistics, context: ProofContext) -> dict[str, Any]
         reason = f"the legacy server's io_uring rings posted {carried} completions (expected 0)"
     return {"name": "peer_ring", "ok": ok, "ring_completions": carried, "fio_ios": ios,
             "reason": reason}
+
+
+QSD_DEVFUSE_MAX_SHARE = 0.01  # of fio's I/Os answered on /dev/fuse, for an io_uring export
+
+
+def qsd_path(stats: QsdStatistics, context: ProofContext) -> dict[str, Any]:
+    """qemu-storage-daemon's FUSE export: the requests took the path the setting names.
+
+    Legacy (/dev/fuse): the daemon's main loop reads each request from /dev/fuse and
+    writes its reply there, one write call per request, so its write calls over the fio
+    window must reach >= 99% of fio's I/Os. io_uring: each request arrives as a ring
+    completion and is answered by the next ring command, so the rings must post >= 99%
+    of the I/Os while the main loop writes replies for at most 1% of them. Ring
+    completions alone prove neither: QEMU >= 10.2's event loop polls its file
+    descriptors through an io_uring too (each poll that fires is a completion).
+    """
+    ios = context.fio_ios
+    carried = int(context.window.get("ring_completions") or 0)
+    thread = next((t for t in context.window.get("threads") or []
+                   if t.get("tid") == stats.serving_tid), None)
+    writes = None if thread is None else thread.get("syscw")
+    record: dict[str, Any] = {"name": "qsd_path", "io_uring": bool(stats.io_uring),
+                              "ring_completions": carried, "main_loop_writes": writes,
+                              "fio_ios": ios}
+    if writes is None:
+        return {**record, "ok": False, "reason": (
+            f"the daemon's main thread ({stats.serving_tid}) was not measured, or its "
+            "write calls were not readable (/proc/PID/task/TID/io): the path its requests "
+            "took is unproven")}
+    if stats.io_uring:
+        ok = ios > 0 and carried >= RING_MIN_SHARE * ios and \
+            writes <= QSD_DEVFUSE_MAX_SHARE * ios
+        reason = (f"the daemon's io_uring rings posted {carried} completions for {ios} fio "
+                  f"I/Os (at least {RING_MIN_SHARE:.0%} needed) and its main loop made "
+                  f"{writes} write calls (at most {QSD_DEVFUSE_MAX_SHARE:.0%} of the I/Os: "
+                  "each reply on /dev/fuse is one)")
+    else:
+        ok = ios > 0 and writes >= RING_MIN_SHARE * ios
+        reason = (f"the daemon's main loop made {writes} write calls for {ios} fio I/Os "
+                  f"(at least {RING_MIN_SHARE:.0%} needed: each reply on /dev/fuse is one); "
+                  f"its io_uring rings posted {carried} completions (the event loop's polls)")
+    return {**record, "ok": ok, "reason": reason}
