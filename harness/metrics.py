@@ -42,10 +42,12 @@ class ThreadStat:
     pid: int = 0  # the process the thread belongs to
     policy: str = "unknown"  # scheduling policy (normal, batch, idle, fifo, rr)
     cpus: str = "unknown"  # the CPUs it may run on, as the kernel lists them
-    # read and write system calls (/proc/PID/task/TID/io; None where it cannot be read):
-    # what a peer's serving thread does on /dev/fuse shows here (transports/proofs.py)
+    # read and write system calls and the bytes they moved (/proc/PID/task/TID/io; None
+    # where it cannot be read): a peer's traffic on /dev/fuse shows here (transports/proofs.py)
     syscr: int | None = None
     syscw: int | None = None
+    rchar: int | None = None
+    wchar: int | None = None
 
 
 @dataclass(frozen=True)
@@ -75,21 +77,23 @@ def thread_stat(pid: int, tid: int) -> ThreadStat:
     fields = stat[stat.rindex(")") + 2 :].split()
     utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of stat(5)
     policy, cpus = _placement(fields, status)
-    syscr, syscw = _syscalls(base)
     return ThreadStat(
         tid, name, vol, nonvol, utime / CLOCK_TICKS, stime / CLOCK_TICKS, _migrations(base), pid,
-        policy, cpus, syscr, syscw,
+        policy, cpus, *_io_counts(base),
     )
 
 
-def _syscalls(base: str) -> tuple[int | None, int | None]:
-    """A thread's read and write system calls so far (None: not readable here)."""
+_IO_KEYS = ("syscr", "syscw", "rchar", "wchar")
+
+
+def _io_counts(base: str) -> tuple[int | None, ...]:
+    """A thread's read/write system calls and their bytes so far (None: not readable)."""
     try:
         io = _read(f"{base}/io")
     except OSError:
-        return None, None
-    r, w = re.search(r"^syscr:\s*(\d+)", io, re.M), re.search(r"^syscw:\s*(\d+)", io, re.M)
-    return (int(r.group(1)) if r else None), (int(w.group(1)) if w else None)
+        return (None,) * len(_IO_KEYS)
+    found = dict(re.findall(r"^(\w+):\s*(\d+)", io, re.M))
+    return tuple(int(found[k]) if k in found else None for k in _IO_KEYS)
 
 
 def _grown(after: int | None, before: int | None, born: bool) -> int | None:
@@ -245,8 +249,8 @@ def delta(before: ProcessSnapshot, after: ProcessSnapshot,
                 "migrations": None
                 if a.migrations is None
                 else a.migrations - ((b.migrations or 0) if b else 0),
-                "syscr": _grown(a.syscr, b.syscr if b else None, b is None),
-                "syscw": _grown(a.syscw, b.syscw if b else None, b is None),
+                **{k: _grown(getattr(a, k), getattr(b, k) if b else None, b is None)
+                   for k in _IO_KEYS},
                 "new": b is None,
                 "pid": a.pid,
                 "policy": policy,

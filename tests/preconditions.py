@@ -137,9 +137,10 @@ def apply(config: pytest.Config, items: list[pytest.Item]) -> None:
         needed |= wants
         for name in sorted(wants):
             if reason := unmet(name):
+                said = "optional, see" if name in OPTIONAL else "failed once in"
                 item.add_marker(
                     pytest.mark.skip(reason=f"machine precondition {name!r} unmet "
-                                     f"(failed once in {CHECK_TEST}[{name}]): {reason}")
+                                     f"({said} {CHECK_TEST}[{name}]): {reason}")
                 )
                 break
     unneeded = [i for i in checks if i.callspec.params["precondition"] not in needed]

@@ -35,8 +35,10 @@ CONFIGURE_OPTIONS = [
     "--disable-docs", "--disable-werror",
     # Python packages come from our venv (PyPI, said so), subprojects from the tarball.
     "--disable-download",
+    # Debian's +ds tarball has no firmware blobs, and a tools build needs none.
+    "--disable-install-blobs",
 ]
-TARGET = "qemu-storage-daemon"
+TARGET = qsd_build.BINARY  # ninja names targets by output path
 BUILDING_PREFIX = f".building-{PROGRAM}-"
 # QEMU's pythondeps.toml [meson] group: what configure needs in its Python venv.
 PYTHON_NEEDS = {"pycotap": "1.1.0"}
@@ -47,6 +49,9 @@ PKG_CONFIG_NEEDS = {
     "fuse3 >= 3.1": "libfuse3-dev",
     "liburing >= 0.3": "liburing-dev",
 }
+# Programs it needs, and their packages: meson wants dtc even for a tools build when the
+# tarball has no prebuilt device trees (Debian's +ds has none); nothing is compiled by it.
+PROGRAM_NEEDS = {"dtc": "device-tree-compiler"}
 # The upstream fix of the legacy export's concurrent-write corruption (QEMU 7.2 in Debian
 # 12): "fuse: Copy write buffer content before polling" (Hanna Czenczek, 2025). Its mark
 # in block/export/fuse.c: the write data is copied into a bounce buffer before any I/O.
@@ -122,8 +127,9 @@ def _fetch(version: str | None, series: patches.Series | None, variant: str | No
                     patches.apply(patch, work / "source", build_log)
             write_fix = _has_write_copy_fix(work / "source")
             _check_build_dependencies(log)
-            tool, meson_used = meson.private_meson(_meson_minimum(work / "source"),
-                                                   cache / ".meson-venv", log)
+            tool, meson_used = meson.private_meson(
+                _meson_minimum(work / "source"), cache / ".meson-venv", log,
+                "not where QEMU's configure looks: it takes meson from its --python's venv")
             meson.ensure_packages(cache / ".meson-venv", PYTHON_NEEDS, log)
             tooled = time.monotonic()
             log(f"ringside: building qemu-storage-daemon {upstream}"
@@ -249,19 +255,21 @@ def _has_write_copy_fix(source: Path) -> bool:
 
 
 def _check_build_dependencies(log: Callable[[str], None]) -> None:
-    """The -dev packages the build needs: installed now when missing and we are root
-    (glib's headers are not among `make setup`'s packages: only this build needs them)."""
+    """The packages the build needs: installed now when missing and we are root (glib's
+    headers and dtc are not among `make setup`'s packages: only this build needs them)."""
     if shutil.which("pkg-config") is None:
         raise BuildError("pkg-config is missing: `apt-get install pkg-config`")
     missing = sorted({package for module, package in PKG_CONFIG_NEEDS.items()
-                      if subprocess.run(["pkg-config", "--exists", module]).returncode != 0})
+                      if subprocess.run(["pkg-config", "--exists", module]).returncode != 0}
+                     | {package for program, package in PROGRAM_NEEDS.items()
+                        if shutil.which(program) is None})
     if not missing:
         return
     command = f"apt-get install {' '.join(missing)}"
     if not _is_root():
         raise BuildError(f"building qemu-storage-daemon needs {', '.join(missing)}: run "
                          f"`{command}` as root, then fetch again")
-    log(f"ringside: installing {', '.join(missing)} (headers qemu-storage-daemon's build "
+    log(f"ringside: installing {', '.join(missing)} (what qemu-storage-daemon's build "
         f"needs; `{command}`)")
     proc = subprocess.run(["apt-get", "install", "-y", "-q", *missing], capture_output=True,
                           text=True, env={"DEBIAN_FRONTEND": "noninteractive",
