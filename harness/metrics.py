@@ -40,6 +40,12 @@ class ThreadStat:
     pid: int = 0  # the process the thread belongs to
     policy: str = "unknown"  # scheduling policy (normal, batch, idle, fifo, rr)
     cpus: str = "unknown"  # the CPUs it may run on, as the kernel lists them
+    # read and write system calls and the bytes they moved (/proc/PID/task/TID/io; None
+    # where it cannot be read): a peer's traffic on /dev/fuse shows here (transports/proofs.py)
+    syscr: int | None = None
+    syscw: int | None = None
+    rchar: int | None = None
+    wchar: int | None = None
 
 
 @dataclass(frozen=True)
@@ -71,8 +77,27 @@ def thread_stat(pid: int, tid: int) -> ThreadStat:
     policy, cpus = _placement(fields, status)
     return ThreadStat(
         tid, name, vol, nonvol, utime / CLOCK_TICKS, stime / CLOCK_TICKS, _migrations(base), pid,
-        policy, cpus,
+        policy, cpus, *_io_counts(base),
     )
+
+
+_IO_KEYS = ("syscr", "syscw", "rchar", "wchar")
+
+
+def _io_counts(base: str) -> tuple[int | None, ...]:
+    """A thread's read/write system calls and their bytes so far (None: not readable)."""
+    try:
+        io = _read(f"{base}/io")
+    except OSError:
+        return (None,) * len(_IO_KEYS)
+    found = dict(re.findall(r"^(\w+):\s*(\d+)", io, re.M))
+    return tuple(int(found[k]) if k in found else None for k in _IO_KEYS)
+
+
+def _grown(after: int | None, before: int | None, born: bool) -> int | None:
+    if after is None or (before is None and not born):
+        return None
+    return after - (before or 0)
 
 
 def _placement(fields: list[str], status: str) -> tuple[str, str]:
@@ -222,6 +247,8 @@ def delta(before: ProcessSnapshot, after: ProcessSnapshot,
                 "migrations": None
                 if a.migrations is None
                 else a.migrations - ((b.migrations or 0) if b else 0),
+                **{k: _grown(getattr(a, k), getattr(b, k) if b else None, b is None)
+                   for k in _IO_KEYS},
                 "new": b is None,
                 "pid": a.pid,
                 "policy": policy,

@@ -451,7 +451,9 @@ def run_point(
             stats["o_direct"] = o_direct
         typed_stats = transport_class(opts.transport.name).statistics_class.from_dict(stats)
         window = metrics.delta(before, after, sampler.samples)
-        checks = check_statistics(typed_stats, ProofContext(window, summary["total_ios"]))
+        fio_bytes = sum(d.get("io_bytes", 0) for d in summary["directions"].values())
+        checks = check_statistics(typed_stats, ProofContext(window, summary["total_ios"],
+                                                            fio_bytes))
         client = summary["client"]
         data = run_result(
             scenario={

@@ -48,7 +48,10 @@ POOL_TRANSPORTS = [
 ]
 # Peers serve the same backing with their own server (qemu-storage-daemon's semantics, not
 # our export's): they share the life-cycle tests, not the semantics suite.
-PEER_TRANSPORTS = ["qsd"]
+# qemu-storage-daemon built from source (`ringside peers fetch qsd`, with the FUSE-over-
+# io_uring series for the second): met where a build is cached, skipped elsewhere (CI).
+QSD_BUILD_TRANSPORTS = ["qsd:build=cached", "qsd:build=cached-io-uring,io_uring=on"]
+PEER_TRANSPORTS = ["qsd", *QSD_BUILD_TRANSPORTS]
 
 
 def fuse_usable() -> str | None:

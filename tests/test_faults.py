@@ -258,6 +258,12 @@ def _aligned(size: int) -> mmap.mmap:
     return buf
 
 
+# A peer's own limitation is recorded, not hidden: the FUSE-over-io_uring series' export
+# (Hanna Czenczek's coroutine export as the series' tree has it) answers no FUSE_STATFS, so
+# statvfs on its mount fails with ENOSYS (QEMU 7.2's and 10.2.2's libfuse answers it).
+NO_STATFS = {"qsd:build=cached-io-uring,io_uring=on"}
+
+
 def test_full_backing_filesystem_reports_enospc_and_keeps_data(
     any_transport_spec, mountfile, small_fs
 ):
@@ -289,7 +295,11 @@ def test_full_backing_filesystem_reports_enospc_and_keeps_data(
             assert err.value.errno in (errno.ENOSPC, errno.EIO)
             # Still serving: metadata, reads, and overwrites of space already allocated.
             assert os.stat(mountfile).st_size == 32 * MiB
-            os.statvfs(mountfile)
+            try:
+                os.statvfs(mountfile)
+            except OSError as e:
+                if not (e.errno == errno.ENOSYS and any_transport_spec in NO_STATFS):
+                    raise
             expected = {off: chunk[:] for off in written}
             for off in written:
                 assert os.pread(fd, MiB, off) == expected[off]
@@ -432,7 +442,8 @@ def command_target(command: str, tmp_path: Path) -> list[str]:
         ("uring:depth=-1", "bad value depth='-1'"),
         ("uring:depth", "'depth' is not key=value"),
         ("devfuse:thread=2", "did you mean 'threads'?"),
-        ("qsd:depth=1", "known options: none; placement: cpus, idle_guard, sched"),
+        ("pyfuse3:depth=1", "known options: none; placement: cpus, idle_guard, sched"),
+        ("qsd:depth=1", "known options: build, io_uring; placement: cpus, idle_guard, sched"),
         ("urnig", "did you mean 'uring'?"),
     ],
 )

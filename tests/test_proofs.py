@@ -17,6 +17,7 @@ from transports.statistics import (
     LibfuseStatistics,
     PeerStatistics,
     Pyfuse3Statistics,
+    QsdStatistics,
     TransportStatistics,
     UringStatistics,
 )
@@ -41,7 +42,7 @@ def test_each_transport_names_its_statistics_class() -> None:
     assert transport_class("uring").statistics_class is UringStatistics
     assert transport_class("devfuse").statistics_class is DevfuseStatistics
     assert transport_class("libfuse").statistics_class is LibfuseStatistics
-    assert transport_class("qsd").statistics_class is PeerStatistics
+    assert transport_class("qsd").statistics_class is QsdStatistics
     assert transport_class("external").statistics_class is PeerStatistics
 
 

@@ -40,6 +40,7 @@ from test_run import processes_mentioning
 from conftest import (
     ON_CI,
     PEER_TRANSPORTS,
+    QSD_BUILD_TRANSPORTS,
     REPO,
     SERVED_TRANSPORTS,
     read_until_ready,
@@ -62,7 +63,7 @@ USER_TRANSPORTS = [
     t for t in SERVED_TRANSPORTS if t != "uring:buffers=mlock"
 ] + [
     "uring:buffers=mlock,depth=1", "uring:buffers=pool", "uring:buffers=pinned,depth=1"
-] + PEER_TRANSPORTS
+] + [t for t in PEER_TRANSPORTS if t not in QSD_BUILD_TRANSPORTS]
 
 
 @dataclass

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from transports.statistics import (
         DevfuseStatistics,
         LibfuseStatistics,
+        QsdStatistics,
         TransportStatistics,
         UringStatistics,
     )
@@ -34,6 +35,7 @@ class ProofContext:
 
     window: dict[str, Any] = field(default_factory=dict)
     fio_ios: int = 0
+    fio_bytes: int = 0  # the data fio read and wrote
 
 
 def run_proofs(stats: TransportStatistics, context: ProofContext) -> list[dict[str, Any]]:
@@ -149,3 +151,54 @@ def peer_ring(stats: LibfuseStatistics, context: ProofContext) -> dict[str, Any]
         reason = f"the legacy server's io_uring rings posted {carried} completions (expected 0)"
     return {"name": "peer_ring", "ok": ok, "ring_completions": carried, "fio_ios": ios,
             "reason": reason}
+
+
+QSD_DEVFUSE_MAX_SHARE = 0.25  # of fio's data through the main loop's read/write calls
+
+
+def qsd_path(stats: QsdStatistics, context: ProofContext) -> dict[str, Any]:
+    """qemu-storage-daemon's FUSE export: the requests took the path the setting names.
+
+    Legacy (/dev/fuse): the daemon's main loop reads each request from /dev/fuse and
+    writes its reply there, so every byte of data fio moved crosses its read and write
+    calls (a WRITE's data in the request, a READ's in the reply): their bytes over the fio
+    window must reach >= 99% of fio's. io_uring: each request arrives as a ring completion,
+    its data in the ring entry's buffer, so the rings must post completions for >= 99% of
+    fio's I/Os while the main loop's read and write calls move at most a quarter of fio's
+    data (what they still move is the event loop's eventfd traffic, 8 bytes a call: about
+    1% of 4 KiB I/O here). Ring completions alone prove neither: QEMU >= 10.2's event loop
+    polls its file descriptors through an io_uring too, and counting write calls does not
+    do either (the main loop writes eventfds several times per request).
+    """
+    ios, data = context.fio_ios, context.fio_bytes
+    carried = int(context.window.get("ring_completions") or 0)
+    thread = next((t for t in context.window.get("threads") or []
+                   if t.get("tid") == stats.serving_tid), None)
+    moved = None
+    if thread is not None and thread.get("rchar") is not None and thread.get("wchar") is not None:
+        moved = int(thread["rchar"]) + int(thread["wchar"])
+    share = moved / data if moved is not None and data else None
+    record: dict[str, Any] = {"name": "qsd_path", "io_uring": bool(stats.io_uring),
+                              "ring_completions": carried, "fio_ios": ios,
+                              "main_loop_bytes": moved, "fio_bytes": data,
+                              "main_loop_share": share}
+    if moved is None:
+        return {**record, "ok": False, "reason": (
+            f"the daemon's main thread ({stats.serving_tid}) was not measured, or its "
+            "read/write bytes were not readable (/proc/PID/task/TID/io): the path its "
+            "requests took is unproven")}
+    said = (f"its main loop's read and write calls moved {moved} bytes for {data} bytes of "
+            f"fio data ({share:.1%})" if share is not None else
+            f"its main loop's read and write calls moved {moved} bytes, fio moved no data")
+    if stats.io_uring:
+        ok = ios > 0 and carried >= RING_MIN_SHARE * ios and share is not None and \
+            share <= QSD_DEVFUSE_MAX_SHARE
+        reason = (f"the daemon's io_uring rings posted {carried} completions for {ios} fio "
+                  f"I/Os (at least {RING_MIN_SHARE:.0%} needed) and {said}; at most "
+                  f"{QSD_DEVFUSE_MAX_SHARE:.0%} may cross /dev/fuse")
+    else:
+        ok = ios > 0 and share is not None and share >= RING_MIN_SHARE
+        reason = (f"{said[0].upper()}{said[1:]}; at least {RING_MIN_SHARE:.0%} must, each "
+                  f"request and reply crossing /dev/fuse; its io_uring rings posted {carried} "
+                  "completions (the event loop's polls)")
+    return {**record, "ok": ok, "reason": reason}

@@ -345,6 +345,28 @@ class DirectStatistics(TransportStatistics):
 
 
 @dataclass
+class QsdStatistics(PeerStatistics):
+    """qemu-storage-daemon's FUSE export: which build served, and through which path.
+
+    `io_uring` is the export's io-uring setting as given to the daemon (None: a result
+    older than the key). Either way the result must prove the path the FUSE requests took
+    (proofs.qsd_path): the daemon's main loop, which reads /dev/fuse and writes each reply
+    to it in the legacy export, is `serving_tid`.
+    """
+
+    argv: list[str] | None = None
+    # which build served: binary, version, how it was chosen; a cached build's source and
+    # patches (subjects and sha256)
+    build: dict[str, Any] | None = None
+    io_uring: bool | None = None
+    serving_tid: int | None = None
+    output_tail: str = ""
+
+    def checks(self) -> list[Proof]:
+        return [] if self.io_uring is None else [proofs.qsd_path]
+
+
+@dataclass
 class LibfuseStatistics(PeerStatistics):
     argv: list[str] | None = None
     # which build served, how it was chosen (build=, $RINGSIDE_LIBFUSE_BUILD, the cache)

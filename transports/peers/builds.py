@@ -1,10 +1,12 @@
 """Peer programs built by `ringside peers fetch` into the checkout's cache.
 
-A build lives in `.cache/peers/PROGRAM-VERSION/`: the source as unpacked, the build
-directory `build/`, and the stamp `ringside-build.json` (program, version, source hash,
-how it was built). The stamp is written last, before the directory is renamed into place:
-a directory without a stamp, or whose stamp names another program or version, is not a
-build (a killed fetch, or a hand-made directory) and is never chosen.
+A build lives in `.cache/peers/PROGRAM-VERSION/` (`PROGRAM-VERSION+VARIANT/` for one
+built with patches, VARIANT naming the patch set): the source as unpacked, the build
+directory `build/`, and the stamp `ringside-build.json` (program, version, variant,
+source hash, how it was built). The stamp is written last, before the directory is
+renamed into place: a directory without a stamp, or whose stamp names another program,
+version or variant, is not a build (a killed fetch, or a hand-made directory) and is
+never chosen.
 """
 
 from __future__ import annotations
@@ -25,16 +27,27 @@ BUILD_SUBDIR = "build"
 class CachedBuild:
     program: str
     version: str
-    root: Path  # .cache/peers/PROGRAM-VERSION
+    root: Path  # .cache/peers/PROGRAM-VERSION[+VARIANT]
     stamp: dict[str, Any]
 
     @property
     def build_dir(self) -> Path:
         return self.root / BUILD_SUBDIR
 
+    @property
+    def variant(self) -> str | None:
+        """The patch set's name for a build with patches (None: as released)."""
+        return self.stamp.get("variant") or None
 
-def root_of(program: str, version: str, cache: Path | None = None) -> Path:
-    return (cache or CACHE_DIR) / f"{program}-{version}"
+    @property
+    def name(self) -> str:
+        """VERSION or VERSION+VARIANT: how `build=` and `ringside peers list` name it."""
+        return f"{self.version}+{self.variant}" if self.variant else self.version
+
+
+def root_of(program: str, version: str, cache: Path | None = None,
+            variant: str | None = None) -> Path:
+    return (cache or CACHE_DIR) / f"{program}-{version}{f'+{variant}' if variant else ''}"
 
 
 def version_key(version: str) -> tuple:
@@ -52,7 +65,8 @@ def read_stamp(root: Path, program: str) -> dict[str, Any] | None:
         return None
     if not isinstance(stamp, dict) or stamp.get("program") != program:
         return None
-    if root.name != f"{program}-{stamp.get('version')}":
+    variant = stamp.get("variant")
+    if root.name != root_of(program, str(stamp.get("version")), root.parent, variant).name:
         return None
     return stamp
 
@@ -78,10 +92,13 @@ def scan(program: str, cache: Path | None = None) -> tuple[list[CachedBuild], li
             not_builds.append(entry)
         else:
             builds.append(CachedBuild(program, str(stamp["version"]), entry, stamp))
-    builds.sort(key=lambda b: version_key(b.version))
+    builds.sort(key=lambda b: (version_key(b.version), b.variant or ""))
     return builds, not_builds
 
 
 def newest(program: str, cache: Path | None = None) -> CachedBuild | None:
+    """The newest complete build of `program` as released (a patched build is chosen by
+    name only)."""
     builds, _ = scan(program, cache)
-    return builds[-1] if builds else None
+    released = [b for b in builds if b.variant is None]
+    return released[-1] if released else None

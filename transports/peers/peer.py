@@ -11,6 +11,7 @@ have no request counters.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import signal
 import subprocess
@@ -91,7 +92,7 @@ class PeerTransport(Transport):
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=functools.partial(_die_with_parent, self.death_signal()),
                 start_new_session=True,  # so stopping it reaches anything it started
                 env=self.environment(),
             )
@@ -110,6 +111,10 @@ class PeerTransport(Transport):
     def environment(self) -> dict[str, str] | None:
         """The program's environment (None: ours)."""
         return None
+
+    def death_signal(self) -> int:
+        """What the program gets when we die (SIGKILL included): SIGTERM, so it unmounts."""
+        return signal.SIGTERM
 
     def _wait_for_mount(self, target: str) -> None:
         deadline = time.monotonic() + _START_TIMEOUT_S
@@ -159,10 +164,10 @@ class PeerTransport(Transport):
         )
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(sig: int = signal.SIGTERM) -> None:
     # A SIGKILLed `ringside serve` must not leave the daemon (and its mount) behind.
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    libc.prctl(_PR_SET_PDEATHSIG, sig)
 
 
 def _signal_group(pid: int, sig: int) -> None:
