@@ -83,12 +83,21 @@ def _qsd_build(setting: str) -> Callable[[], str | None]:
     return unmet
 
 
+def _idle_guard() -> str | None:
+    """sched=idle's starvation guard can work here (schedstat, leave SCHED_IDLE)."""
+    from transports.sched import guard_fix, guard_unavailable
+
+    why = guard_unavailable()
+    return None if why is None else f"{why}; fix: {guard_fix(why)}"
+
+
 PRECONDITIONS: dict[str, Callable[[], str | None]] = {
     "dev_fuse_for_users": _capability(doctor.check_dev_fuse_for_users),
     "user_tools": _capability(doctor.check_user_tools),
     "io_uring_for_users": _io_uring_for_users,
     "fuse_over_io_uring": _fuse_over_io_uring,
     "libfuse_build": _libfuse_build,
+    "idle_guard": _idle_guard,
     "qsd_build": _qsd_build("cached"),
     "qsd_io_uring_build": _qsd_build("cached-io-uring"),
 }

@@ -140,6 +140,7 @@ def _serving(result: dict) -> list[dict]:
 
 
 @pytest.mark.mount
+@pytest.mark.needs("idle_guard")
 def test_pyfuse3_under_sched_idle_records_every_serving_thread_idle(tmp_path: Path) -> None:
     result = _run(tmp_path, "pyfuse3", "--sched", "idle")
     assert result["transport"]["settings"]["sched"] == "idle"
@@ -152,6 +153,7 @@ def test_pyfuse3_under_sched_idle_records_every_serving_thread_idle(tmp_path: Pa
 
 @pytest.mark.mount
 @pytest.mark.needs("libfuse_build")
+@pytest.mark.needs("idle_guard")
 def test_libfuses_ring_threads_started_after_the_mount_are_placed(tmp_path: Path) -> None:
     result = _run(tmp_path, "libfuse:mode=uring,sched=idle")
     threads = [t for t in result["server"]["window"]["threads"]
@@ -175,6 +177,7 @@ def test_cpus_bound_every_thread_even_one_the_server_pins(tmp_path: Path) -> Non
 
 
 @pytest.mark.mount
+@pytest.mark.needs("idle_guard")
 def test_the_guard_rescues_a_server_placed_from_outside(tmp_path: Path) -> None:
     """Two CPU hogs in the server's own session (its scheduling group) starve a SCHED_IDLE
     server; the guard, watching pyfuse3's threads from outside, moves them to
