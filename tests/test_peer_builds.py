@@ -12,6 +12,7 @@ import pytest
 
 from harness.commands import peers as peers_command
 from harness.peer_builds import BuildError, libfuse, meson
+from harness.peer_builds import cache as cache_dir
 from harness.peer_builds.debian_source import choose_version, upstream_of
 from transports.peers import builds
 
@@ -96,7 +97,7 @@ def test_a_complete_build_replaces_a_directory_that_is_not_one(tmp_path):
     (root / "build" / "old").write_text("half")
     work = stamped(tmp_path / "w", "3.18.3")
     log: list[str] = []
-    libfuse._move_into_place(work, root, log.append)
+    cache_dir.move_into_place("libfuse", work, root, log.append)
     assert builds.read_stamp(root, "libfuse") and not (root / "build" / "old").exists()
     assert "not a build" in log[0] and not work.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["libfuse-3.18.3", "w"]

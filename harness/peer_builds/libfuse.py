@@ -7,19 +7,18 @@ Fetched from sid through a private apt state below the cache; built with meson a
 
 from __future__ import annotations
 
-import fcntl
 import re
 import shutil
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 from harness.debian.private_apt import KEYRING, AptError, PrivateApt, archive_uri
 from harness.peer_builds import BuildError, debian_source, meson
+from harness.peer_builds import cache as cache_dir
 from transports.peers import builds
 
 PROGRAM = "libfuse"
@@ -27,20 +26,7 @@ SOURCE_PACKAGE = "fuse3"
 SUITE = "sid"
 MESON_OPTIONS = ["-Dtests=false", "-Dutils=false", "-Dexamples=true"]
 SERVER = "example/passthrough_hp"
-BUILDING_PREFIX = f".building-{PROGRAM}-"
-
-
-@contextmanager
-def _locked(cache: Path, log: Callable[[str], None]):
-    """One fetch at a time per cache: a second one waits (then finds the build done)."""
-    cache.mkdir(parents=True, exist_ok=True)
-    with open(cache / ".lock", "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log(f"ringside: another fetch is running in {cache}; waiting for it")
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
+BUILDING_PREFIX = cache_dir.building_prefix(PROGRAM)
 
 
 def fetch(version: str | None = None, mirror: str | None = None, cache: Path | None = None,
@@ -49,7 +35,7 @@ def fetch(version: str | None = None, mirror: str | None = None, cache: Path | N
     cache; with `if_missing`, a complete cached build of it (of any version when None) is
     returned without touching the network."""
     cache = cache or builds.CACHE_DIR
-    with _locked(cache, log):
+    with cache_dir.locked(cache, log):
         if if_missing and (have := _cached(version, cache)) is not None:
             return have
         _remove_leftovers(cache, log)
@@ -127,7 +113,7 @@ def _fetch(version: str | None, mirror: str | None, cache: Path,
             },
             "built": datetime.now(UTC).isoformat(timespec="seconds"),
         })
-        _move_into_place(work, root, log)
+        cache_dir.move_into_place(PROGRAM, work, root, log)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     try:
@@ -178,17 +164,3 @@ def _why_no_uring(log_path: Path) -> str:
     return "; ".join(found) or "meson's reason is in the log"
 
 
-def _move_into_place(work: Path, root: Path, log: Callable[[str], None]) -> None:
-    """Rename the complete build to its name, replacing what was there (an older build of
-    the same version, or a directory that is not a build)."""
-    old = None
-    if root.exists():
-        what = "build" if builds.read_stamp(root, PROGRAM) else "directory (not a build: no stamp)"
-        log(f"ringside: replacing the {what} at {root}")
-        old = root.with_name(f"{BUILDING_PREFIX}replaced-{root.name}")
-        if old.exists():
-            shutil.rmtree(old)
-        root.rename(old)
-    work.rename(root)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

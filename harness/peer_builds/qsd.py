@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.debian.private_apt import KEYRING, AptError, PrivateApt, archive_uri
-from harness.peer_builds import BuildError, debian_source, libfuse, meson, patches
+from harness.peer_builds import BuildError, debian_source, meson, patches
+from harness.peer_builds import cache as cache_dir
 from transports.peers import builds, qsd_build
 
 PROGRAM = qsd_build.PROGRAM
@@ -39,7 +40,7 @@ CONFIGURE_OPTIONS = [
     "--disable-install-blobs",
 ]
 TARGET = qsd_build.BINARY  # ninja names targets by output path
-BUILDING_PREFIX = f".building-{PROGRAM}-"
+BUILDING_PREFIX = cache_dir.building_prefix(PROGRAM)
 # QEMU's pythondeps.toml [meson] group: what configure needs in its Python venv.
 PYTHON_NEEDS = {"pycotap": "1.1.0"}
 # pkg-config modules the tools-only build needs, and the Debian package of each.
@@ -73,7 +74,7 @@ def fetch(version: str | None = None, patch_files: list[Path] | None = None,
         variant = patches.check_name(name) if name else series.default_name()
     elif name:
         raise BuildError("--name names a patch set: give --patches too")
-    with libfuse._locked(cache, log):
+    with cache_dir.locked(cache, log):
         if if_missing and (have := _cached(version, variant, cache)) is not None:
             return have
         _remove_leftovers(cache, log)
@@ -181,7 +182,7 @@ def _fetch(version: str | None, series: patches.Series | None, variant: str | No
             },
             "built": datetime.now(UTC).isoformat(timespec="seconds"),
         })
-        libfuse._move_into_place(work, root, log)
+        cache_dir.move_into_place(PROGRAM, work, root, log)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     try:
