@@ -18,6 +18,9 @@ from pathlib import Path
 
 import pytest
 
+# One refused connection, no apt retries: the same as for libfuse's fetch.
+from test_peer_builds import UNREACHABLE, no_apt_retries  # noqa: E402,F401
+
 from harness.commands import peers as peers_command
 from harness.debian.private_apt import AptError
 from harness.peer_builds import BuildError, meson, patches, qsd
@@ -26,16 +29,6 @@ from transports import proofs
 from transports.base import TransportUnavailable, parse_spec
 from transports.peers import builds, qsd_build
 from transports.statistics import QsdStatistics
-
-UNREACHABLE = "http://127.0.0.1:9/debian"  # connection refused at once: no network
-
-
-@pytest.fixture(autouse=True)
-def no_apt_retries(tmp_path_factory, monkeypatch):
-    conf = tmp_path_factory.mktemp("apt") / "apt.conf"
-    conf.write_text('Acquire::Retries "0";\n')
-    monkeypatch.setenv("APT_CONFIG", str(conf))
-
 
 # -- patch series -----------------------------------------------------------------------
 ORIGINAL = "".join(f"line {i}\n" for i in range(1, 41))

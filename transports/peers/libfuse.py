@@ -263,12 +263,7 @@ class LibfuseTransport(PeerTransport):
             self._tmpfs = None
 
     def cleanup(self) -> None:
-        proc = self._proc
-        if proc is not None and proc.poll() is not None and proc.stdout is not None:
-            try:
-                self._output = proc.stdout.read()
-            except (OSError, ValueError):
-                pass
+        self._output = self.read_output() or self._output
         for path in (self._target, self._tmpfs):
             if path is not None:
                 mounting.unmount(path, lazy=True)

@@ -79,6 +79,16 @@ class PeerTransport(Transport):
     def cleanup(self) -> None:
         """Undo prepare() and attach(); called after the program has been reaped."""
 
+    def read_output(self) -> str:
+        """What the program printed (stdout and stderr), once it has exited; else ""."""
+        proc = self._proc
+        if proc is not None and proc.poll() is not None and proc.stdout is not None:
+            try:
+                return proc.stdout.read()
+            except (OSError, ValueError):
+                pass
+        return ""
+
     def serve(self, export: Export, mountpoint: str, on_ready: Callable[[], None]) -> None:
         self._mountpoint = mountpoint
         self._version = self.version()

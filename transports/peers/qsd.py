@@ -101,12 +101,7 @@ class QsdTransport(PeerTransport):
         return signal.SIGKILL if self.settings.get("io_uring") else signal.SIGTERM
 
     def cleanup(self) -> None:
-        proc = self._proc
-        if proc is not None and proc.poll() is not None and proc.stdout is not None:
-            try:
-                self._output = proc.stdout.read()
-            except (OSError, ValueError):
-                pass
+        self._output = self.read_output() or self._output
 
     def statistics(self) -> QsdStatistics:
         stats = super().statistics()
