@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy
@@ -148,7 +146,10 @@ def test_pyfuse3_under_sched_idle_records_every_serving_thread_idle(tmp_path: Pa
             if t["name"] not in RINGSIDE_THREADS} == {"idle"}
     placement = result["transport_stats"]["placement"]
     assert placement["placed_by"].startswith("ringside (from outside")
-    assert placement["sched_guard"]["per_thread"]  # the guard watched them
+    # the guard watched them, as it watches our own serving threads
+    watched = {t["tid"] for t in placement["sched_guard"]["per_thread"]}
+    idle = {t["tid"] for t in result["server"]["window"]["threads"] if t["policy"] == "idle"}
+    assert watched and idle <= watched, (watched, idle)
 
 
 @pytest.mark.mount
@@ -174,44 +175,6 @@ def test_cpus_bound_every_thread_even_one_the_server_pins(tmp_path: Path) -> Non
     assert {t["cpus"] for t in result["server"]["window"]["threads"]
             if t["name"] not in RINGSIDE_THREADS} == {str(cpus[-1])}
     assert result["transport_stats"]["placement"]["cpus_set"] >= 1  # its own pin, bounded
-
-
-@pytest.mark.mount
-@pytest.mark.needs("idle_guard")
-def test_the_guard_rescues_a_server_placed_from_outside(tmp_path: Path) -> None:
-    """Two CPU hogs in the server's own session (its scheduling group) starve a SCHED_IDLE
-    server; the guard, watching pyfuse3's threads from outside, moves them to
-    SCHED_BATCH while a client waits."""
-    disk = tmp_path / "disk"
-    stats = tmp_path / "stats.json"
-    hogs = "(while :; do :; done) & (while :; do :; done) & "
-    serve = " ".join([*RINGSIDE, "serve", str(disk), "-t", "pyfuse3:sched=idle",
-                      "--backing", "memory:64M", "--fill", "data", "--stats-out", str(stats)])
-    proc = subprocess.Popen(["sh", "-c", hogs + "exec " + serve], cwd=REPO,
-                            start_new_session=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line or line.startswith("ringside: ready"):
-                break
-        assert line.startswith("ringside: ready"), line
-        fio = subprocess.run(
-            ["fio", "--name=t", f"--filename={disk}", "--rw=randread", "--bs=4k", "--direct=1",
-             "--ioengine=psync", "--runtime=2", "--time_based", "--output-format=terse"],
-            capture_output=True, text=True, timeout=120)
-        assert fio.returncode == 0, fio.stderr
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-        time.sleep(0.2)
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # the hogs
-        except ProcessLookupError:
-            pass
-    guard = json.loads(stats.read_text())["placement"]["sched_guard"]
-    assert guard["boosts"] >= 1 and guard["boosted_ms"] > 0, guard
 
 
 @pytest.mark.mount
