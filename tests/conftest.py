@@ -16,7 +16,7 @@ import pytest
 from preconditions import apply as apply_preconditions
 
 from harness.guest import slowdown
-from harness.serving import READY_PREFIX
+from harness.point.serving import READY_PREFIX
 from transports.fuse import mounting
 
 REPO = Path(__file__).resolve().parent.parent

@@ -12,7 +12,8 @@ import time
 import pytest
 
 from conftest import REPO, fuse_usable, require
-from harness.campaign import MIN_ROUNDS, known_suites, load_suite, plan
+from harness.campaigns.interleaved import MIN_ROUNDS, plan
+from harness.campaigns.suites import known_suites, load_suite
 from harness.results import load
 from harness.scenarios import load_scenario
 from transports.base import parse_spec

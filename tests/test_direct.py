@@ -20,11 +20,11 @@ import pytest
 from test_run import processes_mentioning
 
 from conftest import REPO, read_until_ready, serve_command
-from harness import fio
 from harness.analysis.campaign import load_campaign
 from harness.analysis.compare import choose_baseline, compare
 from harness.analysis.synthetic import write_campaign
 from harness.analysis.tables import render
+from harness.point import fio
 from harness.results import read_result
 from transports.base import parse_spec, transport_class
 from transports.export.backing import fill_image

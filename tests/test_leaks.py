@@ -1,6 +1,6 @@
 """A 50-run campaign in this process: the harness must not grow fds, threads or memory.
 
-The campaign (harness.campaign.Campaign, as `ringside campaign` runs it) alternates two
+The campaign (harness.campaigns.interleaved.Campaign, as `ringside campaign` runs it) alternates two
 transports on one mountpoint, 1 s of fio each. The harness process is sampled after
 every run: open fds, threads and RSS after run 50 are compared with run 5, when imports,
 caches and pools have settled. A leak of one fd or thread per run would show as 45; a
@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from conftest import fuse_usable, require
-from harness.campaign import Campaign, PlannedRun, plan
-from harness.runner import RunOptions
+from harness.campaigns.interleaved import Campaign, PlannedRun, plan
+from harness.point.runner import RunOptions
 from harness.scenarios import load_scenario
 from transports.base import parse_spec
 from transports.export.spec import ExportSpec

@@ -240,7 +240,7 @@ def peer_stats(**fields) -> LibfuseStatistics:
 
 def peer_ring_check(stats: LibfuseStatistics, window: dict, ios: int) -> dict | None:
     """The peer_ring check as the runner runs it, or None when libfuse declares none."""
-    from harness.runner import CheckError, check_statistics
+    from harness.point.runner import CheckError, check_statistics
 
     if proofs.peer_ring not in stats.checks():
         return None
@@ -269,7 +269,7 @@ def test_peer_ring_check_needs_the_rings_to_carry_the_io():
 
 
 def test_an_io_uring_peers_rings_count_its_requests_for_coverage():
-    from harness.runner import request_coverage
+    from harness.point.runner import request_coverage
 
     peer = peer_stats(ring_expected=True)
     covered = request_coverage(peer, 1000, ring_requests=1003)

@@ -19,7 +19,8 @@ from harness.analysis.campaign import load_campaign
 from harness.analysis.compare import compare
 from harness.analysis.synthetic import Point, default_points, make_run
 from harness.analysis.tables import render
-from harness.placement_args import placement_argv, with_placement
+from harness.commands.measuring import with_placement
+from harness.point.serving import placement_argv
 from harness.results import placement_columns, write_result
 from transports.base import SpecError, TransportUnavailable, parse_spec
 from transports.placement import RINGSIDE_THREADS

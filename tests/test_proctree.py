@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, fuse_usable, require, served
-from harness import metrics, proctree
+from harness.point import metrics, proctree
 
 # A child of the shell that burns 0.4 s of CPU and exits.
 _BURN = (f"{sys.executable} -c 'import time; e = time.process_time() + 0.4\n"

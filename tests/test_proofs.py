@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from harness.runner import CheckError, check_statistics
+from harness.point.runner import CheckError, check_statistics
 from transports import proofs
 from transports.base import transport_class
 from transports.statistics import (

@@ -478,7 +478,7 @@ def test_statistics_round_trip_through_json():
 
 
 def test_a_threads_read_and_write_counts_are_read():
-    from harness import metrics
+    from harness.point import metrics
 
     me = metrics.thread_stat(os.getpid(), os.getpid())
     assert None not in (me.syscr, me.syscw, me.rchar, me.wchar)

@@ -21,9 +21,10 @@ from harness.analysis import stability
 from harness.analysis.campaign import load_campaign
 from harness.analysis.compare import compare
 from harness.analysis.synthetic import make_run
-from harness.campaign import Adaptive, Campaign, PlannedRun, decision_lines, load_suite, plan
+from harness.campaigns.interleaved import Adaptive, Campaign, PlannedRun, decision_lines, plan
+from harness.campaigns.suites import load_suite
+from harness.point.runner import RunOptions
 from harness.results import load, write_result
-from harness.runner import RunOptions
 from harness.scenarios import load_scenario
 from transports.base import parse_spec
 from transports.export.spec import ExportSpec

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, fuse_usable, require
-from harness import fio, metrics
+from harness.point import fio, metrics
+from harness.point.runner import RunError, Server
 from harness.results import FORMAT_VERSION, load, read_result
-from harness.runner import RunError, Server
 from harness.scenarios import parse_scenario
 from transports.fuse import mounting
 

@@ -148,8 +148,8 @@ def _plain(value: Any) -> Any:
 
 
 def _manifest(path: Path) -> dict[str, Any]:
-    """The campaign's manifest (harness/campaign.py writes campaign.json), or {}, in the
-    current manifest format."""
+    """The campaign's manifest (harness/campaigns/interleaved.py writes campaign.json), or
+    {}, in the current manifest format."""
     try:
         data = json.loads((path / "campaign.json").read_text())
     except (OSError, json.JSONDecodeError):

@@ -4,7 +4,7 @@
 `compare` names those that stayed undecided. Both judge the ratios `compare` computed
 (harness.analysis.stats: ratio of geometric means with Welch's 95% CI on the logs);
 nothing here computes a ratio or an interval of its own. (Only stats is imported, so
-that harness.campaign can read the defaults without pulling in pandas.)
+that harness.campaigns.interleaved can read the defaults without pulling in pandas.)
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Synthetic campaigns shaped like real ones, for tests and demonstrations.
 
-Each run is a dict as harness.runner writes it (summary, server window, derived per-I/O
+Each run is a dict as harness.point.runner writes it (summary, server window, derived per-I/O
 figures, host, git, and a fio json+ document with latency bins under fio_raw), with a
 known throughput factor per transport so a comparison's answer is known in advance.
 """

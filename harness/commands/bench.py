@@ -1,7 +1,8 @@
 """`ringside bench`: the main job. A suite on every available transport, then the report.
 
-It chains the other commands (campaign, report with its figures, compare) so that what
-`make bench` shows is exactly what a user gets from running them one by one.
+It runs the campaign as `ringside campaign` does and then the analysis `ringside report` and
+`ringside compare` use, so that what `make bench` shows is exactly what a user gets from
+running them one by one.
 """
 
 from __future__ import annotations
@@ -9,6 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from harness.analysis.campaign import CampaignError, load_campaign
+from harness.analysis.compare import CompareError, compare
+from harness.analysis.report import write_report
+from harness.analysis.tables import render
 from harness.commands import campaign as campaign_cmd
 
 
@@ -26,8 +31,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from harness.cli import main
-
     args.targets = [args.suite]
     try:
         campaign = campaign_cmd.build(args)
@@ -36,10 +39,14 @@ def run_bench(args: argparse.Namespace) -> int:
     code = campaign_cmd.execute(campaign, progress=not args.no_progress)
     if code == 130:
         return code
-    baseline = ["--baseline", args.baseline] if args.baseline else []
-    directory = str(campaign.directory)
-    report_code = main(["report", directory, *baseline])
-    print()
-    compare_code = main(["compare", directory, *baseline])
-    print(f"\nreport: {campaign.directory / 'report.md'}", file=sys.stdout)
-    return code or report_code or compare_code
+    try:
+        loaded = load_campaign(str(campaign.directory))
+        report = write_report(loaded, "markdown", None, args.baseline)
+        print(f"ringside report: {report}")
+        print()
+        sys.stdout.write(render(compare(loaded, args.baseline), "terminal"))
+    except (CampaignError, CompareError) as e:
+        print(f"ringside bench: {e}", file=sys.stderr)
+        return code or 2
+    print(f"\nreport: {report}", file=sys.stdout)
+    return code

@@ -7,24 +7,28 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from harness import fio
 from harness.analysis.decide import DEFAULT_CI_WITHIN
-from harness.campaign import (
+from harness.campaigns.interleaved import (
     DEFAULT_MAX_REPS,
     MIN_ROUNDS,
     Adaptive,
     Campaign,
-    Suite,
     campaign_id,
     decision_lines,
-    iter_scenarios,
-    known_suites,
-    load_suite,
     plan,
 )
-from harness.commands.run import DEFAULT_OUT, interrupt_on_termination, overrides, run_options
-from harness.placement_args import add_placement_arguments, given, with_placement
-from harness.runner import preflight_backing
+from harness.campaigns.suites import Suite, iter_scenarios, known_suites, load_suite
+from harness.commands.measuring import (
+    DEFAULT_OUT,
+    add_placement_arguments,
+    given,
+    interrupt_on_termination,
+    overrides,
+    run_options,
+    with_placement,
+)
+from harness.point import fio
+from harness.point.runner import preflight_backing
 from harness.scenarios import ScenarioError
 from transports import sysinfo
 from transports.base import (

@@ -7,7 +7,7 @@ import re
 import sys
 
 from harness import guest, kernels
-from harness.commands.run import interrupt_on_termination
+from harness.commands.measuring import interrupt_on_termination
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -7,28 +7,30 @@ file (and its fio job file) to --out.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from pathlib import Path
-from typing import Any
 
-from harness import fio
-from harness.placement_args import add_placement_arguments, with_placement
-from harness.runner import (
+from harness.commands.measuring import (
+    DEFAULT_OUT,
+    add_placement_arguments,
+    interrupt_on_termination,
+    overrides,
+    run_options,
+    with_placement,
+)
+from harness.point import fio
+from harness.point.runner import (
     READY_TIMEOUT_S,
     CheckError,
     RunError,
-    RunOptions,
     options_for,
     run_point,
 )
-from harness.scenarios import ScenarioError, check_fio_option, load_scenario
-from transports.base import SpecError, TransportSpec, TransportUnavailable, parse_spec
+from harness.scenarios import ScenarioError, load_scenario
+from transports.base import SpecError, TransportUnavailable, parse_spec
 from transports.export.backing import BackingError
 from transports.export.spec import ExportSpec
 from transports.fuse.mounting import MountError
-
-DEFAULT_OUT = Path("results")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -68,48 +70,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_run)
 
 
-def run_options(args: argparse.Namespace, spec: TransportSpec, **more: Any) -> RunOptions:
-    """RunOptions from the export arguments every measuring command takes."""
-    return RunOptions(transport=spec, out=args.out, export=ExportSpec.from_args(args), **more)
-
-
-def interrupt_on_termination() -> None:
-    """SIGTERM/SIGHUP (a CI timeout, a closed terminal) unwind like Ctrl-C, so the
-    runner's cleanup stops the server and unmounts."""
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _interrupt)
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
 def _fail(message: str, code: int) -> int:
     print(f"ringside run: {message}", file=sys.stderr)
     return code
-
-
-def _parse_value(raw: str) -> Any:
-    # Command-line values are text; scenario values are typed: read numbers as numbers.
-    text = raw.strip()
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    try:
-        return int(text)
-    except ValueError:
-        return text
-
-
-def overrides(args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in args.fio:
-        key, eq, raw = item.partition("=")
-        if not eq:
-            raise ScenarioError(f"--fio {item!r} is not KEY=VALUE, e.g. --fio iodepth=4")
-        out[key.strip()] = check_fio_option("--fio", key.strip(), _parse_value(raw))
-    if args.runtime is not None:
-        out["runtime"] = check_fio_option("--runtime", "runtime", args.runtime)
-    return out
 
 
 def run_run(args: argparse.Namespace) -> int:

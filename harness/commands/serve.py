@@ -8,8 +8,8 @@ import signal
 import sys
 from typing import Any
 
-from harness.placement_args import add_placement_arguments, with_placement
-from harness.serving import READY_PREFIX, describe_connection_end
+from harness.commands.measuring import add_placement_arguments, with_placement
+from harness.point.serving import READY_PREFIX, describe_connection_end
 from transports.base import SpecError, Transport, TransportUnavailable, parse_spec
 from transports.export.backing import BackingError
 from transports.export.image import Export

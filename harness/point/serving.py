@@ -1,8 +1,13 @@
-"""What `ringside serve` tells the process that started it, on its standard streams: that
-it is ready (stdout) and, when the kernel ended its connection under it, how (stderr)."""
+"""What the runner and `ringside serve` say to each other: the placement flags the runner
+passes, and on serve's standard streams that it is ready (stdout) and, when the kernel
+ended its connection under it, how (stderr)."""
 
 from __future__ import annotations
 
+from transports.spec import Spec, setting_text
+
+# `ringside serve`'s placement options: the runner passes a spec's placement through them.
+PLACEMENT_FLAGS = {"sched": "--sched", "idle_guard": "--idle-guard", "cpus": "--cpus"}
 READY_PREFIX = "ringside: ready"
 CONNECTION_ENDED_PREFIX = "ringside: the FUSE connection ended:"
 
@@ -25,3 +30,12 @@ def connection_end_in(stderr: str) -> str | None:
         if line.startswith(CONNECTION_ENDED_PREFIX):
             return line[len(CONNECTION_ENDED_PREFIX):].strip()
     return None
+
+
+def placement_argv(spec: Spec) -> list[str]:
+    """Arguments for `ringside serve` that carry `spec`'s placement settings."""
+    argv: list[str] = []
+    for key, flag in PLACEMENT_FLAGS.items():
+        if key in spec.settings and setting_text(spec.settings[key]) != "":
+            argv += [flag, setting_text(spec.settings[key])]
+    return argv

@@ -3,7 +3,7 @@
 Runs are interleaved so that drift on the machine (thermal, other load) lands on every
 transport alike: for each point, repetition r runs the transports in order, and the
 order reverses on odd repetitions (A B, B A, A B ...), so no transport always runs first.
-Each run is a fresh server process and mount (harness.runner). Warmup runs come first
+Each run is a fresh server process and mount (harness.point.runner). Warmup runs come first
 for each point, are kept in the results and are flagged, as pyperf keeps them.
 
 A manifest, campaign.json, records the plan and the state of every run as the campaign
@@ -28,20 +28,18 @@ import os
 import sys
 import tempfile
 import time
-import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from harness.analysis.decide import DEFAULT_CI_WITHIN, within_text
-from harness.fio import FioError
-from harness.runner import RunError, RunOptions, options_for, run_point
-from harness.scenarios import SCENARIO_DIR, Scenario, ScenarioError, ScenarioPoint, load_scenario
+from harness.point.fio import FioError
+from harness.point.runner import RunError, RunOptions, options_for, run_point
+from harness.scenarios import Scenario, ScenarioPoint
 from transports.base import TransportSpec
 
-SUITE_DIR = SCENARIO_DIR / "suites"
 MANIFEST = "campaign.json"
 # 2: uring:buffers=pinned is the kernel pin (7.46); in 1 it meant mlock (see results.py)
 # 3: devfuse and uring default to datapath=native (and uring to sched=batch); before, to
@@ -52,53 +50,6 @@ MANIFEST_VERSION = 4
 RUN_OVERHEAD_S = 1.5  # mount, server start and stop per run, for the first ETA
 MIN_ROUNDS = 3  # --reps auto: rounds every point gets before any is judged
 DEFAULT_MAX_REPS = 10
-
-
-@dataclass(frozen=True)
-class Suite:
-    name: str
-    description: str
-    scenarios: list[str]
-    runtime: int | None = None
-    reps: int | str | None = None  # a count, or "auto"
-    backing: str | None = None  # the suite's own --backing, when none is given
-    warmup: int | None = None  # the suite's own --warmup, when none is given
-    # A suite that is a comparison names its transports; all must run (none left out).
-    transports: list[str] | None = None
-    budget_s: float | None = None  # with reps = "auto": no round is added past this
-    # What ratios are judged against when no --baseline is given and it takes part.
-    baseline: str | None = None
-
-
-def known_suites() -> list[str]:
-    return sorted(p.stem for p in SUITE_DIR.glob("*.toml"))
-
-
-def load_suite(name: str) -> Suite:
-    path = SUITE_DIR / f"{name}.toml"
-    if not path.exists():
-        raise ScenarioError(f"no suite {name!r}: known suites are {', '.join(known_suites())}")
-    with open(path, "rb") as f:
-        doc = tomllib.load(f)
-    scenarios = doc.get("scenarios")
-    if not isinstance(scenarios, list) or not all(isinstance(s, str) for s in scenarios):
-        raise ScenarioError(f"{path}: scenarios must be a list of scenario names")
-    transports = doc.get("transports")
-    if transports is not None and (
-        not isinstance(transports, list) or not all(isinstance(t, str) for t in transports)
-    ):
-        raise ScenarioError(f"{path}: transports must be a list of transport specs")
-    reps = doc.get("reps")
-    if reps is not None and reps != "auto" and not (isinstance(reps, int) and reps >= 1):
-        raise ScenarioError(f"{path}: reps must be a count of at least 1 or \"auto\"")
-    budget = doc.get("budget_s")
-    if budget is not None and not (isinstance(budget, (int, float)) and budget > 0):
-        raise ScenarioError(f"{path}: budget_s must be a number of seconds above 0")
-    baseline = doc.get("baseline")
-    if baseline is not None and not isinstance(baseline, str):
-        raise ScenarioError(f"{path}: baseline must be a transport's label or spec")
-    return Suite(name, doc.get("description", ""), scenarios, doc.get("runtime"), reps,
-                 doc.get("backing"), doc.get("warmup"), transports, budget, baseline)
 
 
 @dataclass(frozen=True)
@@ -466,8 +417,3 @@ def decision_lines(manifest: dict[str, Any]) -> list[str]:
 
 def _quiet(message: str) -> None:
     """The progress bar speaks for the runs; the runner's own chatter is dropped."""
-
-
-def iter_scenarios(names: list[str]) -> Iterator[Scenario]:
-    for name in names:
-        yield load_scenario(name)

@@ -21,7 +21,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness import REPO_DIR, proctree
+from harness import REPO_DIR
+from harness.point import proctree
 from transports.placement import STAT_POLICY_NAMES
 from transports.sysinfo import read_text, thread_ids
 

@@ -26,13 +26,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from harness import fio, metrics
 from harness.guest import GUEST_KERNEL_ENV, slowdown, where_run
 from harness.kernels import kernel_section
-from harness.placement_args import placement_argv
+from harness.point import fio, metrics
+from harness.point.serving import READY_PREFIX, connection_end_in, placement_argv
 from harness.results import result_stem, run_result, unique_stem, write_result
 from harness.scenarios import Scenario, ScenarioPoint
-from harness.serving import READY_PREFIX, connection_end_in
 from transports.base import TransportSpec, TransportStatistics, transport_class
 from transports.export.backing import open_backing
 from transports.export.spec import ExportSpec
