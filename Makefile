@@ -30,7 +30,7 @@ setup: $(VENV)/.installed
 # The compiled helper is built by pip: a change to its C or its builder reinstalls.
 NATIVE_SOURCES := $(wildcard transports/ring/*.c transports/ring/*.h transports/ring/build.py \
 	transports/sched/*.c transports/sched/*.h \
-	transports/datapath/*.c transports/datapath/*.h transports/fuse/fuse_uring.h)
+	transports/datapath/*.c transports/datapath/*.h transports/fuse/fuse_abi.h)
 
 $(VENV)/.installed: pyproject.toml Makefile $(NATIVE_SOURCES)
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \

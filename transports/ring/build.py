@@ -4,8 +4,8 @@ Compiled at install time (setup.py `cffi_modules`) into `transports._uring_cffi`
 ring.c is the source, with ../datapath/native.c (the native data path both the ring and
 the /dev/fuse loop call) and ../sched/guard.c and follow.c (where serving threads run:
 sched=idle's starvation guard, devfuse's client following); ring.h, native.h, guard.h and
-follow.h (the functions and the fields Python may read) and ../fuse/fuse_uring.h
-(the kernel's FUSE-over-io_uring ABI, which transports/fuse/abi.py reads too) are both
+follow.h (the functions and the fields Python may read) and ../fuse/fuse_abi.h
+(the kernel's FUSE ABI as Ringside uses it, which transports/fuse/abi.py reads too) are both
 the C headers and cffi's declarations, so C and Python read one text. cffi checks at
 build time that the compiler lays the ABI structs out as it parsed them.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
-ABI_HEADER = HERE.parent / "fuse" / "fuse_uring.h"
+ABI_HEADER = HERE.parent / "fuse" / "fuse_abi.h"
 DATAPATH = HERE.parent / "datapath"  # the native data path: native.c, native.h
 SCHED = HERE.parent / "sched"  # guard.c, guard.h, follow.c, follow.h
 HEADERS = [ABI_HEADER, SCHED / "guard.h", SCHED / "follow.h", DATAPATH / "native.h",
