@@ -19,8 +19,7 @@
 #include <liburing.h>
 
 #include "fuse_abi.h"
-#include "guard.h"	/* not used here: this file is also cffi's module source */
-#include "follow.h"	/* (build.py), whose wrappers need every declaration */
+#include "follow.h"	/* native.h names struct rs_follow */
 #include "native.h"
 #include "ring.h"
 
