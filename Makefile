@@ -27,10 +27,11 @@ GUEST_PYTEST := $(PY) -m pytest -p no:cacheprovider --timeout 3600
 setup: $(VENV)/.installed
 	@bash .ci/host-setup.sh
 
-# The compiled helper is built by pip: a change to its C or its builder reinstalls.
-NATIVE_SOURCES := $(wildcard transports/ring/*.c transports/ring/*.h transports/ring/build.py \
-	transports/sched/*.c transports/sched/*.h \
-	transports/datapath/*.c transports/datapath/*.h transports/fuse/fuse_uring.h)
+# The compiled module (transports._native) is built by pip: a change to its C, its headers or
+# its builder reinstalls (transports/native/sources.py lists them; the module refuses a stale build).
+NATIVE_SOURCES := $(wildcard transports/native/build.py transports/native/sources.py \
+	transports/ring/*.c transports/ring/*.h transports/sched/*.c transports/sched/*.h \
+	transports/datapath/*.c transports/datapath/*.h transports/fuse/fuse_abi.h)
 
 $(VENV)/.installed: pyproject.toml Makefile $(NATIVE_SOURCES)
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \

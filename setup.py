@@ -1,31 +1,35 @@
 """Only the compiled part of the build: pyproject.toml holds the project's configuration.
 
-The uring transport's cffi binding needs liburing's headers (Debian: liburing-dev). When
-they are missing the rest of Ringside still installs; the uring transport then reports
-the binding as not built (and `make setup` installs liburing-dev first).
+transports._native, Ringside's one compiled module (the C of transports/ring/, datapath/
+and sched/, built by transports/native/build.py), links liburing, so it needs liburing's
+headers (Debian: liburing-dev; `make setup` installs them). Without them the rest of
+Ringside still installs, and transports/native refuses every use of the module (devfuse,
+uring, datapath=native, the guard) with that cause and its fix: nothing falls back.
 """
 
-import os
-import shutil
-import subprocess
+import importlib.util
 import sys
 
 from setuptools import setup
 
 
-def _have_liburing() -> bool:
-    if shutil.which("pkg-config"):
-        if subprocess.run(["pkg-config", "--exists", "liburing"]).returncode == 0:
-            return True
-    return os.path.exists("/usr/include/liburing.h")
+def _native_sources():
+    # By path: Ringside cannot be imported while it is being built.
+    spec = importlib.util.spec_from_file_location(
+        "_ringside_native_sources", "transports/native/sources.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-if _have_liburing():
-    cffi_modules = ["transports/ring/build.py:ffibuilder"]
+if _native_sources().liburing_headers():
+    cffi_modules = ["transports/native/build.py:ffibuilder"]
 else:
     print(
-        "ringside: liburing headers not found (apt-get install liburing-dev): "
-        "building without the uring transport's binding",
+        "ringside: liburing headers not found: building without transports._native, which "
+        "devfuse, uring and sched=idle's guard need (apt-get install liburing-dev, then "
+        "make setup)",
         file=sys.stderr,
     )
     cffi_modules = []

@@ -132,12 +132,12 @@ def check_io_uring_disabled() -> Capability:
 def check_liburing() -> Capability:
     version = _version(["pkg-config", "--modversion", "liburing"])
     try:
-        from transports import _uring_cffi  # noqa: F401  (the compiled binding)
+        from transports.native import lib  # noqa: F401  (the compiled module, checked)
     except ImportError as e:
         return Capability(
             "liburing binding",
             False,
-            f"not built ({e}); liburing {version or 'missing'}",
+            f"unusable ({e}); liburing {version or 'missing'}",
             "`apt-get install liburing-dev` then `make setup` (rebuilds the cffi binding)",
         )
     return Capability("liburing binding", True, f"built against liburing {version}")

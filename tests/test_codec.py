@@ -63,9 +63,13 @@ def test_abi_sizes_match_kernel_header() -> None:
 
 
 def test_binding_compiled_from_the_same_abi_header() -> None:
-    """abi.py parses fuse_uring.h; the binding was compiled from it: same layout."""
-    binding = pytest.importorskip("transports._uring_cffi")
-    ffi = binding.ffi
+    """abi.py parses fuse_abi.h; the native module was compiled from it: same layout."""
+    from transports import native
+
+    try:
+        ffi, lib = native.load()
+    except native.NativeModuleUnavailable as e:
+        pytest.skip(str(e))
     assert ffi.sizeof("struct fuse_uring_req_header") == abi.URING_REQ_HEADER_SIZE
     assert ffi.offsetof("struct fuse_uring_req_header", "op_in") == abi.URING_REQ_OP_IN_OFFSET
     assert (
@@ -74,11 +78,11 @@ def test_binding_compiled_from_the_same_abi_header() -> None:
     )
     assert ffi.sizeof("struct fuse_uring_cmd_req") == abi.URING_CMD_REQ_SIZE == 40
     assert ffi.offsetof("struct fuse_uring_cmd_req", "bufpool") == abi.URING_CMD_REQ_BUFPOOL_OFFSET
-    assert binding.lib.FUSE_IO_URING_CMD_ADD_BUFPOOL == abi.URING_CMD_ADD_BUFPOOL == 4
+    assert lib.FUSE_IO_URING_CMD_ADD_BUFPOOL == abi.URING_CMD_ADD_BUFPOOL == 4
     # the ring counts READ/WRITE by the header's two opcodes; abi.py has the whole table
-    assert (binding.lib.FUSE_READ, binding.lib.FUSE_WRITE) == (abi.READ, abi.WRITE)
+    assert (lib.FUSE_READ, lib.FUSE_WRITE) == (abi.READ, abi.WRITE)
     assert ffi.sizeof("struct fuse_out_header") == abi.OUT_HEADER.size
-    assert binding.lib.FUSE_IO_URING_CMD_COMMIT_AND_FETCH == 2
+    assert lib.FUSE_IO_URING_CMD_COMMIT_AND_FETCH == 2
 
 
 def _offsets(st_obj: struct.Struct, count: int) -> list[int]:

@@ -105,8 +105,8 @@ def test_a_growing_write_goes_to_python_and_the_helper_sees_the_new_size(tmp_pat
 
 def test_the_helpers_view_follows_the_export():
     """No mount: NativeImage tracks size changes and the end of mapped reads."""
-    from transports._uring_cffi import ffi
     from transports.datapath import NativeImage
+    from transports.native import ffi
 
     export = Export(parse_backing("memory:1M"), ExportOptions(fill=True))
     try:

@@ -45,9 +45,9 @@ def _uring_reason() -> str | None:
         except OSError as e:
             return f"enable_uring is N and cannot be set ({e.strerror}): run as root"
     try:
-        from transports import _uring_cffi  # noqa: F401
-    except ImportError as e:
-        return f"the liburing binding is not built ({e}): run `make setup`"
+        from transports.native import lib  # noqa: F401
+    except ImportError as e:  # transports.native says why and what fixes it
+        return str(e)
     return None
 
 

@@ -574,7 +574,7 @@ class UringTransport(Transport):
                 ring.close()
 
     def _ring_loop(self, q: _Queue, ring: Ring) -> None:
-        from transports._uring_cffi import lib
+        from transports.native import lib
 
         idx_bits = lib.RS_IDX_BITS
         idx_mask = (1 << idx_bits) - 1

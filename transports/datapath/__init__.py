@@ -14,9 +14,9 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from transports._uring_cffi import ffi, lib
 from transports.base import Option
 from transports.export.image import Export
+from transports.native import ffi, lib
 from transports.statistics import NativeTotals
 
 DATAPATHS = ("python", "native")

@@ -12,15 +12,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "fuse_uring.h"
+#include "fuse_abi.h"
 #include "follow.h"
 #include "native.h"
-
-#define RS_IN_HEADER 40		/* struct fuse_in_header */
-#define RS_IN_PID 32		/* its pid: the thread that made the request */
-#define RS_RW_IN 40		/* struct fuse_read_in, struct fuse_write_in (minor >= 9) */
-#define RS_OUT_HEADER 16	/* struct fuse_out_header */
-#define RS_WRITE_OUT 8		/* struct fuse_write_out */
 
 int rs_native_claim(struct rs_native *n, int write, uint64_t offset, uint32_t size)
 {
@@ -99,47 +93,38 @@ long rs_native_write(struct rs_native *n, uint64_t offset, uint32_t size, const 
 	return rs_native_count(n, 1, (long)done);
 }
 
-static uint32_t rs_u32(const char *p)
+/*
+ * Serve one /dev/fuse READ or WRITE: `ih` is its header, `op` the `op_len` bytes after it
+ * (op header, then a WRITE's data; unaligned, hence the copies). Returns the reply's data
+ * length (data after the fuse_out_header in `out`), -errno, or RS_NATIVE_DEFER.
+ */
+static long rs_dev_one(struct rs_native *n, const struct fuse_in_header *ih, const char *op,
+		       size_t op_len, char *out, size_t out_len)
 {
-	uint32_t v;
-
-	memcpy(&v, p, sizeof(v));
-	return v;
-}
-
-static uint64_t rs_u64(const char *p)
-{
-	uint64_t v;
-
-	memcpy(&v, p, sizeof(v));
-	return v;
-}
-
-/* Serve one /dev/fuse READ or WRITE of `len` bytes in `in`: the reply's data length
-   (data at out + RS_OUT_HEADER), -errno, or RS_NATIVE_DEFER. */
-static long rs_dev_one(struct rs_native *n, const char *in, size_t len, char *out,
-		       size_t out_len)
-{
-	uint32_t opcode = rs_u32(in + 4);
-	uint64_t offset;
-	uint32_t size;
+	char *reply = out + sizeof(struct fuse_out_header);
+	size_t reply_len = out_len - sizeof(struct fuse_out_header);
+	struct fuse_write_out wo = { 0 };
+	struct fuse_write_in wi;
+	struct fuse_read_in ri;
 	long res;
 
-	if ((opcode != FUSE_READ && opcode != FUSE_WRITE) || len < RS_IN_HEADER + RS_RW_IN)
+	if (ih->opcode == FUSE_READ) {
+		if (op_len < sizeof(ri))
+			return RS_NATIVE_DEFER;
+		memcpy(&ri, op, sizeof(ri));
+		return rs_native_read(n, ri.offset, ri.size, reply, reply_len);
+	}
+	if (ih->opcode != FUSE_WRITE || op_len < sizeof(wi))
 		return RS_NATIVE_DEFER;
-	offset = rs_u64(in + RS_IN_HEADER + 8);
-	size = rs_u32(in + RS_IN_HEADER + 16);
-	if (opcode == FUSE_READ)
-		return rs_native_read(n, offset, size, out + RS_OUT_HEADER,
-				      out_len - RS_OUT_HEADER);
-	if (size > len - RS_IN_HEADER - RS_RW_IN)
+	memcpy(&wi, op, sizeof(wi));
+	if (wi.size > op_len - sizeof(wi))
 		return RS_NATIVE_DEFER;	/* malformed: the codec answers it */
-	res = rs_native_write(n, offset, size, in + RS_IN_HEADER + RS_RW_IN);
+	res = rs_native_write(n, wi.offset, wi.size, op + sizeof(wi));
 	if (res < 0)
 		return res;
-	memset(out + RS_OUT_HEADER, 0, RS_WRITE_OUT);
-	memcpy(out + RS_OUT_HEADER, &(uint32_t){ (uint32_t)res }, sizeof(uint32_t));
-	return RS_WRITE_OUT;
+	wo.size = (uint32_t)res;
+	memcpy(reply, &wo, sizeof(wo));
+	return sizeof(wo);
 }
 
 long rs_dev_serve(int fd, struct rs_native *n, struct rs_follow *f, char *in, size_t in_len,
@@ -147,20 +132,23 @@ long rs_dev_serve(int fd, struct rs_native *n, struct rs_follow *f, char *in, si
 {
 	for (;;) {
 		ssize_t len = read(fd, in, in_len);
+		struct fuse_in_header ih;
 		struct fuse_out_header oh;
 		long res;
 
 		if (len < 0)
 			return -errno;
-		if (f && len >= RS_IN_HEADER)
-			rs_follow(f, rs_u32(in + RS_IN_PID));
-		res = len < RS_IN_HEADER ? RS_NATIVE_DEFER :
-		      rs_dev_one(n, in, (size_t)len, out, out_len);
+		if ((size_t)len < sizeof(ih))
+			return (long)len;	/* malformed: the codec answers it */
+		memcpy(&ih, in, sizeof(ih));	/* `in` need not be aligned */
+		if (f)
+			rs_follow(f, ih.pid);
+		res = rs_dev_one(n, &ih, in + sizeof(ih), (size_t)len - sizeof(ih), out, out_len);
 		if (res == RS_NATIVE_DEFER)
 			return (long)len;
-		oh.unique = rs_u64(in + 8);
+		oh.unique = ih.unique;
 		oh.error = res < 0 ? (int32_t)res : 0;
-		oh.len = RS_OUT_HEADER + (res < 0 ? 0 : (uint32_t)res);
+		oh.len = sizeof(oh) + (res < 0 ? 0 : (uint32_t)res);
 		memcpy(out, &oh, sizeof(oh));
 		while (write(fd, out, oh.len) < 0) {
 			if (errno == EINTR || errno == EAGAIN)

@@ -2,7 +2,7 @@
  * The native data path: READ and WRITE served in C, straight between the export's
  * backing and the transport's buffers, with Python serving every other request.
  *
- * transports/ring/build.py hands this file to cffi's cdef; native.c and ring.c include
+ * transports/native/build.py hands this file to cffi's cdef; native.c and ring.c include
  * it. Only what cdef parses: no preprocessor lines other than `#define NAME number`.
  *
  * The native path serves a request only when it lies wholly inside the image and the

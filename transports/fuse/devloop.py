@@ -78,7 +78,7 @@ def answer_init(fd: int, codec: Codec, timeout: float | None = None) -> bool:
 def _following(readinto: Callable[[memoryview], int], follower: Any
                ) -> Callable[[memoryview], int]:
     """readinto that shows each request's pid (struct fuse_in_header.pid) to `follower`."""
-    from transports._uring_cffi import lib
+    from transports.native import lib
 
     follow, struct, pid_at = lib.rs_follow, follower.struct, abi.IN_HEADER_PID_OFFSET
 

@@ -14,8 +14,8 @@ import resource
 import threading
 from dataclasses import dataclass
 
-from transports._uring_cffi import ffi, lib
 from transports.fuse import abi
+from transports.native import ffi, lib
 from transports.sysinfo import (  # noqa: F401  (re-exported for the transport)
     enable_uring,
     has_capability,

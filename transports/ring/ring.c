@@ -18,9 +18,8 @@
 #include <sys/uio.h>
 #include <liburing.h>
 
-#include "fuse_uring.h"
-#include "guard.h"	/* not used here: this file is also cffi's module source */
-#include "follow.h"	/* (build.py), whose wrappers need every declaration */
+#include "fuse_abi.h"
+#include "follow.h"	/* native.h names struct rs_follow */
 #include "native.h"
 #include "ring.h"
 
@@ -62,9 +61,15 @@ static struct rs_ring *rs_ring_of(struct rs_queue *q)
 	return (struct rs_ring *)q;
 }
 
+/* Entry idx's header buffer (page aligned: HEADER_BUFFER in queue.py). */
+static struct fuse_uring_req_header *rs_req(struct rs_ring *r, unsigned idx)
+{
+	return (struct fuse_uring_req_header *)r->headers[idx];
+}
+
 static struct fuse_uring_ent_in_out *rs_ent(struct rs_ring *r, unsigned idx)
 {
-	return &((struct fuse_uring_req_header *)r->headers[idx])->ring_ent_in_out;
+	return &rs_req(r, idx)->ring_ent_in_out;
 }
 
 static void rs_prep_cmd(struct rs_ring *r, struct io_uring_sqe *sqe, unsigned idx,
@@ -353,7 +358,7 @@ static long long rs_delivered(struct rs_ring *r, unsigned idx)
 {
 	struct rs_queue *q = &r->q;
 	struct fuse_uring_ent_in_out *eio = rs_ent(r, idx);
-	uint32_t opcode = ((uint32_t *)r->headers[idx])[1];	/* fuse_in_header.opcode */
+	uint32_t opcode = ((const struct fuse_in_header *)rs_req(r, idx)->in_out)->opcode;
 	uint32_t size = eio->payload_sz;
 	int zc = (eio->flags & FUSE_URING_ENT_ZERO_COPY) != 0;
 	unsigned buf = idx;
@@ -436,7 +441,7 @@ static long long rs_serve_native(struct rs_ring *r, long long v)
 	unsigned buf = (unsigned)(v >> RS_IDX_BITS & ((1 << RS_BUF_BITS) - 1));
 	uint32_t payload_sz = (uint32_t)(v >> RS_SIZE_SHIFT);
 	int write = r->ent_op[idx] == FUSE_WRITE;
-	const char *op_in = (const char *)((struct fuse_uring_req_header *)r->headers[idx])->op_in;
+	const char *op_in = rs_req(r, idx)->op_in;
 	char *payload;
 	size_t payload_len;
 	uint64_t offset;
@@ -445,8 +450,17 @@ static long long rs_serve_native(struct rs_ring *r, long long v)
 
 	if (!r->ent_op[idx])
 		return 0;
-	memcpy(&offset, op_in + 8, sizeof(offset));	/* fuse_read_in / fuse_write_in */
-	memcpy(&size, op_in + 16, sizeof(size));
+	if (write) {
+		const struct fuse_write_in *wi = (const struct fuse_write_in *)op_in;
+
+		offset = wi->offset;
+		size = wi->size;
+	} else {
+		const struct fuse_read_in *ri = (const struct fuse_read_in *)op_in;
+
+		offset = ri->offset;
+		size = ri->size;
+	}
 	if (q->buf_mode == RS_BUF_PER_ENTRY) {
 		payload = r->iov[2 * idx + 1].iov_base;
 		payload_len = r->iov[2 * idx + 1].iov_len;
@@ -472,10 +486,10 @@ static long long rs_serve_native(struct rs_ring *r, long long v)
 	if (res == RS_NATIVE_DEFER)
 		return 0;
 	if (write && res >= 0) {
-		uint32_t out[2] = { (uint32_t)res, 0 };	/* fuse_write_out */
+		struct fuse_write_out wo = { .size = (uint32_t)res };
 
-		memcpy(payload, out, sizeof(out));
-		res = sizeof(out);
+		memcpy(payload, &wo, sizeof(wo));
+		res = sizeof(wo);
 	}
 	return rs_commit(r, idx, res) < 0 ? RS_WAIT_ERROR : 1;
 }
@@ -530,7 +544,7 @@ static long long rs_commit(struct rs_ring *r, unsigned idx, long result)
 {
 	struct rs_queue *q = &r->q;
 	struct fuse_uring_ent_in_out *eio = rs_ent(r, idx);
-	struct fuse_out_header *oh = (struct fuse_out_header *)r->headers[idx];
+	struct fuse_out_header *oh = (struct fuse_out_header *)rs_req(r, idx)->in_out;
 	uint64_t unique = eio->commit_id;
 	struct io_uring_sqe *sqe;
 

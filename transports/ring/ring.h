@@ -1,5 +1,5 @@
 /*
- * The uring transport's C helpers, as Python sees them: transports/ring/build.py hands
+ * The uring transport's C helpers, as Python sees them: transports/native/build.py hands
  * this file to cffi's cdef and ring.c includes it, so the two cannot disagree. Only
  * what cdef parses: no preprocessor lines other than `#define NAME number`.
  *

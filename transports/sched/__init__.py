@@ -113,7 +113,7 @@ class SchedGuard:
     `add()` hands it more, up to `capacity`, while it runs."""
 
     def __init__(self, tids: list[int], capacity: int = 0):
-        from transports._uring_cffi import ffi, lib
+        from transports.native import ffi, lib
 
         self._lib = lib
         capacity = max(1, len(tids), capacity)
@@ -181,7 +181,7 @@ class Follower:
     requests queue up."""
 
     def __init__(self, policy: str) -> None:
-        from transports._uring_cffi import ffi
+        from transports.native import ffi
 
         self.struct = ffi.new("struct rs_follow *")
         self.struct.every = FOLLOW_EVERY

@@ -1,6 +1,6 @@
 /*
  * devfuse's client following (follow=on; follow.c says why and how), as Python sees it:
- * transports/ring/build.py hands this file to cffi's cdef. Only what cdef parses.
+ * transports/native/build.py hands this file to cffi's cdef. Only what cdef parses.
  */
 
 /* One /dev/fuse reader's following; written by its thread only. */

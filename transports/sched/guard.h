@@ -1,6 +1,6 @@
 /*
  * The starvation guard of sched=idle (see guard.c), as Python sees it:
- * build.py hands this file to cffi's cdef too. Only what cdef parses.
+ * transports/native/build.py hands this file to cffi's cdef too. Only what cdef parses.
  */
 
 /* One guarded thread; counters are written by the guard's thread only. */
