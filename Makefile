@@ -30,7 +30,8 @@ setup: $(VENV)/.installed
 # The compiled module (transports._native) is built by pip: a change to its C, its headers or
 # its builder reinstalls (transports/native/sources.py lists them; the module refuses a stale build).
 NATIVE_SOURCES := $(wildcard transports/native/build.py transports/native/sources.py \
-	transports/ring/*.c transports/ring/*.h transports/sched/*.c transports/sched/*.h \
+	transports/builtin/uring/*.c transports/builtin/uring/*.h \
+	transports/sched/*.c transports/sched/*.h \
 	transports/datapath/*.c transports/datapath/*.h transports/fuse/fuse_abi.h)
 
 $(VENV)/.installed: pyproject.toml Makefile $(NATIVE_SOURCES)

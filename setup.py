@@ -1,6 +1,6 @@
 """Only the compiled part of the build: pyproject.toml holds the project's configuration.
 
-transports._native, Ringside's one compiled module (the C of transports/ring/, datapath/
+transports._native, Ringside's one compiled module (the C of transports/builtin/uring/, datapath/
 and sched/, built by transports/native/build.py), links liburing, so it needs liburing's
 headers (Debian: liburing-dev; `make setup` installs them). Without them the rest of
 Ringside still installs, and transports/native refuses every use of the module (devfuse,

@@ -159,7 +159,7 @@ def check_cpus() -> Capability:
 
 def check_memlock() -> Capability:
     try:
-        from transports.ring.queue import HEADER_BUFFER, memlock_check, payload_size
+        from transports.builtin.uring.queue import HEADER_BUFFER, memlock_check, payload_size
     except ImportError:
         return Capability(
             "RLIMIT_MEMLOCK", False, "unknown: liburing binding not built", "`make setup`"
@@ -184,7 +184,7 @@ def check_memlock() -> Capability:
 def check_sched_idle() -> Capability:
     """What uring's default sched=auto becomes here: the guarded SCHED_IDLE needs the right
     to move a thread off SCHED_IDLE."""
-    from transports.sched import guard_fix, guard_unavailable
+    from transports.sched.policy import guard_fix, guard_unavailable
 
     why = guard_unavailable()
     if why is None:

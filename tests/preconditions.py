@@ -85,7 +85,7 @@ def _qsd_build(setting: str) -> Callable[[], str | None]:
 
 def _idle_guard() -> str | None:
     """sched=idle's starvation guard can work here (schedstat, leave SCHED_IDLE)."""
-    from transports.sched import guard_fix, guard_unavailable
+    from transports.sched.policy import guard_fix, guard_unavailable
 
     why = guard_unavailable()
     return None if why is None else f"{why}; fix: {guard_fix(why)}"

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from transports.base import SpecError, parse_spec
-from transports.devfuse import DevFuseTransport
+from transports.builtin.devfuse import DevFuseTransport
 from transports.export.backing import parse_backing
 from transports.export.image import Export, ExportOptions
 from transports.fuse import mounting

@@ -45,14 +45,14 @@ def mounts_under(path: Path) -> list[mounting.MountEntry]:
 
 
 def guards_of(path: Path) -> list[int]:
-    """Live guard processes of mounts below `path` (`python -m transports.direct`)."""
+    """Live guard processes of mounts below `path` (`python -m transports.builtin.direct`)."""
     return [pid for pid in processes_mentioning(str(path)) if _is_guard(pid)]
 
 
 def _is_guard(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return b"transports.direct" in f.read().split(b"\0")
+            return b"transports.builtin.direct" in f.read().split(b"\0")
     except OSError:
         return False
 

@@ -47,8 +47,8 @@ from conftest import (
     require,
     require_transport,
 )
+from transports.builtin.uring.queue import HEADER_BUFFER, payload_size, possible_cpus
 from transports.fuse import mounting
-from transports.ring.queue import HEADER_BUFFER, payload_size, possible_cpus
 
 pytestmark = [
     pytest.mark.mount,
@@ -160,7 +160,8 @@ def user() -> Iterator[User]:
                                 home])
     u = User(name, entry.pw_uid, entry.pw_gid, home)
     try:
-        probe = u.run(sys.executable, "-c", "import harness.cli, transports.uring, pyfuse3")
+        probe = u.run(sys.executable, "-c",
+                      "import harness.cli, transports.builtin.uring.transport, pyfuse3")
         if probe.returncode != 0:
             pytest.fail(f"user {name} cannot run the harness: {probe.stderr.strip()}")
         yield u

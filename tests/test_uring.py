@@ -202,7 +202,7 @@ def test_statistics_report_effective_settings(tmp_path):
     server.wait_returned()
     stats = server.stats()
     cpus = Path("/sys/devices/system/cpu/possible").read_text().strip()
-    from transports.ring.queue import parse_cpu_list
+    from transports.builtin.uring.queue import parse_cpu_list
 
     queues = len(parse_cpu_list(cpus))
     assert stats["transport"] == "uring"
@@ -363,7 +363,7 @@ def test_outside_lazy_unmount_ends_serve(tmp_path):
 
 
 def test_stop_while_a_client_holds_the_file_open(tmp_path, monkeypatch):
-    import transports.uring as uring
+    import transports.builtin.uring.transport as uring
 
     monkeypatch.setattr(uring, "_STOP_GRACE", 1.0)
     path = tmp_path / "disk.img"
@@ -434,7 +434,7 @@ def test_init_without_uring_unmounts_and_names_the_cause(tmp_path):
 
 def test_refused_register_fails_serve_cleanly(tmp_path, monkeypatch):
     """Buffers below the negotiated payload size: the kernel refuses REGISTER (EINVAL)."""
-    import transports.uring as uring
+    import transports.builtin.uring.transport as uring
 
     monkeypatch.setattr(uring, "payload_size", lambda max_write, max_pages: 8192)
     path = tmp_path / "disk.img"
@@ -454,7 +454,7 @@ def test_refused_register_fails_serve_cleanly(tmp_path, monkeypatch):
 def test_abort_under_load_ends_everything(tmp_path, monkeypatch):
     """stop() while fio keeps the file busy: the lazy unmount cannot end the connection,
     so after the grace period it is aborted with entries in every state."""
-    import transports.uring as uring
+    import transports.builtin.uring.transport as uring
 
     monkeypatch.setattr(uring, "_STOP_GRACE", 0.5)
     path = tmp_path / "disk.img"

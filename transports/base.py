@@ -95,13 +95,13 @@ class Transport(abc.ABC):
 # name -> "module:Class"; modules are imported only when their transport is used, so a
 # missing optional dependency of one transport never breaks the others.
 _REGISTRY: dict[str, str] = {
-    "pyfuse3": "transports.pyfuse3_transport:Pyfuse3Transport",
-    "devfuse": "transports.devfuse:DevFuseTransport",
-    "uring": "transports.uring:UringTransport",
+    "pyfuse3": "transports.builtin.pyfuse3:Pyfuse3Transport",
+    "devfuse": "transports.builtin.devfuse:DevFuseTransport",
+    "uring": "transports.builtin.uring.transport:UringTransport",
     "qsd": "transports.peers.qsd:QsdTransport",
     "external": "transports.peers.external:ExternalTransport",
     "libfuse": "transports.peers.libfuse:LibfuseTransport",
-    "direct": "transports.direct:DirectTransport",
+    "direct": "transports.builtin.direct:DirectTransport",
 }
 
 

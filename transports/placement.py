@@ -29,7 +29,7 @@ from transports.sysinfo import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from transports.sched import SchedGuard
+    from transports.sched.policy import SchedGuard
 
 POLICIES = {"normal": os.SCHED_OTHER, "batch": os.SCHED_BATCH, "idle": os.SCHED_IDLE}
 POLICY_NAMES = {policy: name for name, policy in POLICIES.items()}
@@ -82,7 +82,7 @@ class Placement:
     """A spec's placement: requested, then resolved to what threads get here."""
 
     def __init__(self, settings: dict[str, Any]):
-        from transports.sched import ThreadPolicy
+        from transports.sched.policy import ThreadPolicy
 
         self.policy = ThreadPolicy(settings)
         raw = settings.get("cpus") or ""
@@ -148,7 +148,7 @@ class ThreadPlacer:
     def start(self) -> None:
         policy = self.placement.policy
         if policy.policy == "idle" and policy.idle_guard:
-            from transports.sched import SchedGuard
+            from transports.sched.policy import SchedGuard
 
             self._guard = SchedGuard([], capacity=self.GUARD_CAPACITY)
             self._guard.start()

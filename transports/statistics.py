@@ -98,7 +98,7 @@ class CodecCounters(TypedDict):
 
 
 class Memlock(TypedDict, total=False):
-    """RLIMIT_MEMLOCK against the ring buffers (transports/ring/queue.py: MemlockCheck)."""
+    """RLIMIT_MEMLOCK against the ring buffers (transports/builtin/uring/queue.py: MemlockCheck)."""
 
     needed_bytes: int
     rlimit_memlock: int | str  # "unlimited"
@@ -107,7 +107,7 @@ class Memlock(TypedDict, total=False):
 
 
 class BufferTotals(TypedDict, total=False):
-    """The queues' buffer counters summed (transports/ring/queue.py: BUFFER_COUNTERS)."""
+    """The queues' buffer counters summed (transports/builtin/uring/queue.py: BUFFER_COUNTERS)."""
 
     zc_requests: int  # data-carrying READ/WRITE that arrived in lent pages
     zc_bytes: int
@@ -130,7 +130,7 @@ class Registration(TypedDict, total=False):
 
 
 class QueueStatistics(TypedDict, total=False):
-    """One uring queue (transports/uring.py: _Queue.stats)."""
+    """One uring queue (transports/builtin/uring/transport.py: _Queue.stats)."""
 
     qid: int
     cpu: int

@@ -70,7 +70,7 @@ class NativeDataPath:
         """A readinto(buf) for the /dev/fuse loop: the helper reads requests into `inbuf`,
         answers READ/WRITE (replies built in `outbuf`) and returns the length of the
         first request it leaves there; a failed read(2) or reply raises OSError, as
-        FileIO.readinto would. `follower` (transports.sched.Follower) sees every request."""
+        FileIO.readinto would. `follower` (transports.sched.policy.Follower) sees every request."""
         serve, native = lib.rs_dev_serve, self.struct
         follow = follower.struct if follower is not None else ffi.NULL
         in_ptr, out_ptr = ffi.from_buffer(inbuf), ffi.from_buffer(outbuf)

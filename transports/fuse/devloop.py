@@ -95,7 +95,7 @@ def serve_requests(fd: int, codec: Codec, native: Any = None, follower: Any = No
 
     `native` (a transports.datapath.NativeDataPath) reads the requests instead and
     answers READ and WRITE itself; the loop gets only what it leaves. `follower` (a
-    transports.sched.Follower) is shown every request read.
+    transports.sched.policy.Follower) is shown every request read.
     """
     inmv = memoryview(bytearray(IN_BUFFER))
     outmv = memoryview(bytearray(OUT_BUFFER))

@@ -3,7 +3,7 @@
  * that Ringside reads or writes (protocol 7.42) and FUSE-over-io_uring's (7.42, with the
  * 7.46 additions; Debian 12's <linux/fuse.h> is 7.38 and has none of the ring), stated
  * once for C and Python, as libfuse reads requests through fuse_kernel.h:
- *   - the C (transports/ring/ring.c, transports/datapath/native.c) includes it and reads
+ *   - the C (transports/builtin/uring/ring.c, transports/datapath/native.c) includes it and reads
  *     requests and writes replies through these structs' members;
  *   - transports/fuse/abi.py parses it with cffi in ABI mode (no compiler) and builds its
  *     struct formats, sizes, offsets and the constants below from it;

@@ -1,7 +1,7 @@
 """Ringside's one compiled module, transports._native, for every Python user of its C.
 
 transports._native holds the C of three areas (built by build.py from the files that
-sources.py lists): the uring transport's rings (transports/ring/), the native data path
+sources.py lists): the uring transport's rings (transports/builtin/uring/), the native data path
 (transports/datapath/) and where serving threads run (transports/sched/: the starvation
 guard, devfuse's following). Its users import `ffi` and `lib` from here, never
 transports._native itself, so that a module that is missing, cannot load or was built

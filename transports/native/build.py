@@ -1,7 +1,7 @@
 """cffi builder of transports._native, Ringside's one compiled module.
 
 Compiled at install time (setup.py `cffi_modules`) from the C of three areas, each kept
-in its own directory (sources.py lists the files): transports/ring/ (the uring
+in its own directory (sources.py lists the files): transports/builtin/uring/ (the uring
 transport's rings, on liburing >= 2.3), transports/datapath/ (the native data path the
 ring and the /dev/fuse loop both call) and transports/sched/ (sched=idle's starvation
 guard, devfuse's client following). Their headers and transports/fuse/fuse_abi.h are both

@@ -22,9 +22,11 @@ HEADERS = (
     "sched/guard.h",  # sched=idle's starvation guard
     "sched/follow.h",  # devfuse's client following
     "datapath/native.h",  # the native data path (READ and WRITE in C)
-    "ring/ring.h",  # the uring transport's rings, on liburing
+    "builtin/uring/ring.h",  # the uring transport's rings, on liburing
 )
-C_SOURCES = ("ring/ring.c", "datapath/native.c", "sched/guard.c", "sched/follow.c")
+C_SOURCES = (
+    "builtin/uring/ring.c", "datapath/native.c", "sched/guard.c", "sched/follow.c",
+)
 BUILDER = ("native/build.py", "native/sources.py")
 STAMPED = HEADERS + C_SOURCES + BUILDER  # what the stamp covers: a change to any rebuilds
 

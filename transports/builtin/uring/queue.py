@@ -1,6 +1,6 @@
 """Ring mechanics for the uring transport: machine checks, entry buffers, one queue's ring.
 
-Everything here is independent of the FUSE codec. The C side (transports/ring/ring.c)
+Everything here is independent of the FUSE codec. The C side (transports/builtin/uring/ring.c)
 owns the io_uring and writes SQEs and reply headers; this module allocates the buffers
 the kernel copies requests into, and keeps the Python views of them that the codec
 reads from and writes into (made once, so the per-request path allocates nothing).

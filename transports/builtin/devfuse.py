@@ -32,7 +32,7 @@ from transports.datapath import (
 from transports.export.image import Export
 from transports.fuse import devloop, mounting
 from transports.fuse.codec import Codec, merge_counters
-from transports.sched import Follower, ThreadPolicy, follow_totals
+from transports.sched.policy import Follower, ThreadPolicy, follow_totals
 from transports.statistics import DevfuseStatistics
 
 

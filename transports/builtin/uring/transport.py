@@ -66,20 +66,7 @@ from transports.base import (
     on_off,
     positive_int,
 )
-from transports.datapath import (
-    DATAPATH_OPTION,
-    DEFAULT_DATAPATH,
-    NativeDataPath,
-    NativeImage,
-    native_totals,
-)
-from transports.export.image import Export
-from transports.fuse import abi, devloop, mounting
-from transports.fuse.codec import Codec, merge_counters
-from transports.fuse.init_probe import KernelOffer, kernel_offer
-from transports.fuse.mounting import MountError
-from transports.placement import Placement
-from transports.ring.queue import (
+from transports.builtin.uring.queue import (
     BUFFER_MODES,
     CAP_IPC_LOCK,
     CAP_SYS_ADMIN,
@@ -98,7 +85,20 @@ from transports.ring.queue import (
     pinned_bytes,
     possible_cpus,
 )
-from transports.sched import ThreadPolicy
+from transports.datapath import (
+    DATAPATH_OPTION,
+    DEFAULT_DATAPATH,
+    NativeDataPath,
+    NativeImage,
+    native_totals,
+)
+from transports.export.image import Export
+from transports.fuse import abi, devloop, mounting
+from transports.fuse.codec import Codec, merge_counters
+from transports.fuse.init_probe import KernelOffer, kernel_offer
+from transports.fuse.mounting import MountError
+from transports.placement import Placement
+from transports.sched.policy import ThreadPolicy
 from transports.statistics import BufferTotals, QueueStatistics, UringStatistics
 
 MAX_WRITE = devloop.MAX_WRITE
@@ -722,7 +722,7 @@ class UringTransport(Transport):
 def _buffer_totals(per_queue: list[QueueStatistics]) -> BufferTotals:
     """The queues' buffer counters summed (slots_hwm: the largest of any queue), and the
     share of data-carrying READ/WRITE the kernel lent (zero-copy)."""
-    from transports.ring.queue import BUFFER_COUNTERS
+    from transports.builtin.uring.queue import BUFFER_COUNTERS
 
     total: dict[str, Any] = dict.fromkeys(BUFFER_COUNTERS, 0)
     for q in per_queue:

@@ -171,7 +171,7 @@ class DirectTransport(Transport):
         read_end, self._guard_pipe = os.pipe()
         try:
             self._guard = subprocess.Popen(
-                [sys.executable, "-m", "transports.direct", "--guard", mountpoint,
+                [sys.executable, "-m", "transports.builtin.direct", "--guard", mountpoint,
                  str(self._mount_id)],
                 stdin=read_end,
                 stdout=subprocess.PIPE,
@@ -187,7 +187,8 @@ class DirectTransport(Transport):
         if armed != _GUARD_ARMED:
             raise TransportUnavailable(
                 f"the guard that undoes the mount on {mountpoint} did not start (exit code "
-                f"{self._guard.wait()}): run `{sys.executable} -m transports.direct` to see why"
+                f"{self._guard.wait()}): run `{sys.executable} -m transports.builtin.direct` to "
+                "see why"
             )
 
     def _end_guard(self) -> None:
@@ -270,4 +271,4 @@ def _guard_main(mountpoint: str, mount_id: int) -> int:
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--guard":
         sys.exit(_guard_main(sys.argv[2], int(sys.argv[3])))
-    sys.exit("usage: python -m transports.direct --guard MOUNTPOINT MOUNT_ID")
+    sys.exit("usage: python -m transports.builtin.direct --guard MOUNTPOINT MOUNT_ID")
