@@ -20,11 +20,11 @@ import pandas
 import pytest
 
 from conftest import ON_CI, REPO
-from harness import guest, kernels
 from harness.analysis import where
 from harness.analysis.campaign import load_campaign
 from harness.analysis.compare import compare
 from harness.analysis.synthetic import Point, default_points, make_run
+from harness.guests import host, kernels
 from harness.results import rows, write_result
 
 BOOT_KERNEL = "7.3"
@@ -144,7 +144,7 @@ def test_kernel_without_fuse_io_uring_names_the_missing_config(tmp_path: Path) -
     root = fake_cache(tmp_path, uring=False)
     k = kernels.resolve("7.9", cache=tmp_path)
     with pytest.raises(kernels.KernelError, match="lacks CONFIG_FUSE_IO_URING=y"):
-        guest.run(["doctor"], guest.GuestOptions(kernel=k, log=lambda m: None))
+        host.run(["doctor"], host.GuestOptions(kernel=k, log=lambda m: None))
     assert (root / "kernel.json").exists()
 
 
@@ -154,16 +154,16 @@ def test_full_result_directory_is_refused(tmp_path: Path) -> None:
     full.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(full)], check=True)
     try:
-        with pytest.raises(guest.GuestError, match="is full"):
-            guest.check_writable(full)
+        with pytest.raises(host.GuestError, match="is full"):
+            host.check_writable(full)
     finally:
         subprocess.run(["umount", "-l", str(full)], check=False)
 
 
 def test_result_dirs_follow_out(tmp_path: Path) -> None:
-    assert guest.result_dirs(["run", "x"]) == [Path("results").absolute()]
-    assert guest.result_dirs(["run", "x", "--out", str(tmp_path)]) == [tmp_path]
-    assert guest.result_dirs(["campaign", "q", f"--out={tmp_path}"]) == [tmp_path]
+    assert host.result_dirs(["run", "x"]) == [Path("results").absolute()]
+    assert host.result_dirs(["run", "x", "--out", str(tmp_path)]) == [tmp_path]
+    assert host.result_dirs(["campaign", "q", f"--out={tmp_path}"]) == [tmp_path]
 
 
 def test_tidy_results_removes_only_unfinished_files(tmp_path: Path) -> None:
@@ -172,7 +172,7 @@ def test_tidy_results_removes_only_unfinished_files(tmp_path: Path) -> None:
     (tmp_path / "a.fio").write_text("")  # beside its result: kept
     (tmp_path / "b.fio").write_text("")  # no result: the run was cut
     (tmp_path / ".c.json.tmp").write_text("")
-    removed = guest.tidy_results([tmp_path], since)
+    removed = host.tidy_results([tmp_path], since)
     assert sorted(p.name for p in removed) == [".c.json.tmp", "b.fio"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.fio", "a.json"]
 
@@ -189,12 +189,12 @@ def test_kernel_section_from_the_codecs_init_or_unknown() -> None:
 
 
 def test_where_run_reads_the_guest_environment(monkeypatch) -> None:
-    monkeypatch.delenv(guest.VIRTUALIZATION_ENV, raising=False)
-    assert guest.where_run() == {"kind": "none"}
-    monkeypatch.setenv(guest.VIRTUALIZATION_ENV, "tcg")
-    monkeypatch.setenv(guest.QEMU_VERSION_ENV, "7.2.22")
-    assert guest.where_run()["emulated"] and guest.where_run()["qemu_version"] == "7.2.22"
-    assert guest.slowdown() > 1
+    monkeypatch.delenv(host.VIRTUALIZATION_ENV, raising=False)
+    assert host.where_run() == {"kind": "none"}
+    monkeypatch.setenv(host.VIRTUALIZATION_ENV, "tcg")
+    monkeypatch.setenv(host.QEMU_VERSION_ENV, "7.2.22")
+    assert host.where_run()["emulated"] and host.where_run()["qemu_version"] == "7.2.22"
+    assert host.slowdown() > 1
 
 
 def _campaign(path: Path, kernels_virt: list[tuple[str, str]]) -> Path:
@@ -231,7 +231,7 @@ def test_one_kernel_all_emulated_still_says_so(tmp_path: Path) -> None:
 
 # -- real guests ------------------------------------------------------------------------
 def _boot_kernel() -> kernels.Kernel:
-    if os.environ.get(guest.VIRTUALIZATION_ENV):
+    if os.environ.get(host.VIRTUALIZATION_ENV):
         pytest.skip("already inside a guest: no guest in a guest")
     try:
         return kernels.resolve(BOOT_KERNEL)

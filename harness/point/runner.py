@@ -26,8 +26,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from harness.guest import GUEST_KERNEL_ENV, slowdown, where_run
-from harness.kernels import kernel_section
+from harness.guests.host import GUEST_KERNEL_ENV, slowdown, where_run
+from harness.guests.kernels import kernel_section
 from harness.point import fio, metrics
 from harness.point.serving import READY_PREFIX, connection_end_in, placement_argv
 from harness.results import result_stem, run_result, unique_stem, write_result

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.guard import group_alive, stop_group
-from harness.kernels import CACHE_DIR, Kernel, KernelError
+from harness.guests import kernels
+from harness.guests.reaper import group_alive, stop_group
 
 QEMU = "qemu-system-x86_64"
 SCRIPT_STARTED = "virtme-ng-init: starting script"
@@ -49,7 +49,7 @@ QEMU_VERSION_ENV = "RINGSIDE_QEMU_VERSION"
 GUEST_KERNEL_ENV = "RINGSIDE_GUEST_KERNEL"
 # The outcome of the last KVM boot on this host, so that `--accel auto` does not pay for a
 # KVM that cannot boot on every guest, and doctor can say whether KVM boots.
-KVM_VERDICT = CACHE_DIR.parent / "kvm-verdict.json"
+KVM_VERDICT = kernels.CACHE_DIR.parent / "kvm-verdict.json"
 
 
 class GuestError(RuntimeError):
@@ -58,7 +58,7 @@ class GuestError(RuntimeError):
 
 @dataclass
 class GuestOptions:
-    kernel: Kernel
+    kernel: kernels.Kernel
     cpus: int = 2
     memory: str = "4G"
     accel: str = "auto"  # auto | kvm | tcg
@@ -111,8 +111,6 @@ def kvm_unusable() -> str | None:
 
 def doctor_lines() -> list[tuple[str, bool, str, str]]:
     """(name, ok, state, fix) of everything a guest needs, for `ringside doctor`."""
-    from harness import kernels
-
     out = []
     qemu = qemu_version()
     out.append((QEMU, qemu is not None, f"version {qemu}" if qemu else "missing",
@@ -313,10 +311,11 @@ class Guest:
             start_new_session=True,  # Ctrl-C reaches us only; we stop the guest ourselves
         )
         # Stops the group (qemu is vng's grandchild) should this process die unannounced.
-        self.guard = subprocess.Popen(
-            [sys.executable, "-m", "harness.guard", str(self.proc.pid), *map(str, leftovers)],
+        self.reaper = subprocess.Popen(
+            [sys.executable, "-m", "harness.guests.reaper", str(self.proc.pid),
+             *map(str, leftovers)],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            cwd=Path(__file__).resolve().parent.parent, start_new_session=True,
+            cwd=Path(__file__).resolve().parents[2], start_new_session=True,  # where harness/ is
         )  # fmt: skip
         self.started_at = time.monotonic()
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -378,15 +377,15 @@ class Guest:
         if group_alive(pgid):
             raise GuestError(f"qemu process group {pgid} survived SIGKILL")
 
-    def release_guard(self) -> None:
-        """The group is gone and we know it: the guard leaves it be and exits."""
-        guard = self.guard
-        if guard.poll() is None:
+    def release_reaper(self) -> None:
+        """The group is gone and we know it: the reaper leaves it be and exits."""
+        reaper = self.reaper
+        if reaper.poll() is None:
             try:
-                guard.communicate(b"done", timeout=10)
+                reaper.communicate(b"done", timeout=10)
             except (subprocess.TimeoutExpired, BrokenPipeError):
-                guard.kill()
-                guard.wait()
+                reaper.kill()
+                reaper.wait()
 
 
 def _boot_failure(attempt: Attempt) -> str:
@@ -407,7 +406,7 @@ def run(args: list[str], opts: GuestOptions) -> int:
     kernel = opts.kernel
     missing_configs = kernel.missing_uring_configs()
     if missing_configs:
-        raise KernelError(
+        raise kernels.KernelError(
             f"kernel {kernel.name} ({kernel.release}) cannot serve FUSE over io_uring: its "
             f"config ({kernel.config}) lacks {', '.join(c + '=y' for c in missing_configs)}"
         )
@@ -439,7 +438,7 @@ def run(args: list[str], opts: GuestOptions) -> int:
             finally:
                 if guest.proc.poll() is None or group_alive(guest.proc.pid):
                     guest.stop()
-                guest.release_guard()
+                guest.release_reaper()
             attempts += 1
             exit_file = status / "exit"
             if attempt.started and accel == "kvm":
