@@ -24,7 +24,7 @@ from harness.analysis import where
 from harness.analysis.campaign import load_campaign
 from harness.analysis.compare import compare
 from harness.analysis.synthetic import Point, default_points, make_run
-from harness.guests import host, kernels
+from harness.guests import host, inside, kernels
 from harness.results import rows, write_result
 
 BOOT_KERNEL = "7.3"
@@ -180,21 +180,37 @@ def test_tidy_results_removes_only_unfinished_files(tmp_path: Path) -> None:
 # -- results say where they ran ---------------------------------------------------------
 def test_kernel_section_from_the_codecs_init_or_unknown() -> None:
     stats = {"settings": {"negotiated": {"kernel_minor": 46, "kernel_flags": "0x20000000001"}}}
-    s = kernels.kernel_section(stats)
+    s = inside.kernel_section(stats)
     assert s["release"] == os.uname().release
     assert s["fuse_minor_offered"] == 46 and s["fuse_flags_offered"] == "0x20000000001"
     assert s["fuse_flags_offered_names"] == ["FUSE_ASYNC_READ", "FUSE_OVER_IO_URING"]
-    s = kernels.kernel_section({"transport": "pyfuse3"})
+    s = inside.kernel_section({"transport": "pyfuse3"})
     assert s["fuse_minor_offered"] is None and s["fuse_init_source"].startswith("unknown")
 
 
 def test_where_run_reads_the_guest_environment(monkeypatch) -> None:
-    monkeypatch.delenv(host.VIRTUALIZATION_ENV, raising=False)
-    assert host.where_run() == {"kind": "none"}
-    monkeypatch.setenv(host.VIRTUALIZATION_ENV, "tcg")
-    monkeypatch.setenv(host.QEMU_VERSION_ENV, "7.2.22")
-    assert host.where_run()["emulated"] and host.where_run()["qemu_version"] == "7.2.22"
-    assert host.slowdown() > 1
+    monkeypatch.delenv(inside.VIRTUALIZATION_ENV, raising=False)
+    assert inside.where_run() == {"kind": "none"}
+    assert not inside.in_guest() and inside.slowdown() == 1
+    monkeypatch.setenv(inside.VIRTUALIZATION_ENV, "tcg")
+    monkeypatch.setenv(inside.QEMU_VERSION_ENV, "7.2.22")
+    assert inside.where_run()["emulated"] and inside.where_run()["qemu_version"] == "7.2.22"
+    assert inside.slowdown() > 1
+
+
+def test_the_facts_the_host_records_are_what_the_guest_reads(monkeypatch) -> None:
+    for accel in inside.ACCELERATORS:
+        facts = inside.GuestFacts(accel=accel, qemu_version="7.2.22", kernel="7.3-amd64")
+        for name in (inside.VIRTUALIZATION_ENV, inside.QEMU_VERSION_ENV,
+                     inside.GUEST_KERNEL_ENV):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in facts.environment().items():
+            monkeypatch.setenv(name, value)
+        assert inside.this_guest() == facts
+        assert inside.where_run() == {"kind": accel, "qemu_version": "7.2.22",
+                                      "guest_kernel": "7.3-amd64", "emulated": accel == "tcg"}
+        section = inside.kernel_section({"transport": "pyfuse3"})
+        assert section["guest_kernel"] == "7.3-amd64" and "uapi_header" in section
 
 
 def _campaign(path: Path, kernels_virt: list[tuple[str, str]]) -> Path:
@@ -231,7 +247,7 @@ def test_one_kernel_all_emulated_still_says_so(tmp_path: Path) -> None:
 
 # -- real guests ------------------------------------------------------------------------
 def _boot_kernel() -> kernels.Kernel:
-    if os.environ.get(host.VIRTUALIZATION_ENV):
+    if inside.in_guest():
         pytest.skip("already inside a guest: no guest in a guest")
     try:
         return kernels.resolve(BOOT_KERNEL)

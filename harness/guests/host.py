@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.guests import kernels
+from harness.guests.inside import GuestFacts
 from harness.guests.reaper import group_alive, stop_group
 
 QEMU = "qemu-system-x86_64"
@@ -44,9 +45,6 @@ BOOT_ATTEMPTS = 3
 STOP_GRACE_S = 5.0
 GRACEFUL_STOP_S = 30.0  # for a command to stop itself after Ctrl-C (x4 under TCG)
 MIN_FREE_BYTES = 64 << 20  # a result directory with less cannot take a run's result + job
-VIRTUALIZATION_ENV = "RINGSIDE_VIRTUALIZATION"  # set inside our guests: kvm | tcg
-QEMU_VERSION_ENV = "RINGSIDE_QEMU_VERSION"
-GUEST_KERNEL_ENV = "RINGSIDE_GUEST_KERNEL"
 # The outcome of the last KVM boot on this host, so that `--accel auto` does not pay for a
 # KVM that cannot boot on every guest, and doctor can say whether KVM boots.
 KVM_VERDICT = kernels.CACHE_DIR.parent / "kvm-verdict.json"
@@ -204,18 +202,15 @@ def tidy_results(dirs: list[Path], since: float) -> list[Path]:
 
 
 # -- the guest script -------------------------------------------------------------------
-def guest_script(args: list[str], opts: GuestOptions, status: Path, accel: str) -> str:
+def guest_script(args: list[str], opts: GuestOptions, status: Path, facts: GuestFacts) -> str:
     """The shell script the guest runs: prepare FUSE like a distribution would, run the
     command, leave its exit status in `status`."""
-    kernel = opts.kernel
     if opts.command:
         command = shlex.join(args)
     else:
         command = shlex.join([sys.executable, "-m", "harness", *args])
     env = {
-        VIRTUALIZATION_ENV: accel,
-        QEMU_VERSION_ENV: qemu_version() or "unknown",
-        GUEST_KERNEL_ENV: kernel.name,
+        **facts.environment(),
         "PYTHONUNBUFFERED": "1",  # the console is no tty: stream lines as they come
         # The checkout is read-only in the guest; hypothesis keeps its examples here.
         "HYPOTHESIS_STORAGE_DIRECTORY": "/tmp/ringside-hypothesis",
@@ -248,7 +243,7 @@ for f in /etc/shadow /etc/gshadow /etc/passwd /etc/group; do
   fi
 done
 {"" if opts.console else "dmesg -n 1  # kernel messages would cut into the output"}
-echo "ringside guest: $(uname -r), enable_uring=$(cat $param), {accel}"
+echo "ringside guest: $(uname -r), enable_uring=$(cat $param), {facts.accel}"
 # Ctrl-C on the host leaves a file here: the command gets SIGTERM (ringside run and
 # campaign unwind as on Ctrl-C: the cut run is marked, the mount undone).
 {command} </dev/null &
@@ -422,7 +417,9 @@ def run(args: list[str], opts: GuestOptions) -> int:
         while True:
             accel = accels[0]
             script = status / "script.sh"
-            script.write_text(guest_script(args, opts, status, accel))
+            facts = GuestFacts(accel=accel, qemu_version=qemu_version() or "unknown",
+                               kernel=kernel.name)
+            script.write_text(guest_script(args, opts, status, facts))
             (status / "exit").unlink(missing_ok=True)
             attempt = Attempt()
             guest = Guest(vng_argv(opts, accel, script, [*rwdirs, status]), opts, attempt,
@@ -564,23 +561,3 @@ def _accels(opts: GuestOptions) -> list[str]:
 def _report_tidy(removed: list[Path], log: Callable[[str], None]) -> None:
     if removed:
         log("ringside guest: removed unfinished " + ", ".join(p.name for p in removed))
-
-
-def slowdown() -> float:
-    """How much longer than on the host to wait for things inside an emulated guest: under
-    TCG a Python server takes 20-40 s just to import (measured here, both CPUs loaded)."""
-    return 10.0 if os.environ.get(VIRTUALIZATION_ENV) == "tcg" else 1.0
-
-
-def where_run() -> dict[str, Any]:
-    """`virtualization` of a result: none on the host, kvm or tcg inside our guest."""
-    accel = os.environ.get(VIRTUALIZATION_ENV)
-    if accel not in ("kvm", "tcg"):
-        return {"kind": "none"}
-    return {
-        "kind": accel,
-        "qemu_version": os.environ.get(QEMU_VERSION_ENV),
-        "guest_kernel": os.environ.get(GUEST_KERNEL_ENV),
-        "emulated": accel == "tcg",
-    }
-
