@@ -177,6 +177,23 @@ def test_tidy_results_removes_only_unfinished_files(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.fio", "a.json"]
 
 
+def test_the_guest_script_reads_command_and_facts_as_the_host_wrote_them(tmp_path: Path) -> None:
+    """params.sh, sourced as guest-init.sh sources it, gives back the command word for word
+    and the accelerator the host chose for this boot."""
+    assert subprocess.run(["bash", "-n", str(host.GUEST_INIT)]).returncode == 0
+    opts = host.GuestOptions(kernel=kernels.resolve(str(fake_bzimage(tmp_path / "bzImage"))),
+                             command=True, env={"EXTRA": "a b"})
+    facts = inside.GuestFacts(accel="tcg", qemu_version="7.2.22", kernel="7.3-amd64")
+    command = ["sh", "-c", 'echo "$1|$EXTRA|$RINGSIDE_VIRTUALIZATION|$PWD"; exit 7', "-",
+               "it's $HOME"]
+    (tmp_path / "params.sh").write_text(host.guest_parameters(command, opts, facts))
+    proc = subprocess.run(["bash", "-c", '. "$1/params.sh" && cd "$workdir" && '
+                           '"${command[@]}"', "-", str(tmp_path)],
+                          capture_output=True, text=True, cwd="/")  # fmt: skip
+    assert proc.returncode == 7, proc.stderr
+    assert proc.stdout == f"it's $HOME|a b|tcg|{os.getcwd()}\n"
+
+
 # -- results say where they ran ---------------------------------------------------------
 def test_kernel_section_from_the_codecs_init_or_unknown() -> None:
     stats = {"settings": {"negotiated": {"kernel_minor": 46, "kernel_flags": "0x20000000001"}}}

@@ -1,17 +1,21 @@
-"""Run a command inside a throw-away guest booted on another kernel (virtme-ng on qemu).
+"""The host side of `ringside guest`: boot another kernel in a throw-away guest (virtme-ng
+on qemu), run a command there, stop the guest.
 
 The guest shares the host's files read-only (same checkout, same virtual environment)
-and the result directories read-write, so results land on the host as if run there.
-virtme-ng's console carries the kernel's messages and the command's output on one
-stream: lines before the guest script starts are the boot, printk lines (`[ 12.3] ...`)
-are console, everything else is the command's output and streams to our stdout. The
-script writes its exit status into a shared directory, so the exit code passes through.
+and the result directories read-write, so results land on the host as if run there. It
+runs guest-init.sh with a status directory, also shared read-write, where this side
+wrote params.sh first (the command, its environment with the GuestFacts of this boot,
+which inside.py reads back); the script leaves the command's exit status there, so the
+exit code passes through. virtme-ng's console carries the kernel's messages and the
+command's output on one stream: lines before the guest script starts are the boot,
+printk lines (`[ 12.3] ...`) are console, everything else is the command's output and
+streams to our stdout.
 
 A TCG boot can stall for good (seen here once in about eight boots under load) or die
 before the command starts (a kernel panic at 2.4 s, once under load): a boot with no
 console line for BOOT_STALL_S is stopped, and either is retried up to BOOT_ATTEMPTS
-times. Every exit path stops qemu
-(its own process group: SIGTERM, then SIGKILL) and reaps it.
+times. Every exit path stops qemu (its own process group: SIGTERM, then SIGKILL) and
+reaps it; should this process die unannounced, the reaper (reaper.py) does.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ BOOT_ATTEMPTS = 3
 STOP_GRACE_S = 5.0
 GRACEFUL_STOP_S = 30.0  # for a command to stop itself after Ctrl-C (x4 under TCG)
 MIN_FREE_BYTES = 64 << 20  # a result directory with less cannot take a run's result + job
+# What the guest runs first, from the checkout the guest shares (package data: pyproject).
+GUEST_INIT = Path(__file__).with_name("guest-init.sh")
 # The outcome of the last KVM boot on this host, so that `--accel auto` does not pay for a
 # KVM that cannot boot on every guest, and doctor can say whether KVM boots.
 KVM_VERDICT = kernels.CACHE_DIR.parent / "kvm-verdict.json"
@@ -201,14 +207,11 @@ def tidy_results(dirs: list[Path], since: float) -> list[Path]:
     return removed
 
 
-# -- the guest script -------------------------------------------------------------------
-def guest_script(args: list[str], opts: GuestOptions, status: Path, facts: GuestFacts) -> str:
-    """The shell script the guest runs: prepare FUSE like a distribution would, run the
-    command, leave its exit status in `status`."""
-    if opts.command:
-        command = shlex.join(args)
-    else:
-        command = shlex.join([sys.executable, "-m", "harness", *args])
+# -- what the guest runs ----------------------------------------------------------------
+def guest_parameters(args: list[str], opts: GuestOptions, facts: GuestFacts) -> str:
+    """params.sh, which guest-init.sh sources: the command's environment (the facts of
+    this boot among it), working directory, console setting and command line."""
+    command = args if opts.command else [sys.executable, "-m", "harness", *args]
     env = {
         **facts.environment(),
         "PYTHONUNBUFFERED": "1",  # the console is no tty: stream lines as they come
@@ -217,53 +220,17 @@ def guest_script(args: list[str], opts: GuestOptions, status: Path, facts: Guest
         "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         **opts.env,
     }
-    exports = "\n".join(f"export {k}={shlex.quote(v)}" for k, v in env.items())
-    return f"""\
-#!/bin/bash
-# ringside guest: run by virtme-ng-init inside the guest.
-{exports}
-cd {shlex.quote(os.getcwd())} || exit 125
-status={shlex.quote(str(status))}
-fail() {{ echo "ringside guest: $*"; echo 125 > "$status/exit"; exit 125; }}
-[ -d /sys/module/fuse ] || modprobe fuse || fail "no FUSE in kernel $(uname -r): \
-CONFIG_FUSE_FS is not set"
-param=/sys/module/fuse/parameters/enable_uring
-[ -e $param ] || fail "kernel $(uname -r) has no FUSE-over-io_uring ($param is missing): \
-it was built without CONFIG_FUSE_IO_URING=y"
-echo Y > $param || fail "cannot set $param"
-# What a distribution's udev and systemd set up, and the tests expect.
-chmod 0666 /dev/fuse
-mountpoint -q /sys/fs/fuse/connections || mount -t fusectl fusectl /sys/fs/fuse/connections
-echo 0 > /proc/sys/kernel/io_uring_disabled 2>/dev/null
-# virtme-ng bind-mounts a generated /etc/shadow (and a few more): useradd replaces files by
-# rename, which a bind-mounted file refuses. Keep their content in the writable /etc.
-for f in /etc/shadow /etc/gshadow /etc/passwd /etc/group; do
-  if mountpoint -q $f; then
-    cp $f /run/ringside-etc && umount $f && cat /run/ringside-etc > $f
-  fi
-done
-{"" if opts.console else "dmesg -n 1  # kernel messages would cut into the output"}
-echo "ringside guest: $(uname -r), enable_uring=$(cat $param), {facts.accel}"
-# Ctrl-C on the host leaves a file here: the command gets SIGTERM (ringside run and
-# campaign unwind as on Ctrl-C: the cut run is marked, the mount undone).
-{command} </dev/null &
-pid=$!
-while kill -0 $pid 2>/dev/null; do
-  if [ -e "$status/stop" ]; then
-    echo "ringside guest: stopping the command (interrupted on the host)"
-    kill -TERM $pid
-    break
-  fi
-  sleep 1
-done
-wait $pid
-rc=$?
-echo $rc > "$status/exit"
-exit $rc
-"""
+    lines = [f"# ringside guest: the parameters of {GUEST_INIT.name}, written on the host"]
+    lines += [f"export {name}={shlex.quote(value)}" for name, value in env.items()]
+    lines += [
+        f"workdir={shlex.quote(os.getcwd())}",
+        f"show_console={int(opts.console)}",
+        f"command=({' '.join(map(shlex.quote, command))})",
+    ]
+    return "\n".join(lines) + "\n"
 
 
-def vng_argv(opts: GuestOptions, accel: str, script: Path, rwdirs: list[Path]) -> list[str]:
+def vng_argv(opts: GuestOptions, accel: str, status: Path, rwdirs: list[Path]) -> list[str]:
     vng = vng_path()
     if vng is None:
         raise GuestError("virtme-ng (vng) is missing: run `make setup`")
@@ -282,7 +249,7 @@ def vng_argv(opts: GuestOptions, accel: str, script: Path, rwdirs: list[Path]) -
     # /etc, /home, /tmp, /var... but not /root).
     if Path(sys.executable).resolve().is_relative_to("/root"):
         argv += ["--overlay-rwdir", "/root"]
-    argv += ["--exec", f"bash {shlex.quote(str(script))}"]
+    argv += ["--exec", shlex.join(["bash", str(GUEST_INIT), str(status)])]
     return argv
 
 
@@ -416,13 +383,12 @@ def run(args: list[str], opts: GuestOptions) -> int:
         attempts = 0
         while True:
             accel = accels[0]
-            script = status / "script.sh"
             facts = GuestFacts(accel=accel, qemu_version=qemu_version() or "unknown",
                                kernel=kernel.name)
-            script.write_text(guest_script(args, opts, status, facts))
+            (status / "params.sh").write_text(guest_parameters(args, opts, facts))
             (status / "exit").unlink(missing_ok=True)
             attempt = Attempt()
-            guest = Guest(vng_argv(opts, accel, script, [*rwdirs, status]), opts, attempt,
+            guest = Guest(vng_argv(opts, accel, status, [*rwdirs, status]), opts, attempt,
                           leftovers=[status])
             try:
                 attempt.returncode = guest.wait()
