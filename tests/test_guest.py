@@ -194,6 +194,20 @@ def test_the_guest_script_reads_command_and_facts_as_the_host_wrote_them(tmp_pat
     assert proc.stdout == f"it's $HOME|a b|tcg|{os.getcwd()}\n"
 
 
+def test_the_accelerator_is_recorded_with_the_boot_command(tmp_path: Path) -> None:
+    if host.vng_path() is None:
+        pytest.skip("virtme-ng (vng) is missing: `make setup`")
+    opts = host.GuestOptions(kernel=kernels.resolve(str(fake_bzimage(tmp_path / "bzImage"))))
+    for accel in inside.ACCELERATORS:
+        command = host.boot_command(opts, accel, tmp_path, [tmp_path])
+        assert command.facts.accel == accel
+        assert ("--disable-kvm" in command.argv) == command.facts.emulated
+        params = host.guest_parameters(["doctor"], opts, command.facts)
+        assert f"export {inside.VIRTUALIZATION_ENV}={accel}\n" in params
+    with pytest.raises(ValueError, match="accelerator"):
+        host.boot_command(opts, "auto", tmp_path, [tmp_path])
+
+
 # -- results say where they ran ---------------------------------------------------------
 def test_kernel_section_from_the_codecs_init_or_unknown() -> None:
     stats = {"settings": {"negotiated": {"kernel_minor": 46, "kernel_flags": "0x20000000001"}}}

@@ -230,7 +230,21 @@ def guest_parameters(args: list[str], opts: GuestOptions, facts: GuestFacts) -> 
     return "\n".join(lines) + "\n"
 
 
-def vng_argv(opts: GuestOptions, accel: str, status: Path, rwdirs: list[Path]) -> list[str]:
+@dataclass(frozen=True)
+class BootCommand:
+    """The vng command line of one boot and the facts it was built with. The accelerator is
+    chosen once, when the command is built: the argv says it to qemu (--disable-kvm),
+    params.sh to the guest, and the host reads it back from here."""
+
+    argv: list[str]
+    facts: GuestFacts
+
+
+def boot_command(opts: GuestOptions, accel: str, status: Path, rwdirs: list[Path]) -> BootCommand:
+    """The vng command that boots opts.kernel under `accel` (kvm | tcg) and runs
+    guest-init.sh with `status`; `rwdirs` are shared read-write."""
+    facts = GuestFacts(accel=accel, qemu_version=qemu_version() or "unknown",
+                       kernel=opts.kernel.name)  # fmt: skip
     vng = vng_path()
     if vng is None:
         raise GuestError("virtme-ng (vng) is missing: run `make setup`")
@@ -240,7 +254,7 @@ def vng_argv(opts: GuestOptions, accel: str, status: Path, rwdirs: list[Path]) -
             "--memory", opts.memory, "--name", "ringside-guest",
             # qemu 7.2's C virtiofsd is found, fails, and costs seconds before 9p is used.
             "--force-9p"]  # fmt: skip
-    if accel == "tcg":
+    if facts.emulated:
         argv.append("--disable-kvm")
     for d in rwdirs:
         argv += ["--rwdir", str(d)]
@@ -250,7 +264,7 @@ def vng_argv(opts: GuestOptions, accel: str, status: Path, rwdirs: list[Path]) -
     if Path(sys.executable).resolve().is_relative_to("/root"):
         argv += ["--overlay-rwdir", "/root"]
     argv += ["--exec", shlex.join(["bash", str(GUEST_INIT), str(status)])]
-    return argv
+    return BootCommand(argv, facts)
 
 
 # -- running qemu -----------------------------------------------------------------------
@@ -258,8 +272,11 @@ class Guest:
     """One vng/qemu process group, its console read on a thread."""
 
     def __init__(
-        self, argv: list[str], opts: GuestOptions, attempt: Attempt, leftovers: list[Path]
-    ):
+        self, command: BootCommand, opts: GuestOptions, attempt: Attempt,
+        leftovers: list[Path],
+    ):  # fmt: skip
+        self.facts = command.facts
+        argv = command.argv
         self.opts = opts
         self.attempt = attempt
         self.last_line = time.monotonic()
@@ -383,13 +400,11 @@ def run(args: list[str], opts: GuestOptions) -> int:
         attempts = 0
         while True:
             accel = accels[0]
-            facts = GuestFacts(accel=accel, qemu_version=qemu_version() or "unknown",
-                               kernel=kernel.name)
-            (status / "params.sh").write_text(guest_parameters(args, opts, facts))
+            command = boot_command(opts, accel, status, [*rwdirs, status])
+            (status / "params.sh").write_text(guest_parameters(args, opts, command.facts))
             (status / "exit").unlink(missing_ok=True)
             attempt = Attempt()
-            guest = Guest(vng_argv(opts, accel, status, [*rwdirs, status]), opts, attempt,
-                          leftovers=[status])
+            guest = Guest(command, opts, attempt, leftovers=[status])
             try:
                 attempt.returncode = guest.wait()
             except KeyboardInterrupt:
@@ -484,7 +499,7 @@ def _interrupted(guest: Guest, attempt: Attempt, status: Path, opts: GuestOption
                  "(Ctrl-C again stops the guest at once)")  # fmt: skip
         (status / "stop").touch()
         try:
-            guest.proc.wait(timeout=GRACEFUL_STOP_S * (1 if attempt_accel(guest) == "kvm" else 4))
+            guest.proc.wait(timeout=GRACEFUL_STOP_S * (4 if guest.facts.emulated else 1))
         except (subprocess.TimeoutExpired, KeyboardInterrupt):
             pass
     if guest.proc.poll() is None or group_alive(guest.proc.pid):
@@ -496,10 +511,6 @@ def _interrupted(guest: Guest, attempt: Attempt, status: Path, opts: GuestOption
     code = int(exit_file.read_text().strip() or 1)
     # A command that finished 0 just as the stop arrived was still interrupted.
     return code or 130
-
-
-def attempt_accel(guest: Guest) -> str:
-    return "tcg" if "--disable-kvm" in guest.proc.args else "kvm"
 
 
 def _accels(opts: GuestOptions) -> list[str]:

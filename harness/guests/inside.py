@@ -32,6 +32,10 @@ class GuestFacts:
     qemu_version: str | None
     kernel: str | None  # the cached name or path given to `ringside guest --kernel`
 
+    def __post_init__(self) -> None:
+        if self.accel not in ACCELERATORS:
+            raise ValueError(f"accelerator {self.accel!r} is none of {ACCELERATORS}")
+
     @property
     def emulated(self) -> bool:
         return self.accel == "tcg"
