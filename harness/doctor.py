@@ -304,7 +304,7 @@ CHECKS: tuple[Callable[[], Capability], ...] = (
 
 def guest_capabilities() -> list[Capability]:
     """What `ringside guest` needs (not the default suite: never required)."""
-    from harness.guest import doctor_lines
+    from harness.guests.host import doctor_lines
 
     return [Capability(f"guest: {name}", ok, state, fix, required=False)
             for name, ok, state, fix in doctor_lines()]

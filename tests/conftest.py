@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from preconditions import apply as apply_preconditions
 
-from harness.guest import slowdown
+from harness.guests.inside import slowdown
 from harness.point.serving import READY_PREFIX
 from transports.fuse import mounting
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import kernels
 from harness.debian import sources
 from harness.debian.private_apt import AptError, PrivateApt, archive_uri
+from harness.guests import kernels
 
 KEY = "/usr/share/keyrings/debian-archive-keyring.gpg"
 ONE_LINE = f"""\

@@ -20,11 +20,11 @@ import pandas
 import pytest
 
 from conftest import ON_CI, REPO
-from harness import guest, kernels
 from harness.analysis import where
 from harness.analysis.campaign import load_campaign
 from harness.analysis.compare import compare
 from harness.analysis.synthetic import Point, default_points, make_run
+from harness.guests import host, inside, kernels
 from harness.results import rows, write_result
 
 BOOT_KERNEL = "7.3"
@@ -144,7 +144,7 @@ def test_kernel_without_fuse_io_uring_names_the_missing_config(tmp_path: Path) -
     root = fake_cache(tmp_path, uring=False)
     k = kernels.resolve("7.9", cache=tmp_path)
     with pytest.raises(kernels.KernelError, match="lacks CONFIG_FUSE_IO_URING=y"):
-        guest.run(["doctor"], guest.GuestOptions(kernel=k, log=lambda m: None))
+        host.run(["doctor"], host.GuestOptions(kernel=k, log=lambda m: None))
     assert (root / "kernel.json").exists()
 
 
@@ -154,16 +154,16 @@ def test_full_result_directory_is_refused(tmp_path: Path) -> None:
     full.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(full)], check=True)
     try:
-        with pytest.raises(guest.GuestError, match="is full"):
-            guest.check_writable(full)
+        with pytest.raises(host.GuestError, match="is full"):
+            host.check_writable(full)
     finally:
         subprocess.run(["umount", "-l", str(full)], check=False)
 
 
 def test_result_dirs_follow_out(tmp_path: Path) -> None:
-    assert guest.result_dirs(["run", "x"]) == [Path("results").absolute()]
-    assert guest.result_dirs(["run", "x", "--out", str(tmp_path)]) == [tmp_path]
-    assert guest.result_dirs(["campaign", "q", f"--out={tmp_path}"]) == [tmp_path]
+    assert host.result_dirs(["run", "x"]) == [Path("results").absolute()]
+    assert host.result_dirs(["run", "x", "--out", str(tmp_path)]) == [tmp_path]
+    assert host.result_dirs(["campaign", "q", f"--out={tmp_path}"]) == [tmp_path]
 
 
 def test_tidy_results_removes_only_unfinished_files(tmp_path: Path) -> None:
@@ -172,29 +172,76 @@ def test_tidy_results_removes_only_unfinished_files(tmp_path: Path) -> None:
     (tmp_path / "a.fio").write_text("")  # beside its result: kept
     (tmp_path / "b.fio").write_text("")  # no result: the run was cut
     (tmp_path / ".c.json.tmp").write_text("")
-    removed = guest.tidy_results([tmp_path], since)
+    removed = host.tidy_results([tmp_path], since)
     assert sorted(p.name for p in removed) == [".c.json.tmp", "b.fio"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.fio", "a.json"]
+
+
+def test_the_guest_script_reads_command_and_facts_as_the_host_wrote_them(tmp_path: Path) -> None:
+    """params.sh, sourced as guest-init.sh sources it, gives back the command word for word
+    and the accelerator the host chose for this boot."""
+    assert subprocess.run(["bash", "-n", str(host.GUEST_INIT)]).returncode == 0
+    opts = host.GuestOptions(kernel=kernels.resolve(str(fake_bzimage(tmp_path / "bzImage"))),
+                             command=True, env={"EXTRA": "a b"})
+    facts = inside.GuestFacts(accel="tcg", qemu_version="7.2.22", kernel="7.3-amd64")
+    command = ["sh", "-c", 'echo "$1|$EXTRA|$RINGSIDE_VIRTUALIZATION|$PWD"; exit 7', "-",
+               "it's $HOME"]
+    (tmp_path / "params.sh").write_text(host.guest_parameters(command, opts, facts))
+    proc = subprocess.run(["bash", "-c", '. "$1/params.sh" && cd "$workdir" && '
+                           '"${command[@]}"', "-", str(tmp_path)],
+                          capture_output=True, text=True, cwd="/")  # fmt: skip
+    assert proc.returncode == 7, proc.stderr
+    assert proc.stdout == f"it's $HOME|a b|tcg|{os.getcwd()}\n"
+
+
+def test_the_accelerator_is_recorded_with_the_boot_command(tmp_path: Path) -> None:
+    if host.vng_path() is None:
+        pytest.skip("virtme-ng (vng) is missing: `make setup`")
+    opts = host.GuestOptions(kernel=kernels.resolve(str(fake_bzimage(tmp_path / "bzImage"))))
+    for accel in inside.ACCELERATORS:
+        command = host.boot_command(opts, accel, tmp_path, [tmp_path])
+        assert command.facts.accel == accel
+        assert ("--disable-kvm" in command.argv) == command.facts.emulated
+        params = host.guest_parameters(["doctor"], opts, command.facts)
+        assert f"export {inside.VIRTUALIZATION_ENV}={accel}\n" in params
+    with pytest.raises(ValueError, match="accelerator"):
+        host.boot_command(opts, "auto", tmp_path, [tmp_path])
 
 
 # -- results say where they ran ---------------------------------------------------------
 def test_kernel_section_from_the_codecs_init_or_unknown() -> None:
     stats = {"settings": {"negotiated": {"kernel_minor": 46, "kernel_flags": "0x20000000001"}}}
-    s = kernels.kernel_section(stats)
+    s = inside.kernel_section(stats)
     assert s["release"] == os.uname().release
     assert s["fuse_minor_offered"] == 46 and s["fuse_flags_offered"] == "0x20000000001"
     assert s["fuse_flags_offered_names"] == ["FUSE_ASYNC_READ", "FUSE_OVER_IO_URING"]
-    s = kernels.kernel_section({"transport": "pyfuse3"})
+    s = inside.kernel_section({"transport": "pyfuse3"})
     assert s["fuse_minor_offered"] is None and s["fuse_init_source"].startswith("unknown")
 
 
 def test_where_run_reads_the_guest_environment(monkeypatch) -> None:
-    monkeypatch.delenv(guest.VIRTUALIZATION_ENV, raising=False)
-    assert guest.where_run() == {"kind": "none"}
-    monkeypatch.setenv(guest.VIRTUALIZATION_ENV, "tcg")
-    monkeypatch.setenv(guest.QEMU_VERSION_ENV, "7.2.22")
-    assert guest.where_run()["emulated"] and guest.where_run()["qemu_version"] == "7.2.22"
-    assert guest.slowdown() > 1
+    monkeypatch.delenv(inside.VIRTUALIZATION_ENV, raising=False)
+    assert inside.where_run() == {"kind": "none"}
+    assert not inside.in_guest() and inside.slowdown() == 1
+    monkeypatch.setenv(inside.VIRTUALIZATION_ENV, "tcg")
+    monkeypatch.setenv(inside.QEMU_VERSION_ENV, "7.2.22")
+    assert inside.where_run()["emulated"] and inside.where_run()["qemu_version"] == "7.2.22"
+    assert inside.slowdown() > 1
+
+
+def test_the_facts_the_host_records_are_what_the_guest_reads(monkeypatch) -> None:
+    for accel in inside.ACCELERATORS:
+        facts = inside.GuestFacts(accel=accel, qemu_version="7.2.22", kernel="7.3-amd64")
+        for name in (inside.VIRTUALIZATION_ENV, inside.QEMU_VERSION_ENV,
+                     inside.GUEST_KERNEL_ENV):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in facts.environment().items():
+            monkeypatch.setenv(name, value)
+        assert inside.this_guest() == facts
+        assert inside.where_run() == {"kind": accel, "qemu_version": "7.2.22",
+                                      "guest_kernel": "7.3-amd64", "emulated": accel == "tcg"}
+        section = inside.kernel_section({"transport": "pyfuse3"})
+        assert section["guest_kernel"] == "7.3-amd64" and "uapi_header" in section
 
 
 def _campaign(path: Path, kernels_virt: list[tuple[str, str]]) -> Path:
@@ -231,7 +278,7 @@ def test_one_kernel_all_emulated_still_says_so(tmp_path: Path) -> None:
 
 # -- real guests ------------------------------------------------------------------------
 def _boot_kernel() -> kernels.Kernel:
-    if os.environ.get(guest.VIRTUALIZATION_ENV):
+    if inside.in_guest():
         pytest.skip("already inside a guest: no guest in a guest")
     try:
         return kernels.resolve(BOOT_KERNEL)

@@ -6,8 +6,8 @@ import argparse
 import re
 import sys
 
-from harness import guest, kernels
 from harness.commands.measuring import interrupt_on_termination
+from harness.guests import host, kernels
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,11 +43,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="another directory the guest may write (repeatable)",
     )  # fmt: skip
     p.add_argument(
-        "--boot-stall", type=float, default=guest.BOOT_STALL_S, metavar="SECONDS",
+        "--boot-stall", type=float, default=host.BOOT_STALL_S, metavar="SECONDS",
         help="a boot with no console line for this long is stopped and retried "
         "(default: %(default)s)",
     )  # fmt: skip
-    p.add_argument("--boot-attempts", type=int, default=guest.BOOT_ATTEMPTS, metavar="N",
+    p.add_argument("--boot-attempts", type=int, default=host.BOOT_ATTEMPTS, metavar="N",
                    help="boots to try before giving up (default: %(default)s)")
     p.add_argument("args", nargs=argparse.REMAINDER, help="-- then the ringside arguments")
     p.set_defaults(func=run_guest)
@@ -73,13 +73,13 @@ def run_guest(args: argparse.Namespace) -> int:
     interrupt_on_termination()
     try:
         kernel = kernels.resolve(args.kernel)
-        opts = guest.GuestOptions(
+        opts = host.GuestOptions(
             kernel=kernel, cpus=args.cpus, memory=args.memory, accel=args.accel,
             console=args.console, command=args.command,
             rwdirs=[Path(d).absolute() for d in args.rwdir],
             boot_stall_s=args.boot_stall, attempts=max(1, args.boot_attempts),
         )  # fmt: skip
-        return guest.run(rest, opts)
-    except (kernels.KernelError, guest.GuestError) as e:
+        return host.run(rest, opts)
+    except (kernels.KernelError, host.GuestError) as e:
         print(f"ringside guest: {e}", file=sys.stderr)
         return 1

@@ -1,12 +1,12 @@
-"""`ringside kernel fetch|list`: the kernels a guest can boot (see harness.kernels)."""
+"""`ringside kernel fetch|list`: the kernels a guest can boot (see harness.guests.kernels)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from harness import kernels
 from harness.commands.fetching import add_fetch_options
+from harness.guests import kernels
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -26,8 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from harness.guest import GUEST_KERNEL_ENV, slowdown, where_run
-from harness.kernels import kernel_section
+from harness.guests.inside import kernel_section, slowdown, where_run
 from harness.point import fio, metrics
 from harness.point.serving import READY_PREFIX, connection_end_in, placement_argv
 from harness.results import result_stem, run_result, unique_stem, write_result
@@ -499,7 +498,7 @@ def run_point(
             fio_jobfile=jobfile.name,
             fio_messages=fio_messages,
             host=metrics.host(),
-            kernel=kernel_section(stats, os.environ.get(GUEST_KERNEL_ENV)),
+            kernel=kernel_section(stats),
             virtualization=where_run(),
             versions=metrics.versions(fio_version),
             git=metrics.git(),

@@ -1,4 +1,5 @@
-"""Stop a process group when the process that started it dies, even by SIGKILL.
+"""The qemu reaper: stop a process group when the process that started it dies, even by
+SIGKILL.
 
 `ringside guest` runs vng in a session of its own (so Ctrl-C reaches only Ringside, which
 then stops the guest in order), and qemu is vng's grandchild: a killed Ringside would
@@ -7,7 +8,7 @@ EOF; the starter's end of that pipe closes however the starter ends. "done" firs
 the starter stopped the group itself; otherwise the group gets SIGTERM, then SIGKILL,
 and the given directories (the guest's status directory) are removed.
 
-    python -m harness.guard PGID [DIR ...]
+    python -m harness.guests.reaper PGID [DIR ...]
 """
 
 from __future__ import annotations

@@ -1,17 +1,21 @@
-"""Run a command inside a throw-away guest booted on another kernel (virtme-ng on qemu).
+"""The host side of `ringside guest`: boot another kernel in a throw-away guest (virtme-ng
+on qemu), run a command there, stop the guest.
 
 The guest shares the host's files read-only (same checkout, same virtual environment)
-and the result directories read-write, so results land on the host as if run there.
-virtme-ng's console carries the kernel's messages and the command's output on one
-stream: lines before the guest script starts are the boot, printk lines (`[ 12.3] ...`)
-are console, everything else is the command's output and streams to our stdout. The
-script writes its exit status into a shared directory, so the exit code passes through.
+and the result directories read-write, so results land on the host as if run there. It
+runs guest-init.sh with a status directory, also shared read-write, where this side
+wrote params.sh first (the command, its environment with the GuestFacts of this boot,
+which inside.py reads back); the script leaves the command's exit status there, so the
+exit code passes through. virtme-ng's console carries the kernel's messages and the
+command's output on one stream: lines before the guest script starts are the boot,
+printk lines (`[ 12.3] ...`) are console, everything else is the command's output and
+streams to our stdout.
 
 A TCG boot can stall for good (seen here once in about eight boots under load) or die
 before the command starts (a kernel panic at 2.4 s, once under load): a boot with no
 console line for BOOT_STALL_S is stopped, and either is retried up to BOOT_ATTEMPTS
-times. Every exit path stops qemu
-(its own process group: SIGTERM, then SIGKILL) and reaps it.
+times. Every exit path stops qemu (its own process group: SIGTERM, then SIGKILL) and
+reaps it; should this process die unannounced, the reaper (reaper.py) does.
 """
 
 from __future__ import annotations
@@ -32,8 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.guard import group_alive, stop_group
-from harness.kernels import CACHE_DIR, Kernel, KernelError
+from harness.guests import kernels
+from harness.guests.inside import GuestFacts
+from harness.guests.reaper import group_alive, stop_group
 
 QEMU = "qemu-system-x86_64"
 SCRIPT_STARTED = "virtme-ng-init: starting script"
@@ -44,12 +49,11 @@ BOOT_ATTEMPTS = 3
 STOP_GRACE_S = 5.0
 GRACEFUL_STOP_S = 30.0  # for a command to stop itself after Ctrl-C (x4 under TCG)
 MIN_FREE_BYTES = 64 << 20  # a result directory with less cannot take a run's result + job
-VIRTUALIZATION_ENV = "RINGSIDE_VIRTUALIZATION"  # set inside our guests: kvm | tcg
-QEMU_VERSION_ENV = "RINGSIDE_QEMU_VERSION"
-GUEST_KERNEL_ENV = "RINGSIDE_GUEST_KERNEL"
+# What the guest runs first, from the checkout the guest shares (package data: pyproject).
+GUEST_INIT = Path(__file__).with_name("guest-init.sh")
 # The outcome of the last KVM boot on this host, so that `--accel auto` does not pay for a
 # KVM that cannot boot on every guest, and doctor can say whether KVM boots.
-KVM_VERDICT = CACHE_DIR.parent / "kvm-verdict.json"
+KVM_VERDICT = kernels.CACHE_DIR.parent / "kvm-verdict.json"
 
 
 class GuestError(RuntimeError):
@@ -58,7 +62,7 @@ class GuestError(RuntimeError):
 
 @dataclass
 class GuestOptions:
-    kernel: Kernel
+    kernel: kernels.Kernel
     cpus: int = 2
     memory: str = "4G"
     accel: str = "auto"  # auto | kvm | tcg
@@ -111,8 +115,6 @@ def kvm_unusable() -> str | None:
 
 def doctor_lines() -> list[tuple[str, bool, str, str]]:
     """(name, ok, state, fix) of everything a guest needs, for `ringside doctor`."""
-    from harness import kernels
-
     out = []
     qemu = qemu_version()
     out.append((QEMU, qemu is not None, f"version {qemu}" if qemu else "missing",
@@ -205,72 +207,44 @@ def tidy_results(dirs: list[Path], since: float) -> list[Path]:
     return removed
 
 
-# -- the guest script -------------------------------------------------------------------
-def guest_script(args: list[str], opts: GuestOptions, status: Path, accel: str) -> str:
-    """The shell script the guest runs: prepare FUSE like a distribution would, run the
-    command, leave its exit status in `status`."""
-    kernel = opts.kernel
-    if opts.command:
-        command = shlex.join(args)
-    else:
-        command = shlex.join([sys.executable, "-m", "harness", *args])
+# -- what the guest runs ----------------------------------------------------------------
+def guest_parameters(args: list[str], opts: GuestOptions, facts: GuestFacts) -> str:
+    """params.sh, which guest-init.sh sources: the command's environment (the facts of
+    this boot among it), working directory, console setting and command line."""
+    command = args if opts.command else [sys.executable, "-m", "harness", *args]
     env = {
-        VIRTUALIZATION_ENV: accel,
-        QEMU_VERSION_ENV: qemu_version() or "unknown",
-        GUEST_KERNEL_ENV: kernel.name,
+        **facts.environment(),
         "PYTHONUNBUFFERED": "1",  # the console is no tty: stream lines as they come
         # The checkout is read-only in the guest; hypothesis keeps its examples here.
         "HYPOTHESIS_STORAGE_DIRECTORY": "/tmp/ringside-hypothesis",
         "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         **opts.env,
     }
-    exports = "\n".join(f"export {k}={shlex.quote(v)}" for k, v in env.items())
-    return f"""\
-#!/bin/bash
-# ringside guest: run by virtme-ng-init inside the guest.
-{exports}
-cd {shlex.quote(os.getcwd())} || exit 125
-status={shlex.quote(str(status))}
-fail() {{ echo "ringside guest: $*"; echo 125 > "$status/exit"; exit 125; }}
-[ -d /sys/module/fuse ] || modprobe fuse || fail "no FUSE in kernel $(uname -r): \
-CONFIG_FUSE_FS is not set"
-param=/sys/module/fuse/parameters/enable_uring
-[ -e $param ] || fail "kernel $(uname -r) has no FUSE-over-io_uring ($param is missing): \
-it was built without CONFIG_FUSE_IO_URING=y"
-echo Y > $param || fail "cannot set $param"
-# What a distribution's udev and systemd set up, and the tests expect.
-chmod 0666 /dev/fuse
-mountpoint -q /sys/fs/fuse/connections || mount -t fusectl fusectl /sys/fs/fuse/connections
-echo 0 > /proc/sys/kernel/io_uring_disabled 2>/dev/null
-# virtme-ng bind-mounts a generated /etc/shadow (and a few more): useradd replaces files by
-# rename, which a bind-mounted file refuses. Keep their content in the writable /etc.
-for f in /etc/shadow /etc/gshadow /etc/passwd /etc/group; do
-  if mountpoint -q $f; then
-    cp $f /run/ringside-etc && umount $f && cat /run/ringside-etc > $f
-  fi
-done
-{"" if opts.console else "dmesg -n 1  # kernel messages would cut into the output"}
-echo "ringside guest: $(uname -r), enable_uring=$(cat $param), {accel}"
-# Ctrl-C on the host leaves a file here: the command gets SIGTERM (ringside run and
-# campaign unwind as on Ctrl-C: the cut run is marked, the mount undone).
-{command} </dev/null &
-pid=$!
-while kill -0 $pid 2>/dev/null; do
-  if [ -e "$status/stop" ]; then
-    echo "ringside guest: stopping the command (interrupted on the host)"
-    kill -TERM $pid
-    break
-  fi
-  sleep 1
-done
-wait $pid
-rc=$?
-echo $rc > "$status/exit"
-exit $rc
-"""
+    lines = [f"# ringside guest: the parameters of {GUEST_INIT.name}, written on the host"]
+    lines += [f"export {name}={shlex.quote(value)}" for name, value in env.items()]
+    lines += [
+        f"workdir={shlex.quote(os.getcwd())}",
+        f"show_console={int(opts.console)}",
+        f"command=({' '.join(map(shlex.quote, command))})",
+    ]
+    return "\n".join(lines) + "\n"
 
 
-def vng_argv(opts: GuestOptions, accel: str, script: Path, rwdirs: list[Path]) -> list[str]:
+@dataclass(frozen=True)
+class BootCommand:
+    """The vng command line of one boot and the facts it was built with. The accelerator is
+    chosen once, when the command is built: the argv says it to qemu (--disable-kvm),
+    params.sh to the guest, and the host reads it back from here."""
+
+    argv: list[str]
+    facts: GuestFacts
+
+
+def boot_command(opts: GuestOptions, accel: str, status: Path, rwdirs: list[Path]) -> BootCommand:
+    """The vng command that boots opts.kernel under `accel` (kvm | tcg) and runs
+    guest-init.sh with `status`; `rwdirs` are shared read-write."""
+    facts = GuestFacts(accel=accel, qemu_version=qemu_version() or "unknown",
+                       kernel=opts.kernel.name)  # fmt: skip
     vng = vng_path()
     if vng is None:
         raise GuestError("virtme-ng (vng) is missing: run `make setup`")
@@ -280,7 +254,7 @@ def vng_argv(opts: GuestOptions, accel: str, script: Path, rwdirs: list[Path]) -
             "--memory", opts.memory, "--name", "ringside-guest",
             # qemu 7.2's C virtiofsd is found, fails, and costs seconds before 9p is used.
             "--force-9p"]  # fmt: skip
-    if accel == "tcg":
+    if facts.emulated:
         argv.append("--disable-kvm")
     for d in rwdirs:
         argv += ["--rwdir", str(d)]
@@ -289,8 +263,8 @@ def vng_argv(opts: GuestOptions, accel: str, script: Path, rwdirs: list[Path]) -
     # /etc, /home, /tmp, /var... but not /root).
     if Path(sys.executable).resolve().is_relative_to("/root"):
         argv += ["--overlay-rwdir", "/root"]
-    argv += ["--exec", f"bash {shlex.quote(str(script))}"]
-    return argv
+    argv += ["--exec", shlex.join(["bash", str(GUEST_INIT), str(status)])]
+    return BootCommand(argv, facts)
 
 
 # -- running qemu -----------------------------------------------------------------------
@@ -298,8 +272,11 @@ class Guest:
     """One vng/qemu process group, its console read on a thread."""
 
     def __init__(
-        self, argv: list[str], opts: GuestOptions, attempt: Attempt, leftovers: list[Path]
-    ):
+        self, command: BootCommand, opts: GuestOptions, attempt: Attempt,
+        leftovers: list[Path],
+    ):  # fmt: skip
+        self.facts = command.facts
+        argv = command.argv
         self.opts = opts
         self.attempt = attempt
         self.last_line = time.monotonic()
@@ -313,10 +290,11 @@ class Guest:
             start_new_session=True,  # Ctrl-C reaches us only; we stop the guest ourselves
         )
         # Stops the group (qemu is vng's grandchild) should this process die unannounced.
-        self.guard = subprocess.Popen(
-            [sys.executable, "-m", "harness.guard", str(self.proc.pid), *map(str, leftovers)],
+        self.reaper = subprocess.Popen(
+            [sys.executable, "-m", "harness.guests.reaper", str(self.proc.pid),
+             *map(str, leftovers)],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            cwd=Path(__file__).resolve().parent.parent, start_new_session=True,
+            cwd=Path(__file__).resolve().parents[2], start_new_session=True,  # where harness/ is
         )  # fmt: skip
         self.started_at = time.monotonic()
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -378,15 +356,15 @@ class Guest:
         if group_alive(pgid):
             raise GuestError(f"qemu process group {pgid} survived SIGKILL")
 
-    def release_guard(self) -> None:
-        """The group is gone and we know it: the guard leaves it be and exits."""
-        guard = self.guard
-        if guard.poll() is None:
+    def release_reaper(self) -> None:
+        """The group is gone and we know it: the reaper leaves it be and exits."""
+        reaper = self.reaper
+        if reaper.poll() is None:
             try:
-                guard.communicate(b"done", timeout=10)
+                reaper.communicate(b"done", timeout=10)
             except (subprocess.TimeoutExpired, BrokenPipeError):
-                guard.kill()
-                guard.wait()
+                reaper.kill()
+                reaper.wait()
 
 
 def _boot_failure(attempt: Attempt) -> str:
@@ -407,7 +385,7 @@ def run(args: list[str], opts: GuestOptions) -> int:
     kernel = opts.kernel
     missing_configs = kernel.missing_uring_configs()
     if missing_configs:
-        raise KernelError(
+        raise kernels.KernelError(
             f"kernel {kernel.name} ({kernel.release}) cannot serve FUSE over io_uring: its "
             f"config ({kernel.config}) lacks {', '.join(c + '=y' for c in missing_configs)}"
         )
@@ -422,12 +400,11 @@ def run(args: list[str], opts: GuestOptions) -> int:
         attempts = 0
         while True:
             accel = accels[0]
-            script = status / "script.sh"
-            script.write_text(guest_script(args, opts, status, accel))
+            command = boot_command(opts, accel, status, [*rwdirs, status])
+            (status / "params.sh").write_text(guest_parameters(args, opts, command.facts))
             (status / "exit").unlink(missing_ok=True)
             attempt = Attempt()
-            guest = Guest(vng_argv(opts, accel, script, [*rwdirs, status]), opts, attempt,
-                          leftovers=[status])
+            guest = Guest(command, opts, attempt, leftovers=[status])
             try:
                 attempt.returncode = guest.wait()
             except KeyboardInterrupt:
@@ -439,7 +416,7 @@ def run(args: list[str], opts: GuestOptions) -> int:
             finally:
                 if guest.proc.poll() is None or group_alive(guest.proc.pid):
                     guest.stop()
-                guest.release_guard()
+                guest.release_reaper()
             attempts += 1
             exit_file = status / "exit"
             if attempt.started and accel == "kvm":
@@ -522,7 +499,7 @@ def _interrupted(guest: Guest, attempt: Attempt, status: Path, opts: GuestOption
                  "(Ctrl-C again stops the guest at once)")  # fmt: skip
         (status / "stop").touch()
         try:
-            guest.proc.wait(timeout=GRACEFUL_STOP_S * (1 if attempt_accel(guest) == "kvm" else 4))
+            guest.proc.wait(timeout=GRACEFUL_STOP_S * (4 if guest.facts.emulated else 1))
         except (subprocess.TimeoutExpired, KeyboardInterrupt):
             pass
     if guest.proc.poll() is None or group_alive(guest.proc.pid):
@@ -534,10 +511,6 @@ def _interrupted(guest: Guest, attempt: Attempt, status: Path, opts: GuestOption
     code = int(exit_file.read_text().strip() or 1)
     # A command that finished 0 just as the stop arrived was still interrupted.
     return code or 130
-
-
-def attempt_accel(guest: Guest) -> str:
-    return "tcg" if "--disable-kvm" in guest.proc.args else "kvm"
 
 
 def _accels(opts: GuestOptions) -> list[str]:
@@ -565,23 +538,3 @@ def _accels(opts: GuestOptions) -> list[str]:
 def _report_tidy(removed: list[Path], log: Callable[[str], None]) -> None:
     if removed:
         log("ringside guest: removed unfinished " + ", ".join(p.name for p in removed))
-
-
-def slowdown() -> float:
-    """How much longer than on the host to wait for things inside an emulated guest: under
-    TCG a Python server takes 20-40 s just to import (measured here, both CPUs loaded)."""
-    return 10.0 if os.environ.get(VIRTUALIZATION_ENV) == "tcg" else 1.0
-
-
-def where_run() -> dict[str, Any]:
-    """`virtualization` of a result: none on the host, kvm or tcg inside our guest."""
-    accel = os.environ.get(VIRTUALIZATION_ENV)
-    if accel not in ("kvm", "tcg"):
-        return {"kind": "none"}
-    return {
-        "kind": accel,
-        "qemu_version": os.environ.get(QEMU_VERSION_ENV),
-        "guest_kernel": os.environ.get(GUEST_KERNEL_ENV),
-        "emulated": accel == "tcg",
-    }
-

@@ -22,7 +22,6 @@ import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from harness import REPO_DIR
 from harness.debian.private_apt import KEYRING, AptError, PrivateApt, archive_uri
@@ -287,64 +286,3 @@ def _depmod(usr: Path, release: str, log) -> None:
     proc = subprocess.run([depmod, "-a", "-b", str(usr), release], capture_output=True, text=True)
     if proc.returncode != 0:
         raise KernelError(f"depmod failed for {release}: {proc.stderr.strip()}")
-
-
-# -- what a result records about its kernel ---------------------------------------------
-# abi's FUSE_* names that are not FUSE_INIT flags: prefixes, and whole names.
-_NOT_INIT_FLAGS = ("FUSE_IO_URING_CMD", "FUSE_FSYNC_FDATASYNC", "FUSE_UNIQUE_RESEND",
-                   "FUSE_URING_")
-_NOT_INIT_NAMES = {"FUSE_READ", "FUSE_WRITE"}
-
-
-def init_flag_names(flags: int) -> list[str]:
-    """FUSE_INIT flag bits by name (abi's names); bits abi does not name as `bit N`."""
-    from transports.fuse import abi
-
-    names = {
-        value.bit_length() - 1: name
-        for name, value in vars(abi).items()
-        if name.startswith("FUSE_") and not name.startswith(_NOT_INIT_FLAGS)
-        and name not in _NOT_INIT_NAMES
-        and isinstance(value, int) and value > 0 and value & (value - 1) == 0
-    }  # fmt: skip
-    return [names.get(bit, f"bit {bit}") for bit in range(64) if flags >> bit & 1]
-
-
-def _negotiated(stats: dict[str, Any]) -> dict[str, Any] | None:
-    for holder in (stats, stats.get("settings") or {}):
-        if isinstance(holder.get("negotiated"), dict):
-            return holder["negotiated"]
-    return None
-
-
-def kernel_section(stats: dict[str, Any], guest_kernel: str | None = None) -> dict[str, Any]:
-    """The kernel a run ran on: release, and the FUSE protocol minor and INIT flags the
-    kernel offered, as our codec saw them at FUSE_INIT. Servers that answer INIT
-    themselves (pyfuse3 through libfuse, peers) do not tell us: then they are None, with
-    the uapi header's minor of a cached guest kernel when there is one."""
-    section: dict[str, Any] = {"release": os.uname().release}
-    neg = _negotiated(stats)
-    if neg is not None and neg.get("kernel_minor") is not None:
-        offered = int(str(neg["kernel_flags"]), 0)
-        section.update(
-            fuse_minor_offered=neg["kernel_minor"],
-            fuse_flags_offered=hex(offered),
-            fuse_flags_offered_names=init_flag_names(offered),
-            fuse_init_source="FUSE_INIT of this run, read by Ringside's codec",
-        )
-    else:
-        section.update(
-            fuse_minor_offered=None,
-            fuse_flags_offered=None,
-            fuse_init_source="unknown: this transport's server answers FUSE_INIT itself "
-            "and does not report what the kernel offered",
-        )
-    if guest_kernel:
-        section["guest_kernel"] = guest_kernel
-        try:
-            minor, source = resolve(guest_kernel).fuse_minor()
-        except KernelError:
-            minor, source = None, "kernel not in this checkout's cache"
-        section["uapi_header_minor"] = minor
-        section["uapi_header"] = source
-    return section
