@@ -156,7 +156,7 @@ class Arena:
         self._pool_ptr = ffi.NULL
         if mode == "mlock":
             err = ffi.new("int *")
-            self._ptr = lib.rs_alloc_pinned(self.size, err)
+            self._ptr = lib.rs_alloc_locked(self.size, err)
             if self._ptr == ffi.NULL:
                 raise OSError(-err[0], f"locking {self.size} bytes: {os.strerror(-err[0])}")
         else:
@@ -201,7 +201,7 @@ class Arena:
             view.release()
         self.headers, self.payloads = [], []
         if self.mode == "mlock":
-            lib.rs_free_pinned(self._ptr, self.size)
+            lib.rs_free_locked(self._ptr, self.size)
         else:
             lib.rs_free_mapped(self._ptr)
         if self._pool_ptr != ffi.NULL:

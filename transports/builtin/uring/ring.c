@@ -693,8 +693,9 @@ void rs_free_mapped(void *p)
 	free(p);
 }
 
-/* Page-aligned, populated up front and locked in RAM; NULL with *err = -errno. */
-void *rs_alloc_pinned(size_t size, int *err)
+/* buffers=mlock: page-aligned, populated up front and locked in RAM by user space
+ * (mlock; "pinned" is the kernel's long-term pin of a pool, 7.46); NULL with *err = -errno. */
+void *rs_alloc_locked(size_t size, int *err)
 {
 	void *p;
 
@@ -713,7 +714,7 @@ void *rs_alloc_pinned(size_t size, int *err)
 	return p;
 }
 
-void rs_free_pinned(void *p, size_t size)
+void rs_free_locked(void *p, size_t size)
 {
 	munlock(p, size);
 	munmap(p, size);

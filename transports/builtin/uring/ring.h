@@ -71,7 +71,7 @@ void rs_queue_destroy(struct rs_queue *q);
 
 void *rs_alloc_mapped(size_t size);
 void rs_free_mapped(void *p);
-void *rs_alloc_pinned(size_t size, int *err);
-void rs_free_pinned(void *p, size_t size);
+void *rs_alloc_locked(size_t size, int *err);
+void rs_free_locked(void *p, size_t size);
 void *rs_alloc_pages(size_t size, int *err);
 void rs_free_pages(void *p, size_t size);
