@@ -157,7 +157,7 @@ def _manifest(path: Path) -> dict[str, Any]:
     return _upgrade_manifest(data) if isinstance(data, dict) else {}
 
 
-# The result format whose specs each manifest format wrote (harness/results.py upgrades).
+# The result format whose specs each manifest format wrote (harness/results/upgrade.py upgrades).
 _MANIFEST_SPECS = {1: 2, 2: 3, 3: 4}
 
 
