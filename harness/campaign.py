@@ -327,7 +327,7 @@ class Campaign:
     def _judge(self, bar: Progress) -> Any:
         """compare() over the results written so far (None when there is nothing to
         compare); prints the stability warnings not printed before."""
-        from harness.analysis.campaign import CampaignError, load_campaign
+        from harness.analysis.campaign_results import CampaignError, load_campaign
         from harness.analysis.compare import CompareError, compare
 
         try:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.analysis.campaign import load_campaign
+from harness.analysis.campaign_results import load_campaign
 from harness.analysis.plots import PLOTS, NotApplicable, PlotContext, buffer_pairs, render
 from harness.analysis.synthetic import default_points, write_campaign
 from harness.cli import main
