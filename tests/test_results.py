@@ -10,14 +10,20 @@ from typing import Any
 import pytest
 
 from harness.results import (
+    DIRECTION_COLUMNS,
     FORMAT_VERSION,
+    METADATA_COLUMNS,
+    RUN_COLUMNS,
     NotAResult,
     ResultError,
     load,
+    metadata_columns,
     read_result,
     result_stem,
+    rows,
     write_result,
 )
+from harness.results.columns import FORMAT_DOCUMENT, documented, markdown
 
 
 def direction(iops: float, p99: int) -> dict[str, Any]:
@@ -252,3 +258,37 @@ def test_version_1_is_upgraded_on_reading(tmp_path: Path) -> None:
     path.write_text(json.dumps(devfuse))
     assert "requests_ring" not in read_result(path)["transport_stats"]
     assert load(path).iloc[0]["backing_fill"] == "none"
+
+
+def test_format_document_lists_the_column_registry() -> None:
+    """FORMAT.md's column tables are the registry's (`python -m harness.results --write`
+    renders them), so the document says what rows() gives."""
+    assert documented(FORMAT_DOCUMENT.read_text()) == markdown(), (
+        "FORMAT.md's column tables differ from harness/results/columns.py: run "
+        "`python -m harness.results --write`")
+
+
+def test_rows_give_the_registry_columns_in_its_order() -> None:
+    data = sample(directions=("read", "write"))
+    data["summary"]["directions"]["read"]["lat_ns"] = {"p50": 40000}
+    data["transport_stats"] = {"placement": {"cpus": "all"}, "o_direct": {"note": "x"}}
+    data["coverage"] = {"requests_per_io": 1.0}
+    data["campaign"] = {"id": "c", "repetition": 0}
+    table = rows(data, "f.json")
+    registry = RUN_COLUMNS + DIRECTION_COLUMNS
+    named = [c.name for c in registry if c.expand is None]
+    for row in table:
+        assert [c for c in row if c in named] == named, "every named column, in order"
+        families = [c for c in row if c not in named]
+        assert all(any(f.matches(c) for f in registry if f.expand) for c in families)
+    assert [c for c in table[0] if c not in named] == [
+        "server_ctxsw_per_io", "server_cpu_us_per_io", "rw", "bs", "iodepth",
+        "transport_depth", "transport_buffers", "clat_p50_us", "clat_p90_us", "clat_p99_us",
+        "clat_p99.9_us", "clat_min_us", "clat_mean_us", "clat_max_us", "lat_p50_us"]
+    assert table[0]["transport_depth"] == 16 and table[0]["clat_p99_us"] == 70.0
+    assert table[0]["lat_p50_us"] == 40.0 and "lat_p50_us" not in table[1]
+    assert table[0]["server_cpu_us_per_io"] == data["derived"]["server_cpu_us_per_io"]
+    assert table[1]["direction"] == "write" and table[1]["bw_mib_s"] == 4096000 / (1 << 20)
+    metadata = metadata_columns(dict(data, host={"hostname": "h"}))
+    assert list(metadata) == [c.name for c in METADATA_COLUMNS]
+    assert metadata["hostname"] == "h" and metadata["fio_version"] is None

@@ -195,7 +195,7 @@ def load_campaign(campaign: str | os.PathLike[str]) -> CampaignResults:
     if runs.empty:
         raise CampaignError(f"{path} holds no result file")
     result = CampaignResults(path, runs, _manifest(path))
-    extra: dict[str, list[Any]] = {c: [] for c in METADATA_COLUMNS if c not in runs}
+    extra: dict[str, list[Any]] = {c.name: [] for c in METADATA_COLUMNS if c.name not in runs}
     for file in runs["file"] if extra else ():
         meta = metadata_columns(result.raw(file))
         for column, values in extra.items():

@@ -4,10 +4,24 @@ This package owns the format (FORMAT.md here describes it):
 - document.py: `run_result` builds a document, `write_result` writes it, `read_result`
   reads one of any supported version;
 - upgrade.py: older documents read as the current format;
-- table.py: `rows`/`load` turn documents into the tidy table.
+- columns.py: the tidy table's columns, one registry that `rows` follows and FORMAT.md
+  lists;
+- table.py: `load` reads many results into the tidy table.
 Read results through these, never by hand.
 """
 
+from harness.results.columns import (
+    DIRECTION_COLUMNS,
+    METADATA_COLUMNS,
+    NO_SERVER,
+    RUN_COLUMNS,
+    SERVING_CPU_SHARE,
+    UNKNOWN,
+    Column,
+    metadata_columns,
+    placement_columns,
+    rows,
+)
 from harness.results.document import (
     OPTIONAL_RUN_SECTIONS,
     RUN_SECTIONS,
@@ -21,16 +35,7 @@ from harness.results.document import (
     unique_stem,
     write_result,
 )
-from harness.results.table import (
-    METADATA_COLUMNS,
-    NO_SERVER,
-    SERVING_CPU_SHARE,
-    UNKNOWN,
-    load,
-    metadata_columns,
-    placement_columns,
-    rows,
-)
+from harness.results.table import load
 from harness.results.upgrade import (
     FORMAT_VERSION,
     SUPPORTED_VERSIONS,
@@ -39,9 +44,10 @@ from harness.results.upgrade import (
 )
 
 __all__ = [
-    "FORMAT_VERSION", "METADATA_COLUMNS", "NO_SERVER", "OPTIONAL_RUN_SECTIONS",
-    "RUN_SECTIONS", "SERVING_CPU_SHARE", "SUPPORTED_VERSIONS", "UNKNOWN", "NotAResult",
-    "ResultError", "glob_escape", "load", "metadata_columns", "placement_columns",
-    "read_result", "result_files", "result_stem", "rows", "run_result", "unique_stem",
-    "upgrade", "upgrade_spec_text", "write_result",
+    "DIRECTION_COLUMNS", "FORMAT_VERSION", "METADATA_COLUMNS", "NO_SERVER",
+    "OPTIONAL_RUN_SECTIONS", "RUN_COLUMNS", "RUN_SECTIONS", "SERVING_CPU_SHARE",
+    "SUPPORTED_VERSIONS", "UNKNOWN", "Column", "NotAResult", "ResultError", "glob_escape",
+    "load", "metadata_columns", "placement_columns", "read_result", "result_files",
+    "result_stem", "rows", "run_result", "unique_stem", "upgrade", "upgrade_spec_text",
+    "write_result",
 ]
