@@ -108,8 +108,8 @@ RUN_COLUMNS: tuple[Column, ...] = (
            field("scenario", "point")),
     Column("transport", "str", "", "the transport's name", field("transport", "name")),
     Column("transport_spec", "str", "",
-           "the spec as given; an older result's with the settings of its time written out "
-           "(harness/results/upgrade.py)", field("transport", "spec")),
+           "the spec, with each setting it left out that differs from today's default "
+           "written out (harness/results/upgrade.py)", field("transport", "spec")),
     Column("transport_label", "str", "",
            "what tables call the transport: its label (`-t LABEL=SPEC`), else its spec",
            lambda run: run.get("transport", "label") or run.get("transport", "spec")),
