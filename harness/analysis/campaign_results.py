@@ -1,4 +1,4 @@
-"""A campaign as the analysis sees it: its directory, its tidy table and its metadata.
+"""A campaign as the analysis sees it: its directory, its tidy table, its manifest and its metadata.
 
 The table comes from `harness.results.load`, completed with the run metadata the
 analysis shows (`harness.results.metadata_columns`); both read the one result format.
