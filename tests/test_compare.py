@@ -14,7 +14,7 @@ import pandas
 import pytest
 
 from harness.analysis import stats
-from harness.analysis.campaign import load_campaign
+from harness.analysis.campaign_results import load_campaign
 from harness.analysis.compare import CompareError, choose_baseline, compare, short_labels
 from harness.analysis.synthetic import Point, default_points, make_run, write_campaign
 from harness.analysis.tables import EMAIL_WIDTH, render

@@ -20,7 +20,7 @@ import pytest
 from test_run import processes_mentioning
 
 from conftest import REPO, read_until_ready, serve_command
-from harness.analysis.campaign import load_campaign
+from harness.analysis.campaign_results import load_campaign
 from harness.analysis.compare import choose_baseline, compare
 from harness.analysis.synthetic import write_campaign
 from harness.analysis.tables import render

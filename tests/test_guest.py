@@ -21,7 +21,7 @@ import pytest
 
 from conftest import ON_CI, REPO
 from harness.analysis import where
-from harness.analysis.campaign import load_campaign
+from harness.analysis.campaign_results import load_campaign
 from harness.analysis.compare import compare
 from harness.analysis.synthetic import Point, default_points, make_run
 from harness.guests import host, inside, kernels

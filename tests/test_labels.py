@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from harness.analysis.campaign import load_campaign
+from harness.analysis.campaign_results import load_campaign
 from harness.analysis.synthetic import write_campaign
 from harness.cli import main
 from transports.base import SpecError, check_unique, parse_spec

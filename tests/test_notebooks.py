@@ -10,7 +10,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from harness.analysis.campaign import DEFAULT_CAMPAIGN, ENV_CAMPAIGN
+from harness.analysis.campaign_results import DEFAULT_CAMPAIGN, ENV_CAMPAIGN
 from harness.analysis.synthetic import default_points, write_campaign
 
 REPO = Path(__file__).resolve().parent.parent

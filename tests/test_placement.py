@@ -15,7 +15,7 @@ import numpy
 import pytest
 
 from conftest import REPO, served
-from harness.analysis.campaign import load_campaign
+from harness.analysis.campaign_results import load_campaign
 from harness.analysis.compare import compare
 from harness.analysis.synthetic import Point, default_points, make_run
 from harness.analysis.tables import render

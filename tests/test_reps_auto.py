@@ -18,7 +18,7 @@ from test_campaign import _built, ringside
 
 from conftest import fuse_usable, require
 from harness.analysis import stability
-from harness.analysis.campaign import load_campaign
+from harness.analysis.campaign_results import load_campaign
 from harness.analysis.compare import compare
 from harness.analysis.synthetic import make_run
 from harness.campaigns.interleaved import Adaptive, Campaign, PlannedRun, decision_lines, plan

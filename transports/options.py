@@ -22,6 +22,10 @@ class Option:
     default: Any
     help: str
     choices: tuple[str, ...] = ()
+    # What a run ran with before the option existed, as a spec writes it: a result that
+    # does not record the key is read as having it (harness/results/upgrade.py). None:
+    # what its default does now.
+    absent: str | None = None
 
     def convert(self, name: str, key: str, raw: str) -> Any:
         if self.choices and raw not in self.choices:

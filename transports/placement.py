@@ -64,11 +64,12 @@ SCHED_OPTION = Option(
     "(SCHED_BATCH: a woken server thread does not preempt the client), idle (SCHED_IDLE: "
     "a client woken by a reply stays on its CPU) or auto (idle where its guard may act: "
     "root, CAP_SYS_NICE or RLIMIT_NICE; else batch)",
-    choices=("auto", *POLICIES),
+    choices=("auto", *POLICIES), absent="normal",
 )
 IDLE_GUARD_OPTION = Option(
     on_off, True, "with sched=idle: move a starved server thread to SCHED_BATCH for a "
     "while (off: plain SCHED_IDLE, which starves under CPU load in its group)",
+    absent="off",
 )
 CPUS_OPTION = Option(
     _cpus, "", "CPUs every server thread may run on, e.g. 1 or 0-1 (default: all); a "

@@ -1,7 +1,8 @@
 """The analysis layer: compare transports, draw figures and write reports from a campaign.
 
 Modules:
-- campaign: load_campaign(DIR or id) -> Campaign (the loader's table, warmups set aside)
+- campaign_results: load_campaign(DIR or id) -> CampaignResults (the loader's table, warmups
+  set aside, and the manifest)
 - stats: ratio of geometric means with Welch's log-scale 95% CI, pyperf-style verdicts
 - compare: compare(campaign, baseline) -> Comparison (per point, plus geometric mean)
 - tables: the Comparison as a terminal table, Markdown, CSV, or 72-column email text

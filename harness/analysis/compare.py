@@ -13,7 +13,7 @@ from typing import Any
 import pandas
 
 from harness.analysis import decide, stability, stats, where
-from harness.analysis.campaign import CampaignResults, natural_key
+from harness.analysis.campaign_results import CampaignResults, natural_key
 from harness.results import NO_SERVER
 from harness.scenarios import FIO_OPTIONS, size_bytes
 from transports.spec import Spec, short_labels

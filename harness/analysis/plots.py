@@ -22,7 +22,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from harness.analysis import latency, stats
-from harness.analysis.campaign import CampaignResults, natural_key
+from harness.analysis.campaign_results import CampaignResults, natural_key
 from harness.analysis.compare import Comparison, compare, throughput_metric
 from transports.spec import Spec, same_setting, setting_text, terse
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.analysis import plots, where
-from harness.analysis.campaign import CampaignResults, natural_key
+from harness.analysis.campaign_results import CampaignResults, natural_key
 from harness.analysis.compare import Comparison, compare
 from harness.analysis.stats import METHOD
 from harness.analysis.tables import (

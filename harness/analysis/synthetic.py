@@ -16,6 +16,9 @@ import numpy
 
 from harness.results import write_result
 from harness.scenarios import ScenarioPoint
+from transports.base import TransportUnavailable, transport_class
+from transports.options import SpecError
+from transports.placement import PLACEMENT_OPTIONS
 from transports.spec import Spec
 
 FIO_PERCENTILES = (1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 99, 99.5, 99.9, 99.95, 99.99)
@@ -42,10 +45,16 @@ def default_points() -> list[Point]:
     return points
 
 
-SETTING_DEFAULTS: dict[str, dict[str, Any]] = {
-    "uring": {"depth": 8, "buffers": "mapped", "pin": True},
-    "devfuse": {"threads": 1},
-}
+def recorded_settings(spec: Spec) -> dict[str, Any]:
+    """What a result records as its settings: every option of the transport (placement
+    included) with its default, then the spec's own as written. A result lacking one
+    would read as from before the option existed (harness/results/upgrade.py)."""
+    try:
+        cls = transport_class(spec.name)
+    except (SpecError, TransportUnavailable):
+        return spec.options()
+    options = {**cls.options, **PLACEMENT_OPTIONS}
+    return {**{key: option.default for key, option in options.items()}, **spec.options()}
 
 
 def fio_bin(ns: int) -> int:
@@ -94,8 +103,7 @@ def make_run(point: Point, spec: str, factor: float, rng: numpy.random.Generator
     """One result dict; throughput is base_iops * factor * lognormal(noise)."""
     read = Spec.read(spec)
     name = read.name
-    # Results record every setting, defaults included, as Spec.parse fills them in.
-    settings = {**SETTING_DEFAULTS.get(name, {}), **read.options()}
+    settings = recorded_settings(read)
     policy = {"auto": "idle"}.get(str(settings.get("sched", "auto")),
                                    str(settings.get("sched", "auto")))
     fio = point.fio

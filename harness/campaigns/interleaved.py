@@ -37,16 +37,11 @@ from typing import Any
 from harness.analysis.decide import DEFAULT_CI_WITHIN, within_text
 from harness.point.fio import FioError
 from harness.point.runner import RunError, RunOptions, options_for, run_point
+from harness.results import MANIFEST_FORMAT
 from harness.scenarios import Scenario, ScenarioPoint
 from transports.base import TransportSpec
 
 MANIFEST = "campaign.json"
-# 2: uring:buffers=pinned is the kernel pin (7.46); in 1 it meant mlock (see results.py)
-# 3: devfuse and uring default to datapath=native (and uring to sched=batch); before, to
-#    datapath=python and sched=normal
-# 4: uring defaults to sched=auto, and sched=idle is guarded; before, to sched=batch and
-#    an unguarded idle. devfuse defaults to follow=on,sched=auto; before, neither existed
-MANIFEST_VERSION = 4
 RUN_OVERHEAD_S = 1.5  # mount, server start and stop per run, for the first ETA
 MIN_ROUNDS = 3  # --reps auto: rounds every point gets before any is judged
 DEFAULT_MAX_REPS = 10
@@ -178,7 +173,7 @@ class Campaign:
     def manifest(self) -> dict[str, Any]:
         manifest = {
             "kind": "campaign",
-            "campaign_format": MANIFEST_VERSION,
+            "campaign_format": MANIFEST_FORMAT,  # harness/results/upgrade.py reads older ones
             "id": self.id,
             "label": self.label,
             "reps": self.reps,
@@ -278,7 +273,7 @@ class Campaign:
     def _judge(self, bar: Progress) -> Any:
         """compare() over the results written so far (None when there is nothing to
         compare); prints the stability warnings not printed before."""
-        from harness.analysis.campaign import CampaignError, load_campaign
+        from harness.analysis.campaign_results import CampaignError, load_campaign
         from harness.analysis.compare import CompareError, compare
 
         try:

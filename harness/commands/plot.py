@@ -7,7 +7,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from harness.analysis.campaign import CampaignError, load_campaign
+from harness.analysis.campaign_results import CampaignError, load_campaign
 from harness.analysis.compare import CompareError
 from harness.analysis.plots import FORMATS, PLOTS, render
 

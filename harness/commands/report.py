@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.analysis.campaign import CampaignError, load_campaign
+from harness.analysis.campaign_results import CampaignError, load_campaign
 from harness.analysis.compare import CompareError
 from harness.analysis.report import FORMATS, write_report
 

@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from harness.analysis.campaign import CampaignError, resolve
+    from harness.analysis.campaign_results import CampaignError, resolve
     from harness.results import ResultError, load
 
     try:

@@ -50,6 +50,7 @@ class DevFuseTransport(Transport):
             on_off, True, "a reader that waits for each request pins itself to the CPU of "
             "the client making them and runs under sched=; when requests queue up it "
             "unpins and runs SCHED_OTHER (on|off; not with cpus=, which it would leave)",
+            absent="off",
         ),
     }
     places_own_threads: ClassVar[bool] = True

@@ -26,7 +26,7 @@ DEFAULT_DATAPATH = "native"
 DATAPATH_OPTION = Option(
     str, DEFAULT_DATAPATH, "who answers READ and WRITE: python (the codec and the export) "
     "or native (the compiled helper, between the backing and the buffers)",
-    choices=DATAPATHS,
+    choices=DATAPATHS, absent="python",
 )
 NATIVE_COUNTERS = ("reads", "writes", "read_bytes", "write_bytes", "errors", "deferred")
 

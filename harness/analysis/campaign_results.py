@@ -1,4 +1,4 @@
-"""A campaign as the analysis sees it: its directory, its tidy table and its metadata.
+"""A campaign as the analysis sees it: its directory, its tidy table, its manifest and its metadata.
 
 The table comes from `harness.results.load`, completed with the run metadata the
 analysis shows (`harness.results.metadata_columns`); both read the one result format.
@@ -24,7 +24,7 @@ from harness.results import (
     load,
     metadata_columns,
     read_result,
-    upgrade_spec_text,
+    upgrade_manifest,
 )
 
 RESULTS_DIR = REPO_DIR / "results"
@@ -147,42 +147,18 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _manifest(path: Path) -> dict[str, Any]:
+def _manifest(path: Path, runs: pandas.DataFrame) -> dict[str, Any]:
     """The campaign's manifest (harness/campaigns/interleaved.py writes campaign.json), or
-    {}, in the current manifest format."""
+    {}, with its specs as the campaign's results read (harness/results/upgrade.py)."""
     try:
         data = json.loads((path / "campaign.json").read_text())
     except (OSError, json.JSONDecodeError):
         return {}
-    return _upgrade_manifest(data) if isinstance(data, dict) else {}
-
-
-# The result format whose specs each manifest format wrote (harness/results.py upgrades).
-_MANIFEST_SPECS = {1: 2, 2: 3, 3: 4}
-
-
-def _upgrade_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
-    """Specs of older manifests as results of the current format write them: format 1
-    said buffers=pinned for buffers=mlock; formats 1 and 2 left out datapath=python (and
-    uring's sched=normal), format 3 uring's sched=batch, the defaults then."""
-    version = _MANIFEST_SPECS.get(int(manifest.get("campaign_format") or 1))
-    if version is None:
-        return manifest
-
-    def upgraded(spec: Any) -> Any:
-        return upgrade_spec_text(spec, version) if isinstance(spec, str) else spec
-
-    if isinstance(manifest.get("transports"), list):
-        manifest["transports"] = [upgraded(s) for s in manifest["transports"]]
-    if isinstance(manifest.get("labels"), dict):
-        manifest["labels"] = {
-            (upgraded(label) if label == spec else label): upgraded(spec)
-            for label, spec in manifest["labels"].items()
-        }
-    for run in manifest.get("runs") or ():
-        if isinstance(run, dict) and "transport" in run:
-            run["transport"] = upgraded(run["transport"])
-    return manifest
+    if not isinstance(data, dict):
+        return {}
+    result_specs = dict(zip(runs["file"].map(lambda f: Path(f).name), runs["transport_spec"],
+                            strict=True))
+    return upgrade_manifest(data, result_specs)
 
 
 def load_campaign(campaign: str | os.PathLike[str]) -> CampaignResults:
@@ -194,8 +170,8 @@ def load_campaign(campaign: str | os.PathLike[str]) -> CampaignResults:
         raise CampaignError(str(e)) from None
     if runs.empty:
         raise CampaignError(f"{path} holds no result file")
-    result = CampaignResults(path, runs, _manifest(path))
-    extra: dict[str, list[Any]] = {c: [] for c in METADATA_COLUMNS if c not in runs}
+    result = CampaignResults(path, runs, _manifest(path, runs))
+    extra: dict[str, list[Any]] = {c.name: [] for c in METADATA_COLUMNS if c.name not in runs}
     for file in runs["file"] if extra else ():
         meta = metadata_columns(result.raw(file))
         for column, values in extra.items():
