@@ -209,9 +209,9 @@ def test_email_fits_72_columns_and_is_ascii(campaign_dir: Path) -> None:
 
 
 def test_email_with_long_specs_uses_a_legend(tmp_path: Path) -> None:
-    long = "uring:depth=16,buffers=pinned,pin=off"
+    long = "uring:depth=16,buffers=pinned,affinity=off"
     path = write_campaign(tmp_path / "c", {"pyfuse3": 1.0, long: 2.0,
-                                           "uring:depth=64,buffers=mapped,pin=on": 2.0},
+                                           "uring:depth=64,buffers=mapped,affinity=on": 2.0},
                           points=default_points()[:2], repetitions=2, warmup=False)
     text = render(compare(load_campaign(path)), "email")
     assert f"B = {long}" in text or f"C = {long}" in text

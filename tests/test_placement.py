@@ -163,7 +163,7 @@ def test_libfuses_ring_threads_started_after_the_mount_are_placed(tmp_path: Path
     rings = [t for t in threads if t["name"].startswith("fuse-ring")]
     assert rings and {t["policy"] for t in threads} == {"idle"}, threads
     assert {c["name"]: c["ok"] for c in result["checks"]} == {"peer_ring": True}
-    assert "pinned" in (result["transport_stats"]["placement"]["design"] or "")
+    assert "bound to its queue" in (result["transport_stats"]["placement"]["design"] or "")
 
 
 @pytest.mark.mount

@@ -125,7 +125,7 @@ def test_markdown_report_has_tables_figures_and_metadata(campaign_dir: Path) -> 
     # each transport with every setting its results recorded
     settings = next(line for line in text.splitlines()
                     if line.startswith("| uring:buffers=pinned | ") and "depth=" in line)
-    assert all(s in settings for s in ("depth=8", "buffers=pinned", "pin=True", "sched=auto"))
+    assert all(s in settings for s in ("depth=8", "buffers=pinned", "affinity=True", "sched=auto"))
     images = [line for line in text.splitlines() if line.startswith("![")]
     assert len(images) == len(PLOTS)
     for line in images:

@@ -80,7 +80,7 @@ def test_a_failed_check_names_itself_and_its_reason() -> None:
 
 # -- each proof, pass and fail --------------------------------------------------------------
 def test_ring_share() -> None:
-    stats = uring(requests=1010, requests_ring=995, requests_devfuse=15,
+    stats = uring(requests=1010, requests_ring=995, requests_device=15,
                   ops={"INIT": 1, "GETATTR": 9, "READ": 900, "WRITE": 100},
                   ops_ring={"READ": 895, "WRITE": 100})
     (result,) = check_statistics(stats)

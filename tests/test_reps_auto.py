@@ -253,7 +253,7 @@ def test_two_groups_need_a_material_gap_between_tight_groups():
     assert "two groups" in [w.kind for w in found]
     text = next(w.text for w in found if w.kind == "two groups")
     assert "devfuse (3 near 20.0k IOPS, 3 near 30.0k IOPS)" in text
-    assert "pin fio (--fio-cpus) and the servers (--cpus)" in text
+    assert "bind fio (--fio-cpus) and the servers (--cpus) to CPUs" in text
     assert stability.two_groups([100, 103, 97, 101, 99, 102]) is None  # one group
     assert stability.two_groups([100, 101, 99, 100.5, 99.5, 150]) is None  # one outlier
     assert stability.two_groups([100, 100.1, 100.05, 101, 101.1, 101.05]) is None  # immaterial

@@ -138,9 +138,10 @@ def test_version_1_pinned_is_read_as_mlock(tmp_path: Path) -> None:
     path.write_text(json.dumps(old))
     data = read_result(path)
     assert data["format_version"] == FORMAT_VERSION == 5 and data["upgraded_from"] == 1
-    spec = "uring:depth=8,buffers=mlock,pin=off,datapath=python,sched=normal"
+    spec = "uring:depth=8,buffers=mlock,affinity=off,datapath=python,sched=normal"
     assert data["transport"]["spec"] == spec
     assert data["transport"]["settings"]["buffers"] == "mlock"
+    assert data["transport"]["settings"]["affinity"] is False  # was called pin
     assert data["transport_stats"]["settings"]["buffers"] == "mlock"
     assert [c["name"] for c in data["checks"]] == ["ring_share", "mlock"]
     # a version-2 file (before protocol 7.46 modes) meant mlock too; its label, the spec,
@@ -152,7 +153,7 @@ def test_version_1_pinned_is_read_as_mlock(tmp_path: Path) -> None:
     # a version-3 file's pinned is the kernel pin and stays pinned
     path.write_text(json.dumps(dict(old, format_version=3)))
     assert read_result(path)["transport"]["spec"] == (
-        "uring:depth=8,buffers=pinned,pin=off,datapath=python,sched=normal")
+        "uring:depth=8,buffers=pinned,affinity=off,datapath=python,sched=normal")
 
 
 @pytest.mark.parametrize(("spec", "label", "want"), [
@@ -394,7 +395,7 @@ def test_rows_give_the_registry_columns_in_its_order() -> None:
     assert [c for c in table[0] if c not in named] == [
         "server_ctxsw_per_io", "server_cpu_us_per_io", "rw", "bs", "iodepth",
         "transport_depth", "transport_buffers", "transport_zerocopy", "transport_datapath",
-        "transport_pin", "transport_sched", "transport_idle_guard", "transport_cpus",
+        "transport_affinity", "transport_sched", "transport_idle_guard", "transport_cpus",
         "clat_p50_us", "clat_p90_us", "clat_p99_us", "clat_p99.9_us", "clat_min_us",
         "clat_mean_us", "clat_max_us", "lat_p50_us"]
     assert table[0]["transport_depth"] == 16 and table[0]["clat_p99_us"] == 70.0
@@ -404,3 +405,44 @@ def test_rows_give_the_registry_columns_in_its_order() -> None:
     metadata = metadata_columns(dict(data, host={"hostname": "h"}))
     assert list(metadata) == [c.name for c in METADATA_COLUMNS]
     assert metadata["hostname"] == "h" and metadata["fio_version"] is None
+
+
+def test_draft_names_read_as_today(tmp_path: Path) -> None:
+    """Names a draft of format 5 wrote and 5 calls otherwise: uring's pin= (CPU affinity,
+    now affinity=, pin being memory), the /dev/fuse counters (requests_devfuse: devfuse
+    is a transport) and devfuse's follow counter unpins."""
+    old = draft(4, "uring:pin=off")
+    old["transport_stats"].update({
+        "requests_devfuse": 3, "ops_devfuse": {"INIT": 1}, "follow": {"unpins": 2},
+        "per_queue": [{"pin_error": None}],
+        "placement": {"design": "each queue thread pinned to its CPU (pin=on)"}})
+    path = tmp_path / "draft.json"
+    path.write_text(json.dumps(old))
+    data = read_result(path)
+    assert data["transport"]["spec"].startswith("uring:affinity=off")
+    assert data["transport"]["settings"]["affinity"] in (False, "off")
+    assert "pin" not in data["transport"]["settings"]
+    stats = data["transport_stats"]
+    assert (stats["requests_device"], stats["ops_device"]) == (3, {"INIT": 1})
+    assert "requests_devfuse" not in stats and stats["follow"] == {"releases": 2}
+    assert stats["per_queue"] == [{"affinity_error": None}]
+    assert stats["placement"]["design"] == "each queue thread on its queue's CPU (affinity=on)"
+
+
+def test_reading_needs_no_compiled_module(tmp_path: Path) -> None:
+    """Results read the same where transports._native cannot load (an analysis-only
+    machine, no liburing): the transports' options are known without it."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "v3.json"
+    path.write_text(json.dumps({"format_version": 3, "transport": {
+        "name": "devfuse", "spec": "devfuse", "label": "devfuse", "settings": {}},
+        "transport_stats": {"settings": {}}}))
+    program = ("import sys; sys.modules['transports._native'] = None\n"
+               "from harness.results import read_result\n"
+               f"print(read_result({str(path)!r})['transport']['spec'])")
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == read_result(path)["transport"]["spec"] == (
+        "devfuse:datapath=python,follow=off,sched=normal")

@@ -115,7 +115,7 @@ def serving(
 
 def _data_share(stats: dict) -> tuple[int, int]:
     ring = sum(stats["ops_ring"].get(op, 0) for op in DATA_OPS)
-    dev = sum(stats["ops_devfuse"].get(op, 0) for op in DATA_OPS)
+    dev = sum(stats["ops_device"].get(op, 0) for op in DATA_OPS)
     return ring, dev
 
 
@@ -188,7 +188,7 @@ def test_fio_verify(tmp_path, buffers, case):
     path = tmp_path / "disk.img"
     with serving(path, f"uring:buffers={buffers}") as server:
         stats = fio_verify_on_the_ring(server, path, tmp_path, case)
-        assert stats["requests"] == stats["requests_ring"] + stats["requests_devfuse"]
+        assert stats["requests"] == stats["requests_ring"] + stats["requests_device"]
         assert sum(q["requests"] for q in stats["per_queue"]) == stats["requests_ring"]
     server.wait_returned()
 
@@ -196,7 +196,7 @@ def test_fio_verify(tmp_path, buffers, case):
 # -- statistics -----------------------------------------------------------------------------
 def test_statistics_report_effective_settings(tmp_path):
     path = tmp_path / "disk.img"
-    with serving(path, "uring:depth=4,pin=off") as server:
+    with serving(path, "uring:depth=4,affinity=off") as server:
         with open(path, "rb") as f:
             f.read(4096)
     server.wait_returned()
@@ -207,7 +207,7 @@ def test_statistics_report_effective_settings(tmp_path):
     queues = len(parse_cpu_list(cpus))
     assert stats["transport"] == "uring"
     assert stats["settings"]["depth"] == 4
-    assert stats["settings"]["pin"] == "off"
+    assert stats["settings"]["affinity"] == "off"
     # sched=auto: SCHED_IDLE, guarded, wherever the guard may act (root may)
     assert stats["settings"]["sched"] == "idle"
     assert stats["settings"]["idle_guard"] == "on"
@@ -219,8 +219,8 @@ def test_statistics_report_effective_settings(tmp_path):
     assert stats["settings"]["negotiated"]["uring"] is True
     assert stats["enable_uring"] == "Y"
     assert stats["first_request_via_ring"] is True
-    assert stats["requests_devfuse"] >= 1  # FUSE_INIT always comes through /dev/fuse
-    assert stats["ops_devfuse"].get("INIT") == 1
+    assert stats["requests_device"] >= 1  # FUSE_INIT always comes through /dev/fuse
+    assert stats["ops_device"].get("INIT") == 1
     for q in stats["per_queue"]:
         assert q["ring"]["setup_flags"] == hex(0x400 | 0x80 | 0x8)  # SQE128|SUBMIT_ALL|CQSIZE
         assert q["ring"]["fixed_file"] is True
@@ -231,7 +231,7 @@ def test_statistics_report_effective_settings(tmp_path):
 
 def test_spec_options_are_validated():
     assert parse_spec("uring").settings == {
-        "depth": 8, "buffers": "mapped", "zerocopy": False, "datapath": "native", "pin": True,
+        "depth": 8, "buffers": "mapped", "zerocopy": False, "datapath": "native", "affinity": True,
         "sched": "auto", "idle_guard": True, "cpus": "",
     }
     with pytest.raises(SpecError, match="positive"):
@@ -239,7 +239,9 @@ def test_spec_options_are_validated():
     with pytest.raises(SpecError, match="mapped, mlock, pool, pinned"):
         parse_spec("uring:buffers=huge")
     with pytest.raises(SpecError, match="on or off"):
-        parse_spec("uring:pin=maybe")
+        parse_spec("uring:affinity=maybe")
+    with pytest.raises(SpecError, match="pin= is called affinity= now.*affinity=off"):
+        parse_spec("uring:pin=off")
     with pytest.raises(SpecError, match="auto, normal, batch, idle"):
         parse_spec("uring:sched=fifo")
     with pytest.raises(SpecError, match="python, native"):

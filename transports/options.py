@@ -26,6 +26,9 @@ class Option:
     # does not record the key is read as having it (harness/results/upgrade.py). None:
     # what its default does now.
     absent: str | None = None
+    # The key's earlier name: a spec that uses it is refused with the new one, and a
+    # result or manifest that recorded it reads under the new one (upgrade.py).
+    formerly: str | None = None
 
     def convert(self, name: str, key: str, raw: str) -> Any:
         if self.choices and raw not in self.choices:

@@ -99,7 +99,7 @@ class Placement:
             os.sched_setaffinity(0, self.cpus)
 
     def allowed(self, wanted: set[int]) -> set[int]:
-        """A thread's CPUs within the placement: its own pin where it lies inside the
+        """A thread's CPUs within the placement: its own affinity where it lies inside the
         list (a server's own design), the whole list otherwise."""
         if self.cpus is None:
             return wanted
@@ -120,7 +120,7 @@ class ThreadPlacer:
 
     `roots` gives the server's process ids (empty until it has started); every thread of
     them and of their descendants gets the policy when first seen, and the guard watches
-    it under SCHED_IDLE. CPUs are checked at every look, since a server may pin a thread
+    it under SCHED_IDLE. CPUs are checked at every look, since a server may bind a thread
     after starting it. The placer's own thread and the guard's are left alone: they are
     Ringside's, not the server's.
     """

@@ -81,6 +81,10 @@ class Spec:
         settings = {key: opt.default for key, opt in options.items()}
         for key, raw in items:
             if key not in options:
+                renamed = next((k for k, o in options.items() if o.formerly == key), None)
+                if renamed:
+                    raise SpecError(f"{name}: {key}= is called {renamed}= now (the same "
+                                    f"setting): write {renamed}={raw}")
                 own = sorted(k for k in options if k not in PLACEMENT_OPTIONS)
                 names = (", ".join(own) or "none") + "; placement: " + ", ".join(
                     sorted(PLACEMENT_OPTIONS))

@@ -71,7 +71,7 @@ class GuardCounters(TypedDict):
 class FollowThread(TypedDict):
     looks: int
     moves: int
-    unpins: int
+    releases: int
     policy_changes: int
     cpu: int | None
     last_error: str | None
@@ -83,7 +83,7 @@ class FollowTotals(TypedDict):
     every: int
     looks: int
     moves: int  # pinned to a client's CPU
-    unpins: int
+    releases: int
     policy_changes: int
     per_thread: list[FollowThread]
 
@@ -135,7 +135,7 @@ class QueueStatistics(TypedDict, total=False):
     qid: int
     cpu: int
     affinity: list[int] | None
-    pin_error: str | None
+    affinity_error: str | None
     sched: str | None
     requests: int
     errors: int
@@ -169,15 +169,15 @@ class TransportStatistics:
     ops: dict[str, int] | None = None  # opcode name -> requests served
     errors: int | None = None  # error replies
     exceptions: int | None = None  # requests the export raised on (answered EIO)
-    requests_devfuse: int | None = None  # of `requests`, read from /dev/fuse
-    ops_devfuse: dict[str, int] | None = None
+    requests_device: int | None = None  # of `requests`, read from the FUSE device, /dev/fuse
+    ops_device: dict[str, int] | None = None
     requests_ring: int | None = None  # of `requests`, carried by the ring
     ops_ring: dict[str, int] | None = None
     detail: dict[str, Any] = field(default_factory=dict)  # keys no class types
 
     # Left out of the JSON when None (not counted, not known).
     _OMITTED_WHEN_NONE: ClassVar[tuple[str, ...]] = (
-        "requested", "ops", "errors", "exceptions", "requests_devfuse", "ops_devfuse",
+        "requested", "ops", "errors", "exceptions", "requests_device", "ops_device",
         "requests_ring", "ops_ring",
     )
 
@@ -234,7 +234,7 @@ class TransportStatistics:
         requested: dict[str, Any],
         effective: dict[str, Any],
         total: dict[str, Any],
-        devfuse: dict[str, Any],
+        device: dict[str, Any],
         ring: dict[str, Any] | None = None,
         **fields: Any,
     ) -> Self:
@@ -249,8 +249,8 @@ class TransportStatistics:
             ops=total["ops"],
             errors=total["errors"],
             exceptions=total["exceptions"],
-            requests_devfuse=devfuse["requests"],
-            ops_devfuse=devfuse["ops"],
+            requests_device=device["requests"],
+            ops_device=device["ops"],
             requests_ring=None if ring is None else ring["requests"],
             ops_ring=None if ring is None else ring["ops"],
             **fields,

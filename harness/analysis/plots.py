@@ -355,7 +355,7 @@ def buffer_pairs(specs: list[str],
     """
     def parsed(text: str) -> tuple[str, dict[str, str]]:
         spec = Spec.read(text)
-        # pin=on in a spec is pin: True once recorded: both as a spec writes them.
+        # affinity=on in a spec is affinity: True once recorded: both as a spec writes them.
         recorded = {k: setting_text(v) for k, v in (settings or {}).get(text, {}).items()}
         return spec.name, {**recorded, **spec.options()}
 

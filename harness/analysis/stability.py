@@ -37,7 +37,7 @@ BIMODAL_MIN_GROUP = 3
 BIMODAL_SPREADS = 5.0
 BIMODAL_MATERIAL = 0.10
 
-PIN_ADVICE = "pin fio (--fio-cpus) and the servers (--cpus)"
+CPU_ADVICE = "bind fio (--fio-cpus) and the servers (--cpus) to CPUs"
 
 
 @dataclass(frozen=True)
@@ -68,11 +68,11 @@ HEADLINES = {
     "two groups": "runs fall into two groups far apart next to their own spread on",
 }
 ADVICE = {
-    "spread": f"add runs (--reps auto), quiet the machine, or {PIN_ADVICE}",
+    "spread": f"add runs (--reps auto), quiet the machine, or {CPU_ADVICE}",
     "outliers": "something else may have run meanwhile: rerun on a quiet machine, or add "
                 "runs so one disturbance weighs less",
     "two groups": "they did not all measure the same thing (CPU placement? frequency?): "
-                  f"{PIN_ADVICE} and rerun; a median of the mix means little",
+                  f"{CPU_ADVICE} and rerun; a median of the mix means little",
 }
 
 

@@ -50,6 +50,7 @@ def upgrade(data: dict[str, Any]) -> dict[str, Any]:
         _statistics_of_version_1(data)
     if version < KERNEL_PIN_SINCE:
         _pinned_was_mlock(data)
+    _renamed_in_drafts(data)
     _write_out_settings(data)
     data["format_version"] = FORMAT_VERSION
     return data
@@ -100,6 +101,71 @@ def _pinned_was_mlock(data: dict[str, Any]) -> None:
     for check in data.get("checks") or ():
         if isinstance(check, dict) and check.get("name") == "pinned":
             check["name"] = "mlock"
+
+
+# Statistics keys renamed before 5 was released ("devfuse" is a transport, "pin" memory):
+# their old names appear only in files of format 5's drafts, so they are renamed in any.
+_RENAMED_STATISTICS = {"requests_devfuse": "requests_device", "ops_devfuse": "ops_device"}
+_RENAMED_FOLLOW = {"unpins": "releases"}
+_RENAMED_QUEUE = {"pin_error": "affinity_error"}
+# Servers' own placement as recorded while "pin" also meant CPUs.
+_RENAMED_DESIGN = {
+    "each queue thread pinned to its CPU (pin=on)":
+        "each queue thread on its queue's CPU (affinity=on)",
+    "each ring thread pinned to its queue's CPU (libfuse's design)":
+        "each ring thread bound to its queue's CPU (libfuse's design)",
+}
+
+
+def _renamed(mapping: Any, names: Mapping[str, str]) -> None:
+    if isinstance(mapping, dict):
+        for old, new in names.items():
+            if old in mapping and new not in mapping:
+                mapping[new] = mapping.pop(old)
+
+
+def renamed_options_spec(spec: str) -> str:
+    """A spec with every option it names by a former name (`Option.formerly`, e.g.
+    uring's pin=, now affinity=) under the option's name now."""
+    read = Spec.read(spec)
+    renames = _option_renames(read.name)
+    if not any(key in renames for key, _ in read.given):
+        return spec
+    given = tuple((renames.get(key, key), value) for key, value in read.given)
+    text = Spec(read.name, given).text
+    return f"{read.label}={text}" if read.label else text
+
+
+def _option_renames(name: str) -> dict[str, str]:
+    try:
+        options = transport_class(name).options
+    except (SpecError, TransportUnavailable):
+        return {}
+    return {o.formerly: key for key, o in options.items() if o.formerly}
+
+
+def _renamed_in_drafts(data: dict[str, Any]) -> None:
+    """Names a draft of format 5 wrote that 5 calls otherwise: options (`formerly`),
+    statistics keys, uring's recorded design."""
+    transport = data.get("transport") or {}
+    stats = data.get("transport_stats") or {}
+    spec = transport.get("spec")
+    if isinstance(spec, str):
+        transport["spec"] = renamed_options_spec(spec)
+        if transport.get("label") == spec:
+            transport["label"] = transport["spec"]
+    renames = _option_renames(str(transport.get("name") or ""))
+    for settings in (transport.get("settings"), stats.get("settings"), stats.get("requested")):
+        _renamed(settings, renames)
+    if not isinstance(stats, dict):
+        return
+    _renamed(stats, _RENAMED_STATISTICS)
+    _renamed(stats.get("follow"), _RENAMED_FOLLOW)
+    for queue in stats.get("per_queue") or ():
+        _renamed(queue, _RENAMED_QUEUE)
+    placement = stats.get("placement")
+    if isinstance(placement, dict) and placement.get("design") in _RENAMED_DESIGN:
+        placement["design"] = _RENAMED_DESIGN[placement["design"]]
 
 
 def _write_out_settings(data: dict[str, Any]) -> None:
@@ -185,6 +251,7 @@ def upgrade_manifest(manifest: dict[str, Any],
             return spec
         if spec in read:
             return read[spec]
+        spec = renamed_options_spec(spec)
         if version >= MANIFEST_FORMAT:
             return spec
         if version < MANIFEST_KERNEL_PIN_SINCE:

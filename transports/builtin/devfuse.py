@@ -47,9 +47,9 @@ class DevFuseTransport(Transport):
         "threads": Option(positive_int, 1, "worker threads reading /dev/fuse"),
         "datapath": DATAPATH_OPTION,
         "follow": Option(
-            on_off, True, "a reader that waits for each request pins itself to the CPU of "
+            on_off, True, "a reader that waits for each request binds itself to the CPU of "
             "the client making them and runs under sched=; when requests queue up it "
-            "unpins and runs SCHED_OTHER (on|off; not with cpus=, which it would leave)",
+            "lets go and runs SCHED_OTHER (on|off; not with cpus=, which it would leave)",
             absent="off",
         ),
     }
@@ -157,7 +157,7 @@ class DevFuseTransport(Transport):
             "negotiated": negotiated.as_dict() if negotiated else None,
         }
         return DevfuseStatistics.of_codecs(
-            self.name, dict(self.settings), settings, total, devfuse=total,
+            self.name, dict(self.settings), settings, total, device=total,
             per_thread=per_thread,
             thread_sched=[p for _, p in self._thread_sched],
             native=native_totals(natives) if natives else None,

@@ -188,9 +188,9 @@ class Pyfuse3Transport(Transport):
             requested=dict(self.settings),
             effective=dict(self.settings),  # no option of its own: nothing to resolve
             requests=sum(ops.values()),
-            requests_devfuse=sum(ops.values()),
+            requests_device=sum(ops.values()),
             ops=ops,
-            ops_devfuse=ops,
+            ops_device=ops,
             unsupported_ops=list(self.unsupported_ops),
             libfuse="pyfuse3 " + pyfuse3.__version__,
         )

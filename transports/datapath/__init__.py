@@ -14,9 +14,9 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from transports import native
 from transports.base import Option
 from transports.export.image import Export
-from transports.native import ffi, lib
 from transports.statistics import NativeTotals
 
 DATAPATHS = ("python", "native")
@@ -36,7 +36,7 @@ class NativeImage:
     by the export (its size after a resize, the end of mapped reads)."""
 
     def __init__(self, export: Export):
-        self.struct = ffi.new("struct rs_image *")
+        self.struct = native.ffi.new("struct rs_image *")
         self._export = export
         export.watch(self.refresh)
         self.refresh()
@@ -46,7 +46,7 @@ class NativeImage:
         image.fd = export.fd
         image.writable = int(not export.options.read_only)
         image.size = export.size
-        image.map = ffi.cast("char *", export.mapped_address())
+        image.map = native.ffi.cast("char *", export.mapped_address())
 
     def close(self) -> None:
         self._export.unwatch(self.refresh)
@@ -57,7 +57,7 @@ class NativeDataPath:
 
     def __init__(self, image: NativeImage):
         self.image = image  # keeps the struct alive while the helper points at it
-        self.struct = ffi.new("struct rs_native *")
+        self.struct = native.ffi.new("struct rs_native *")
         self.struct.image = image.struct
 
     def counters(self) -> dict[str, int]:
@@ -70,14 +70,15 @@ class NativeDataPath:
         """A readinto(buf) for the /dev/fuse loop: the helper reads requests into `inbuf`,
         answers READ/WRITE (replies built in `outbuf`) and returns the length of the
         first request it leaves there; a failed read(2) or reply raises OSError, as
-        FileIO.readinto would. `follower` (transports.sched.policy.Follower) sees every request."""
-        serve, native = lib.rs_dev_serve, self.struct
-        follow = follower.struct if follower is not None else ffi.NULL
-        in_ptr, out_ptr = ffi.from_buffer(inbuf), ffi.from_buffer(outbuf)
+        FileIO.readinto would. `follower` (transports.sched.policy.Follower) sees every
+        request."""
+        serve, state = native.lib.rs_dev_serve, self.struct
+        follow = follower.struct if follower is not None else native.ffi.NULL
+        in_ptr, out_ptr = native.ffi.from_buffer(inbuf), native.ffi.from_buffer(outbuf)
         in_len, out_len = len(inbuf), len(outbuf)
 
         def readinto(_buf: memoryview) -> int:
-            n = serve(fd, native, follow, in_ptr, in_len, out_ptr, out_len)
+            n = serve(fd, state, follow, in_ptr, in_len, out_ptr, out_len)
             if n < 0:
                 raise OSError(-n, os.strerror(-n))
             return n

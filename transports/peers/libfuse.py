@@ -176,7 +176,7 @@ class LibfuseTransport(PeerTransport):
 
     def own_placement(self) -> str | None:
         if self.settings.get("mode") == "uring":
-            return "each ring thread pinned to its queue's CPU (libfuse's design)"
+            return "each ring thread bound to its queue's CPU (libfuse's design)"
         return None
 
     def check_available(self) -> None:

@@ -8,7 +8,7 @@
  * with the reader on the other CPU, 87k on the client's). FUSE-over-io_uring has a queue
  * per CPU for this; here the reader moves itself. Every `every` requests it counts its own
  * context switches since the last look: about one per request means it waited for each
- * request, so a client waits for each reply, and it pins itself to the CPU the requesting
+ * request, so a client waits for each reply, and it binds itself to the CPU the requesting
  * thread last ran on (/proc/PID/stat). Far fewer means requests queue up (deep queues,
  * several clients), where two CPUs are worth more than shared caches: it gives its CPUs
  * back.
@@ -128,12 +128,12 @@ void rs_follow(struct rs_follow *f, uint32_t pid)
 	} else {
 		rs_follow_policy(f, f->queue_policy);
 		if (f->cpu < 0) {
-			/* not pinned */
+			/* not bound */
 		} else if (sched_setaffinity(0, sizeof(cpu_set_t), (cpu_set_t *)f->start_mask)) {
 			f->last_error = errno;
 		} else {
 			f->cpu = -1;
-			f->unpins++;
+			f->releases++;
 		}
 	}
 	/* After the move: a migration is a switch of its own, not a sign of waiting. */

@@ -7,11 +7,11 @@
 struct rs_follow {
 	unsigned every;		/* look every this many requests */
 	unsigned count;
-	int cpu;		/* the CPU the thread is pinned to now, or -1: its CPUs at start */
+	int cpu;		/* the CPU the thread is bound to now, or -1: its CPUs at start */
 	uint64_t switches;	/* the thread's context switches at the last look */
 	uint64_t looks;
-	uint64_t moves;		/* times pinned to a client's CPU */
-	uint64_t unpins;	/* times its CPUs were given back: requests queued up */
+	uint64_t moves;		/* times bound to a client's CPU */
+	uint64_t releases;	/* times its CPUs were given back: requests queued up */
 	int follow_policy;	/* scheduling policy while following a client (sched=) */
 	int queue_policy;	/* ... and while requests queue up (SCHED_OTHER) */
 	uint64_t policy_changes;

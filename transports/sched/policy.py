@@ -1,7 +1,7 @@
 """Where serving threads run: their scheduling policy (`sched=`, shared by uring and
 devfuse), sched=idle's starvation guard (guard.c: a C thread that moves a starved
 SCHED_IDLE thread to SCHED_BATCH for a while) and devfuse's client following (follow.c:
-a /dev/fuse reader pins itself to the CPU of a client that waits for each reply)."""
+a /dev/fuse reader binds itself to the CPU of a client that waits for each reply)."""
 
 from __future__ import annotations
 
@@ -172,12 +172,12 @@ class SchedGuard:
 
 
 FOLLOW_EVERY = 32  # requests between looks: a look reads the client's /proc stat
-FOLLOW_COUNTERS = ("looks", "moves", "unpins", "policy_changes")
+FOLLOW_COUNTERS = ("looks", "moves", "releases", "policy_changes")
 
 
 class Follower:
-    """One /dev/fuse reader's client following (struct rs_follow): pinned to the client's
-    CPU under `policy` while it waits for each request, unpinned under SCHED_OTHER while
+    """One /dev/fuse reader's client following (struct rs_follow): bound to the client's
+    CPU under `policy` while it waits for each request, let go under SCHED_OTHER while
     requests queue up."""
 
     def __init__(self, policy: str) -> None:

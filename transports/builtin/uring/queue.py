@@ -14,8 +14,8 @@ import resource
 import threading
 from dataclasses import dataclass
 
+from transports import native
 from transports.fuse import abi
-from transports.native import ffi, lib
 from transports.sysinfo import (  # noqa: F401  (re-exported for the transport)
     enable_uring,
     has_capability,
@@ -153,36 +153,36 @@ class Arena:
         headers = depth * HEADER_BUFFER
         self.pool_size = self.slots * payload if self.pooled else 0
         self.size = headers + (self.pool_size if self.pooled else depth * payload)
-        self._pool_ptr = ffi.NULL
+        self._pool_ptr = native.ffi.NULL
         if mode == "mlock":
-            err = ffi.new("int *")
-            self._ptr = lib.rs_alloc_locked(self.size, err)
-            if self._ptr == ffi.NULL:
+            err = native.ffi.new("int *")
+            self._ptr = native.lib.rs_alloc_locked(self.size, err)
+            if self._ptr == native.ffi.NULL:
                 raise OSError(-err[0], f"locking {self.size} bytes: {os.strerror(-err[0])}")
         else:
-            self._ptr = lib.rs_alloc_mapped(headers if self.pooled else self.size)
-            if self._ptr == ffi.NULL:
+            self._ptr = native.lib.rs_alloc_mapped(headers if self.pooled else self.size)
+            if self._ptr == native.ffi.NULL:
                 raise OSError(errno.ENOMEM, f"allocating {self.size} bytes")
         if self.pooled:
-            err = ffi.new("int *")
-            self._pool_ptr = lib.rs_alloc_pages(self.pool_size, err)
-            if self._pool_ptr == ffi.NULL:
-                lib.rs_free_mapped(self._ptr)
+            err = native.ffi.new("int *")
+            self._pool_ptr = native.lib.rs_alloc_pages(self.pool_size, err)
+            if self._pool_ptr == native.ffi.NULL:
+                native.lib.rs_free_mapped(self._ptr)
                 raise OSError(-err[0], f"mapping a pool of {self.pool_size} bytes")
-        base = ffi.cast("char *", self._ptr)
+        base = native.ffi.cast("char *", self._ptr)
         self.header_ptrs = [base + i * HEADER_BUFFER for i in range(depth)]
-        self._whole = memoryview(ffi.buffer(base, headers if self.pooled else self.size))
+        self._whole = memoryview(native.ffi.buffer(base, headers if self.pooled else self.size))
         self.headers = [
             self._whole[i * HEADER_BUFFER : (i + 1) * HEADER_BUFFER] for i in range(depth)
         ]
         if self.pooled:
-            self.pool_ptr = ffi.cast("char *", self._pool_ptr)
-            self.pool_address = int(ffi.cast("uintptr_t", self._pool_ptr))
-            self._payload_area = memoryview(ffi.buffer(self.pool_ptr, self.pool_size))
-            self.payload_ptrs = [ffi.NULL] * depth  # entries bring no payload buffer
+            self.pool_ptr = native.ffi.cast("char *", self._pool_ptr)
+            self.pool_address = int(native.ffi.cast("uintptr_t", self._pool_ptr))
+            self._payload_area = memoryview(native.ffi.buffer(self.pool_ptr, self.pool_size))
+            self.payload_ptrs = [native.ffi.NULL] * depth  # entries bring no payload buffer
             start = 0
         else:
-            self.pool_ptr = ffi.NULL
+            self.pool_ptr = native.ffi.NULL
             self.pool_address = 0
             self._payload_area = self._whole
             first_payload = base + headers
@@ -201,12 +201,12 @@ class Arena:
             view.release()
         self.headers, self.payloads = [], []
         if self.mode == "mlock":
-            lib.rs_free_locked(self._ptr, self.size)
+            native.lib.rs_free_locked(self._ptr, self.size)
         else:
-            lib.rs_free_mapped(self._ptr)
-        if self._pool_ptr != ffi.NULL:
-            lib.rs_free_pages(self._pool_ptr, self.pool_size)
-            self._pool_ptr = ffi.NULL
+            native.lib.rs_free_mapped(self._ptr)
+        if self._pool_ptr != native.ffi.NULL:
+            native.lib.rs_free_pages(self._pool_ptr, self.pool_size)
+            self._pool_ptr = native.ffi.NULL
         self._ptr = None
 
 
@@ -221,7 +221,7 @@ class LentPages:
 
     def __init__(self, q: object):
         self._q = q
-        self._fixed_io = lib.rs_fixed_io
+        self._fixed_io = native.lib.rs_fixed_io
         self.entry = 0
 
     def fill_from(self, fd: int, offset: int, length: int) -> int:
@@ -254,13 +254,13 @@ class Ring:
         self.arena = arena
         # Guards close() against statistics() reading the counters from another thread.
         self._lock = threading.Lock()
-        err = ffi.new("int *")
-        q = lib.rs_queue_create(arena.depth, qid, fuse_fd, 1, wake_fd, err)
-        if q == ffi.NULL:
+        err = native.ffi.new("int *")
+        q = native.lib.rs_queue_create(arena.depth, qid, fuse_fd, 1, wake_fd, err)
+        if q == native.ffi.NULL:
             raise OSError(-err[0], f"io_uring setup for queue {qid}: {os.strerror(-err[0])}")
         self.q = q
         for i in range(arena.depth):
-            rc = lib.rs_queue_set_entry(
+            rc = native.lib.rs_queue_set_entry(
                 q, i, arena.header_ptrs[i], HEADER_BUFFER, arena.payload_ptrs[i], arena.payload
             )
             if rc < 0:
@@ -268,7 +268,7 @@ class Ring:
                 raise OSError(-rc, f"queue {qid} entry {i}: {os.strerror(-rc)}")
         if arena.pooled:
             registered = arena.mode == "pinned"
-            rc = lib.rs_queue_add_pool(
+            rc = native.lib.rs_queue_add_pool(
                 q, arena.pool_ptr, arena.payload, arena.slots, int(registered), int(zero_copy)
             )
             if rc < 0:
@@ -286,10 +286,10 @@ class Ring:
         submit, e.g. EINVAL for a payload buffer below the negotiated size).
         """
         q = self.q
-        n = lib.rs_queue_register_all(q)
+        n = native.lib.rs_queue_register_all(q)
         if n < 0:
             raise OSError(-n, f"registering queue {self.qid}: {os.strerror(-n)}")
-        failed = lib.rs_take_register_errors(q)
+        failed = native.lib.rs_take_register_errors(q)
         if failed:
             err = -q.last_res
             raise OSError(
@@ -332,7 +332,7 @@ class Ring:
         with self._lock:
             if self.q is None:
                 return {}
-            ring_fd = lib.rs_queue_ring_fd(self.q)
+            ring_fd = native.lib.rs_queue_ring_fd(self.q)
         bufs = registered_buffers(ring_fd)
         arena = self.arena
         pool = next((b for b in bufs or () if b[1] == arena.pool_address), None)
@@ -348,7 +348,7 @@ class Ring:
         with self._lock:
             q, self.q = self.q, None
             if q is not None:
-                lib.rs_queue_destroy(q)
+                native.lib.rs_queue_destroy(q)
 
 
 # The per-queue buffer counters (ring.c counts them per request); their totals are
