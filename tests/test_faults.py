@@ -436,7 +436,7 @@ def command_target(command: str, tmp_path: Path) -> list[str]:
     "spec, expected",
     [
         ("uring:depht=8", "unknown option 'depht' (did you mean 'depth'?); known options: "
-                          "buffers, datapath, depth, pin, zerocopy; "
+                          "affinity, buffers, datapath, depth, zerocopy; "
                           "placement: cpus, idle_guard, sched"),
         ("uring:buffers=pined", "'pined' is not one of mapped, mlock, pool, pinned"),
         ("uring:depth=-1", "bad value depth='-1'"),
