@@ -233,7 +233,7 @@ def _client_reads(path: str, cpu: int, count: int) -> None:
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
 @pytest.mark.parametrize("datapath", ["native", "python"])
-def test_follow_pins_the_reader_to_a_waiting_clients_cpu_and_unpins_for_a_queue(
+def test_follow_binds_the_reader_to_a_waiting_clients_cpu_and_lets_go_for_a_queue(
     tmp_path, datapath: str
 ) -> None:
     cpus = sorted(os.sched_getaffinity(0))
