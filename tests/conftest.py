@@ -63,7 +63,16 @@ def fuse_usable() -> str | None:
     return None
 
 
+def pytest_itemcollected(item: pytest.Item) -> None:
+    # A guest boots under qemu as root (minutes each): `-m "not mount"` leaves it out too.
+    if item.get_closest_marker("guest") and not item.get_closest_marker("mount"):
+        item.add_marker(pytest.mark.mount)
+
+
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Last, after `-m`/`-k` have deselected: only the tests that will run make their
+    # preconditions needed (a `-m "not mount"` run does not check what only mounts need).
     apply_preconditions(config, items)
 
 
