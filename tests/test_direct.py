@@ -105,11 +105,14 @@ def wait_for(condition, timeout: float = 10.0) -> bool:
     return condition()
 
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="direct bind-mounts: needs root")
+# The whole runs bind-mount the image: root only. The rest (the O_DIRECT rule, compare) runs
+# as any user.
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="direct bind-mounts: needs root")
 
 
 # -- whole runs ----------------------------------------------------------------------------
 @pytest.mark.mount
+@needs_root
 @pytest.mark.parametrize("backing", ["memory", "file"])
 def test_a_direct_run_measures_the_backing_and_leaves_nothing(tmp: Path, backing: str) -> None:
     spec = ["--backing", "memory:64M"] if backing == "memory" else [
@@ -142,6 +145,7 @@ def test_a_direct_run_measures_the_backing_and_leaves_nothing(tmp: Path, backing
 
 
 @pytest.mark.mount
+@needs_root
 def test_a_backing_that_refuses_o_direct_runs_direct_0_and_says_so(tmp: Path,
                                                                     ramfs: Path) -> None:
     out = tmp / "out"
@@ -175,6 +179,7 @@ def test_a_backing_that_refuses_o_direct_runs_direct_0_and_says_so(tmp: Path,
 
 
 @pytest.mark.mount
+@needs_root
 def test_a_server_killed_mid_run_leaves_no_mount(tmp: Path) -> None:
     mountpoint = tmp / "disk.img"
     out = tmp / "out"
@@ -223,6 +228,7 @@ def _serve(mountpoint: Path, backing: str, *extra: str) -> tuple[subprocess.Pope
 
 
 @pytest.mark.mount
+@needs_root
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_serve_undoes_its_mount_however_it_ends(tmp: Path, sig: int) -> None:
     mountpoint = tmp / "disk.img"
@@ -256,6 +262,7 @@ def test_serve_undoes_its_mount_however_it_ends(tmp: Path, sig: int) -> None:
 
 
 @pytest.mark.mount
+@needs_root
 def test_a_sparse_memory_backing_stays_sparse_and_read_only_refuses_writes(tmp: Path) -> None:
     mountpoint = tmp / "disk.img"
     proc, _ = _serve(mountpoint, "memory:16M", "--fill", "none", "--read-only")
@@ -271,6 +278,7 @@ def test_a_sparse_memory_backing_stays_sparse_and_read_only_refuses_writes(tmp: 
 
 
 @pytest.mark.mount
+@needs_root
 def test_an_unmount_from_outside_ends_serve(tmp: Path) -> None:
     mountpoint = tmp / "disk.img"
     image = tmp / "image.raw"
@@ -289,6 +297,7 @@ def test_an_unmount_from_outside_ends_serve(tmp: Path) -> None:
 
 # -- O_DIRECT: the probe and the rule ----------------------------------------------------------
 @pytest.mark.mount
+@needs_root
 def test_the_probe_tells_a_backing_that_takes_o_direct_from_one_that_does_not(
     tmp: Path, ramfs: Path
 ) -> None:

@@ -39,6 +39,7 @@ def test_doctor_reports_every_capability():
         assert name in proc.stdout
 
 
+@pytest.mark.mount  # root: it switches the machine's enable_uring off for a moment
 @pytest.mark.skipif(
     not os.access(ENABLE_URING, os.W_OK), reason="needs root to toggle enable_uring"
 )
