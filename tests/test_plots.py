@@ -63,16 +63,30 @@ def test_figure_has_units_legend_and_footer(ctx: PlotContext, name: str) -> None
             name, ax.get_title(), unit)
 
 
-def test_render_writes_png_and_svg(campaign_dir: Path) -> None:
-    done = render(load_campaign(campaign_dir))
-    assert [d.name for d in done] == list(PLOTS)
+@pytest.fixture(scope="module")
+def markdown_report(campaign_dir: Path) -> Path:
+    """`ringside report CAMPAIGN`, once: it draws every figure into CAMPAIGN/plots (render()
+    with its defaults) and writes report.md beside them. Drawing is what this module spends
+    its time on, so the tests of both read what it left."""
+    assert main(["report", str(campaign_dir)]) == 0
+    return campaign_dir / "report.md"
+
+
+def test_render_writes_png_and_svg(campaign_dir: Path, markdown_report: Path) -> None:
+    # Every figure, as the report drew it: a PNG and an SVG each.
+    for name in PLOTS:
+        png, svg = (campaign_dir / "plots" / f"{name}.{fmt}" for fmt in ("png", "svg"))
+        assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 20_000, name
+        text = svg.read_text()
+        assert text.lstrip().startswith("<?xml") and "campaign synthetic" in text, name
+    # What render() answers, asked for two of them.
+    names = ["ratios", "sweep_numjobs"]
+    done = render(load_campaign(campaign_dir), names=names)
+    assert [d.name for d in done] == names
     for item in done:
         assert item.skipped is None, (item.name, item.skipped)
-        png, svg = item.files
-        assert png == campaign_dir / "plots" / f"{item.name}.png"
-        assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 20_000
-        text = svg.read_text()
-        assert text.lstrip().startswith("<?xml") and "campaign synthetic" in text
+        assert item.files == [campaign_dir / "plots" / f"{item.name}.{fmt}"
+                              for fmt in ("png", "svg")]
 
 
 def test_plots_that_do_not_apply_say_why(tmp_path: Path) -> None:
@@ -118,9 +132,8 @@ def test_every_plot_renders_from_the_reference_campaign(tmp_path: Path) -> None:
 
 
 # -- ringside report ---------------------------------------------------------------------
-def test_markdown_report_has_tables_figures_and_metadata(campaign_dir: Path) -> None:
-    assert main(["report", str(campaign_dir)]) == 0
-    path = campaign_dir / "report.md"
+def test_markdown_report_has_tables_figures_and_metadata(markdown_report: Path) -> None:
+    path = markdown_report
     text = path.read_text()
     for needle in ("# Ringside report: synthetic", "## Setup", "| Kernel | 6.18.0 |",
                    "warmup runs (excluded", "## Comparison", "**1.30x faster**",
@@ -131,9 +144,9 @@ def test_markdown_report_has_tables_figures_and_metadata(campaign_dir: Path) -> 
                     if line.startswith("| uring:buffers=pinned | ") and "depth=" in line)
     assert all(s in settings for s in ("depth=8", "buffers=pinned", "affinity=True", "sched=auto"))
     images = [line for line in text.splitlines() if line.startswith("![")]
-    assert len(images) == len(PLOTS)
-    for line in images:
-        target = line[line.index("](") + 2:-1]
+    targets = [line[line.index("](") + 2:-1] for line in images]
+    assert [Path(t).stem for t in targets] == list(PLOTS), targets
+    for target in targets:
         assert (path.parent / target).is_file(), target
 
 
