@@ -29,7 +29,7 @@ def execute(notebook: Path, campaign: Path, monkeypatch: pytest.MonkeyPatch) -> 
     """Run every cell in a fresh kernel; a failing cell fails the test with its error."""
     monkeypatch.setenv(ENV_CAMPAIGN, str(campaign))  # the kernel inherits our environment
     nb = nbformat.read(notebook, as_version=4)
-    NotebookClient(nb, timeout=600, kernel_name="python3",
+    NotebookClient(nb, timeout=600, kernel_name="python3", shutdown_kernel="immediate",
                    resources={"metadata": {"path": str(notebook.parent)}}).execute()
     errors = [o for cell in nb.cells for o in cell.get("outputs", [])
               if o.get("output_type") == "error"]
