@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -233,6 +234,45 @@ def any_transport_spec(request) -> str:
 @pytest.fixture
 def mountfile(tmp_path: Path) -> Path:
     return tmp_path / "disk.img"
+
+
+# The committed reference campaign's points the figure and notebook tests draw from: its
+# real results at a sweep of each kind and a bandwidth point, a third of it (each point is
+# a panel of most figures, and panels are what drawing costs).
+REFERENCE_POINTS = (
+    "randread-4k-depth-jobs@iodepth=1,numjobs=1",
+    "randread-4k-depth-jobs@iodepth=16,numjobs=1",
+    "randread-4k-depth-jobs@iodepth=1,numjobs=2",
+    "seqread-1m",
+)
+
+
+@pytest.fixture(scope="session")
+def reference_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The reference campaign's runs at REFERENCE_POINTS, with its manifest (a campaign
+    named by $RINGSIDE_CAMPAIGN: whole). Missing, it is skipped; on CI, a failure."""
+    from harness.analysis.campaign_results import DEFAULT_CAMPAIGN, ENV_CAMPAIGN, load_campaign
+
+    if os.environ.get(ENV_CAMPAIGN):
+        return Path(os.environ[ENV_CAMPAIGN])
+    campaign = REPO / DEFAULT_CAMPAIGN
+    if not campaign.is_dir():
+        message = f"the reference campaign {campaign} is missing"
+        if ON_CI:
+            pytest.fail(message + ": it must be committed (results/reference/)")
+        pytest.skip(message)
+    runs = load_campaign(campaign).runs
+    missing = sorted(set(REFERENCE_POINTS) - set(runs["point"]))
+    assert not missing, f"{campaign} has no {missing}: name its points in REFERENCE_POINTS"
+    subset = tmp_path_factory.mktemp("reference") / campaign.name
+    subset.mkdir()
+    for file in runs.loc[runs["point"].isin(REFERENCE_POINTS), "file"].unique():
+        for twin in Path(file).parent.glob(Path(file).stem + ".*"):  # the result, its job
+            shutil.copy(twin, subset / twin.name)
+    manifest = json.loads((campaign / "campaign.json").read_text())
+    manifest["runs"] = [r for r in manifest["runs"] if r["point"] in REFERENCE_POINTS]
+    (subset / "campaign.json").write_text(json.dumps(manifest))
+    return subset
 
 
 def serve_child_code(spec: str) -> str:

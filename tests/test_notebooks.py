@@ -3,23 +3,19 @@ the committed reference campaign's runs (which CI must have).
 
 Each point is a panel of most figures, and drawing panels is what a notebook spends its
 time on: between them the two campaigns take every branch with the fewest points (the
-reference's runs at a sweep of each kind and a bandwidth point; a synthetic point without
-sweeps or qsd). tests/test_plots.py draws every figure from the whole reference campaign."""
+reference's runs at a sweep of each kind and a bandwidth point, tests/conftest.py's
+reference_runs; a synthetic point without sweeps or qsd)."""
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from harness.analysis.campaign_results import DEFAULT_CAMPAIGN, ENV_CAMPAIGN
+from harness.analysis.campaign_results import ENV_CAMPAIGN
 from harness.analysis.synthetic import default_points, write_campaign
-from harness.results import load
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
@@ -59,42 +55,7 @@ def test_notebook_runs_on_a_synthetic_campaign(notebook: Path, synthetic: Path,
     execute(notebook, synthetic, monkeypatch)
 
 
-# The committed campaign's points the notebooks run on (real results, a third of them).
-REFERENCE_POINTS = (
-    "randread-4k-depth-jobs@iodepth=1,numjobs=1",
-    "randread-4k-depth-jobs@iodepth=16,numjobs=1",
-    "randread-4k-depth-jobs@iodepth=1,numjobs=2",
-    "seqread-1m",
-)
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The reference campaign's runs at REFERENCE_POINTS, with its manifest; a campaign
-    named by $RINGSIDE_CAMPAIGN whole."""
-    if os.environ.get(ENV_CAMPAIGN):
-        return Path(os.environ[ENV_CAMPAIGN])
-    campaign = REPO / DEFAULT_CAMPAIGN
-    if not campaign.is_dir():
-        message = f"the reference campaign {campaign} is missing"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message + ": it must be committed (results/reference/)")
-        pytest.skip(message)
-    runs = load(campaign)
-    missing = sorted(set(REFERENCE_POINTS) - set(runs["point"]))
-    assert not missing, f"{campaign} has no {missing}: name its points in REFERENCE_POINTS"
-    subset = tmp_path_factory.mktemp("nb") / campaign.name
-    subset.mkdir()
-    for file in runs.loc[runs["point"].isin(REFERENCE_POINTS), "file"].unique():
-        for twin in Path(file).parent.glob(Path(file).stem + ".*"):  # the result, its job
-            shutil.copy(twin, subset / twin.name)
-    manifest = json.loads((campaign / "campaign.json").read_text())
-    manifest["runs"] = [r for r in manifest["runs"] if r["point"] in REFERENCE_POINTS]
-    (subset / "campaign.json").write_text(json.dumps(manifest))
-    return subset
-
-
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_on_the_reference_campaign(notebook: Path, reference: Path,
+def test_notebook_runs_on_the_reference_campaign(notebook: Path, reference_runs: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    execute(notebook, reference, monkeypatch)
+    execute(notebook, reference_runs, monkeypatch)

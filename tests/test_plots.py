@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -14,17 +13,6 @@ from harness.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def reference_campaign() -> Path:
-    """The committed reference campaign (RINGSIDE_CAMPAIGN overrides); on CI it must
-    exist, elsewhere tests that need it are skipped when it does not."""
-    path = Path(os.environ.get("RINGSIDE_CAMPAIGN", REPO / "results" / "reference"))
-    if not path.is_dir():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"the reference campaign {path} is missing: it must be committed")
-        pytest.skip(f"no reference campaign at {path}")
-    return path
 
 
 def small_points() -> list:
@@ -122,9 +110,11 @@ def test_cli(campaign_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["plot", str(tmp_path / "none")]) == 2
 
 
-def test_every_plot_renders_from_the_reference_campaign(tmp_path: Path) -> None:
-    # Drawn (layout included), not written: writing the files is test_render_writes_...'s.
-    done = render(load_campaign(reference_campaign()), out_dir=tmp_path, formats=())
+def test_every_plot_renders_from_the_reference_campaign(reference_runs: Path,
+                                                        tmp_path: Path) -> None:
+    # Its runs at a sweep of each kind and a bandwidth point (tests/conftest.py), drawn
+    # (layout included), not written: writing the files is test_render_writes_...'s.
+    done = render(load_campaign(reference_runs), out_dir=tmp_path, formats=())
     drawn = [d.name for d in done if d.skipped is None]
     for name in ("throughput", "latency_percentiles", "latency_cdf", "context_switches",
                  "server_cpu"):
