@@ -237,13 +237,12 @@ def mountfile(tmp_path: Path) -> Path:
 
 
 # The committed reference campaign's points the figure and notebook tests draw from: its
-# real results at a sweep of each kind and a bandwidth point, a third of it (each point is
-# a panel of most figures, and panels are what drawing costs).
+# real results at a sweep of iodepth and one of numjobs, a quarter of it (each point is a
+# panel of most figures, and panels are what drawing costs).
 REFERENCE_POINTS = (
     "randread-4k-depth-jobs@iodepth=1,numjobs=1",
     "randread-4k-depth-jobs@iodepth=16,numjobs=1",
     "randread-4k-depth-jobs@iodepth=1,numjobs=2",
-    "seqread-1m",
 )
 
 
