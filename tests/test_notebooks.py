@@ -8,10 +8,12 @@ bandwidth point without sweeps or qsd)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import nbformat
 import pytest
+from jupyter_client import KernelManager
 from nbclient import NotebookClient
 
 from harness.analysis.campaign_results import ENV_CAMPAIGN
@@ -21,12 +23,40 @@ REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 
 
-def execute(notebook: Path, campaign: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Run every cell in a fresh kernel; a failing cell fails the test with its error."""
-    monkeypatch.setenv(ENV_CAMPAIGN, str(campaign))  # the kernel inherits our environment
+class Kernel:
+    """One kernel for every execution here, as long as it lives: starting one and importing
+    pandas, matplotlib and the analysis into it takes longer than most notebooks' cells."""
+
+    def __init__(self) -> None:
+        self.km: KernelManager | None = None
+
+    def live(self) -> KernelManager:
+        if self.km is None or not self.km.is_alive():  # first, or a notebook killed it
+            self.km = KernelManager(kernel_name="python3")
+            self.km.start_kernel(cwd=str(REPO / "notebooks"))
+        return self.km
+
+    def stop(self) -> None:
+        if self.km is not None and self.km.is_alive():
+            self.km.shutdown_kernel(now=True)
+
+
+@pytest.fixture(scope="module")
+def kernel() -> Iterator[Kernel]:
+    k = Kernel()
+    yield k
+    k.stop()
+
+
+def execute(notebook: Path, campaign: Path, kernel: Kernel) -> None:
+    """Run every cell, in an emptied namespace with $RINGSIDE_CAMPAIGN naming `campaign` (as
+    a kernel started for it would have them); a failing cell fails the test with its error."""
+    km = kernel.live()
+    fresh = f"%reset -f\nimport os\nos.environ[{ENV_CAMPAIGN!r}] = {str(campaign)!r}\ndel os"
+    NotebookClient(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(fresh)]),
+                   km=km, timeout=60).execute()
     nb = nbformat.read(notebook, as_version=4)
-    NotebookClient(nb, timeout=600, kernel_name="python3", shutdown_kernel="immediate",
-                   resources={"metadata": {"path": str(notebook.parent)}}).execute()
+    NotebookClient(nb, km=km, timeout=600).execute()
     errors = [o for cell in nb.cells for o in cell.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors, errors
@@ -52,11 +82,11 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_on_a_synthetic_campaign(notebook: Path, synthetic: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    execute(notebook, synthetic, monkeypatch)
+                                               kernel: Kernel) -> None:
+    execute(notebook, synthetic, kernel)
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_on_the_reference_campaign(notebook: Path, reference_runs: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    execute(notebook, reference_runs, monkeypatch)
+                                                 kernel: Kernel) -> None:
+    execute(notebook, reference_runs, kernel)
