@@ -85,7 +85,9 @@ def test_plots_that_do_not_apply_say_why(tmp_path: Path) -> None:
         PLOTS["pinned_vs_mapped"].draw(ctx)
     with pytest.raises(NotApplicable, match="no scenario sweeps iodepth"):
         PLOTS["sweep_iodepth"].draw(ctx)
-    done = {d.name: d for d in render(load_campaign(path), formats=("png",))}
+    # Every figure of such a campaign is drawn by test_report_lists_plots_it_could_not_draw.
+    done = {d.name: d for d in render(load_campaign(path), ["sweep_numjobs", "throughput"],
+                                      formats=("png",))}
     assert done["sweep_numjobs"].skipped and not done["sweep_numjobs"].files
     assert done["throughput"].files == [path / "plots" / "throughput.png"]
 
