@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := fuse3 libfuse3-dev pkg-config fio liburing-dev qemu-system-common qemu-utils \
                 kmod passwd util-linux gcc python3-dev qemu-system-x86 busybox-static \
-                g++ ninja-build libnuma-dev
+                g++ ninja-build libnuma-dev python3-venv
 SUITE ?= quick
 BENCH_ARGS ?=
 
