@@ -9,7 +9,8 @@ Two kernel headers:
 - one of protocol 7.46 or later, for all of it: RINGSIDE_KERNEL_FUSE_H (a path to fuse.h,
   e.g. from the linux-source-7.3 or linux-libc-dev 7.3 package, or the one in a kernel
   `ringside kernel fetch 7.3` cached under .cache/kernels/), else the installed one when
-  it is new enough. Without one that test skips and says how to point it at a 7.3 header.
+  it is new enough, else the newest cached guest kernel's of 7.46 or later. Without one
+  that test skips and says how to point it at a 7.3 header.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from harness.guests.kernels import CACHE_DIR
 from transports.fuse import abi
 
 _URING_MINOR = 46
@@ -198,6 +200,10 @@ def _uring_header() -> Path:
         return path
     if _INSTALLED.is_file() and (_minor_of(_INSTALLED) or 0) >= _URING_MINOR:
         return _INSTALLED
+    # A guest kernel `ringside kernel fetch` cached comes with its uapi headers (CI has 7.3).
+    for cached in sorted(CACHE_DIR.glob("*/usr/include/linux/fuse.h"), reverse=True):
+        if (_minor_of(cached) or 0) >= _URING_MINOR:
+            return cached
     pytest.skip(
         "no FUSE 7.46 header: set RINGSIDE_KERNEL_FUSE_H to include/uapi/linux/fuse.h of "
         "Linux 7.3 (Debian experimental linux-source-7.3 or linux-libc-dev 7.3, or "
