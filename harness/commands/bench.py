@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness.analysis.campaign import CampaignError, load_campaign
+from harness.analysis.campaign_results import CampaignError, load_campaign
 from harness.analysis.compare import CompareError, compare
 from harness.analysis.report import write_report
 from harness.analysis.tables import render
