@@ -23,7 +23,7 @@ specs but no settings: each of its specs reads as the results that spec produced
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from transports.base import TransportUnavailable, transport_class
@@ -82,6 +82,24 @@ def _mlock_spec(spec: str) -> str:
     return name + sep + _PINNED.sub("buffers=mlock", options) if name == "uring" else spec
 
 
+def _transport(name: str) -> type | None:
+    """The transport class of that name here, or None (nothing to compare with)."""
+    try:
+        return transport_class(name)
+    except (SpecError, TransportUnavailable):
+        return None
+
+
+def _respec(transport: dict[str, Any], step: Callable[[str], str]) -> None:
+    """The recorded spec rewritten by `step`, and the label with it where it was the spec."""
+    spec = transport.get("spec")
+    if not isinstance(spec, str):
+        return
+    transport["spec"] = step(spec)
+    if transport.get("label") == spec:
+        transport["label"] = transport["spec"]
+
+
 def _pinned_was_mlock(data: dict[str, Any]) -> None:
     """A uring run labelled buffers=pinned used mlock (before protocol 7.46 there was
     nothing else): its spec (and a label that was the spec), settings and check say so,
@@ -89,11 +107,7 @@ def _pinned_was_mlock(data: dict[str, Any]) -> None:
     transport = data.get("transport") or {}
     if transport.get("name", "uring") != "uring":
         return
-    spec = transport.get("spec")
-    if isinstance(spec, str):
-        transport["spec"] = _mlock_spec(spec)
-        if transport.get("label") == spec:
-            transport["label"] = transport["spec"]
+    _respec(transport, _mlock_spec)
     for settings in (transport.get("settings"),
                      (data.get("transport_stats") or {}).get("settings")):
         if isinstance(settings, dict) and settings.get("buffers") == "pinned":
@@ -137,10 +151,8 @@ def renamed_options_spec(spec: str) -> str:
 
 
 def _option_renames(name: str) -> dict[str, str]:
-    try:
-        options = transport_class(name).options
-    except (SpecError, TransportUnavailable):
-        return {}
+    cls = _transport(name)
+    options = cls.options if cls else {}
     return {o.formerly: key for key, o in options.items() if o.formerly}
 
 
@@ -149,11 +161,7 @@ def _renamed_in_drafts(data: dict[str, Any]) -> None:
     statistics keys, uring's recorded design."""
     transport = data.get("transport") or {}
     stats = data.get("transport_stats") or {}
-    spec = transport.get("spec")
-    if isinstance(spec, str):
-        transport["spec"] = renamed_options_spec(spec)
-        if transport.get("label") == spec:
-            transport["label"] = transport["spec"]
+    _respec(transport, renamed_options_spec)
     renames = _option_renames(str(transport.get("name") or ""))
     for settings in (transport.get("settings"), stats.get("settings"), stats.get("requested")):
         _renamed(settings, renames)
@@ -181,9 +189,7 @@ def _write_out_settings(data: dict[str, Any]) -> None:
                                 placement_recorded=isinstance(placement, dict))
     if not written:
         return
-    transport["spec"] = Spec.read(spec).with_options(**written).text
-    if transport.get("label") == spec:
-        transport["label"] = transport["spec"]
+    _respec(transport, lambda text: Spec.read(text).with_options(**written).text)
     for recorded in (settings, (data.get("transport_stats") or {}).get("settings")):
         if isinstance(recorded, dict):
             for key, value in written.items():
@@ -205,9 +211,8 @@ def settings_to_write(spec: Spec, recorded: Mapping[str, Any], *,
     policy of its own; any other server's placement then is unknown, as the placement
     columns say.
     """
-    try:
-        cls = transport_class(spec.name)
-    except (SpecError, TransportUnavailable):
+    cls = _transport(spec.name)
+    if cls is None:
         return {}  # no transport of that name here: nothing to compare with
     given = spec.options()
     free_form = getattr(cls, "raw_option", None)
